@@ -1,0 +1,253 @@
+"""Pure-Python reference implementations of the native helper's functions.
+
+``mqstore.native`` uses these when the compiled module is missing or ``MQSTORE_NATIVE=off``.
+They define the behaviour: the C versions must return exactly the same results (the tests in
+``tests/native/`` check it with hypothesis). Never import this module from an engine; go
+through ``mqstore.native``.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+# ----- scan status codes (shared with the C helper) -----
+SCAN_OK = 0  # the data ended exactly at ``end``
+SCAN_TORN = 1  # the last entry is incomplete (declared length runs past ``end``): a torn tail
+SCAN_CORRUPT = 2  # an entry fails a check (size, magic, CRC, length): damage, not a tail
+SCAN_BLANK = 3  # commitlog: the end-of-file blank marker was reached (the file is full)
+SCAN_ZERO = 4  # commitlog: zero fill reached (preallocated space never written)
+
+# ----- CRC-32C (Castagnoli), reflected polynomial 0x82F63B78 -----
+def _make_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _make_table()
+
+
+def crc32c(data, crc: int = 0) -> int:
+    """CRC-32C of ``data`` (any buffer), continuing from ``crc`` for chunked updates."""
+    table = _CRC_TABLE
+    c = (crc ^ 0xFFFFFFFF) & 0xFFFFFFFF
+    for b in memoryview(data).cast("B"):
+        c = table[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+# ----- small hash kernels -----
+def java_string_hash(s: str) -> int:
+    """Java ``String.hashCode``: over UTF-16 code units, 32-bit wrap, signed result."""
+    h = 0
+    units = s.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + ((units[i] << 8) | units[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2`` (seed 0x9747b28c), as a signed 32-bit int."""
+    data = bytes(data)
+    length = len(data)
+    m, r = 0x5BD1E995, 24
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    n4 = length // 4
+    for i in range(n4):
+        k = int.from_bytes(data[4 * i:4 * i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    rem = length % 4
+    tail = 4 * n4
+    if rem == 3:
+        h ^= data[tail + 2] << 16
+    if rem >= 2:
+        h ^= data[tail + 1] << 8
+    if rem >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+# ----- Kafka index floor searches -----
+_OFFSET_ENTRY = np.dtype([("relative_offset", ">i4"), ("position", ">i4")])
+_TIME_ENTRY = np.dtype([("timestamp", ">i8"), ("relative_offset", ">i4")])
+
+
+def offset_index_floor(buf, n_entries: int, target: int) -> int:
+    """Slot of the largest ``.index`` entry whose relative offset <= ``target``, or -1."""
+    if n_entries <= 0:
+        return -1
+    arr = np.frombuffer(buf, dtype=_OFFSET_ENTRY, count=n_entries)
+    return int(np.searchsorted(arr["relative_offset"], target, side="right")) - 1
+
+
+def time_index_floor(buf, n_entries: int, target: int) -> int:
+    """Slot of the largest ``.timeindex`` entry whose timestamp <= ``target``, or -1."""
+    if n_entries <= 0:
+        return -1
+    arr = np.frombuffer(buf, dtype=_TIME_ENTRY, count=n_entries)
+    return int(np.searchsorted(arr["timestamp"], target, side="right")) - 1
+
+
+# ----- Kafka batch scans -----
+_BATCH_HEAD = struct.Struct(">qiiBI")  # baseOffset, batchLength, leaderEpoch, magic, crc
+_BATCH_LOD = struct.Struct(">i")  # lastOffsetDelta at 23
+_BATCH_MAXTS = struct.Struct(">q")  # maxTimestamp at 35
+BATCH_OVERHEAD = 61
+
+
+def find_batch(buf, pos: int, end: int, target_offset: int) -> int:
+    """Position of the first batch at or after ``pos`` whose last offset >= target, or -1.
+
+    Reads headers only (like Kafka's ``FileRecords.searchForOffsetWithSize``); stops at a
+    torn or malformed header.
+    """
+    mv = memoryview(buf)
+    while pos + BATCH_OVERHEAD <= end:
+        base, length = struct.unpack_from(">qi", mv, pos)
+        size = length + 12
+        if length < 49 or pos + size > end:
+            return -1
+        last = base + _BATCH_LOD.unpack_from(mv, pos + 23)[0]
+        if last >= target_offset:
+            return pos
+        pos += size
+    return -1
+
+
+class BatchScan(NamedTuple):
+    """What ``scan_batches`` found: the valid prefix and one row per valid batch."""
+
+    valid_end: int
+    status: int
+    positions: np.ndarray  # int64
+    sizes: np.ndarray  # int64
+    base_offsets: np.ndarray  # int64
+    last_offsets: np.ndarray  # int64
+    max_timestamps: np.ndarray  # int64
+
+
+def scan_batches(buf, pos: int, end: int) -> BatchScan:
+    """Validate Kafka batches from ``pos`` (size >= 61, magic 2, CRC-32C) up to ``end``."""
+    mv = memoryview(buf)
+    rows: list[tuple[int, int, int, int, int]] = []
+    status = SCAN_OK
+    while pos < end:
+        if end - pos < BATCH_OVERHEAD:
+            status = SCAN_TORN
+            break
+        base, length, _epoch, magic, crc = _BATCH_HEAD.unpack_from(mv, pos)
+        size = length + 12
+        if size < BATCH_OVERHEAD or magic != 2:
+            status = SCAN_CORRUPT
+            break
+        if pos + size > end:
+            status = SCAN_TORN
+            break
+        if crc32c(mv[pos + 21:pos + size]) != crc:
+            status = SCAN_CORRUPT
+            break
+        last = base + _BATCH_LOD.unpack_from(mv, pos + 23)[0]
+        rows.append((pos, size, base, last, _BATCH_MAXTS.unpack_from(mv, pos + 35)[0]))
+        pos += size
+    cols = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    return BatchScan(pos, status, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4])
+
+
+# ----- RocketMQ CommitLog scans -----
+MESSAGE_MAGIC_V1 = 0xDAA320A7
+BLANK_MAGIC = 0xCBD43194
+MSG_FIXED_OVERHEAD = 91
+_MSG_HEAD = struct.Struct(">iIIiiqqiq8sq8siq")  # through PREPARED TX OFFSET (84 bytes)
+
+
+class RecordScan(NamedTuple):
+    """What ``scan_commitlog`` found: the valid prefix and one row per valid message."""
+
+    valid_end: int
+    status: int
+    positions: np.ndarray  # int64, file-relative
+    sizes: np.ndarray  # int64
+    queue_ids: np.ndarray  # int64
+    queue_offsets: np.ndarray  # int64
+    store_timestamps: np.ndarray  # int64
+
+
+def scan_commitlog(buf, pos: int, end: int) -> RecordScan:
+    """Validate RocketMQ V1 messages from ``pos``: size, magic, body CRC, recomputed length.
+
+    Stops at the blank marker (SCAN_BLANK), at a zero TOTALSIZE (SCAN_ZERO: unwritten,
+    preallocated space), at ``end`` (SCAN_OK), at an incomplete message (SCAN_TORN) or at a
+    bad one (SCAN_CORRUPT).
+    """
+    mv = memoryview(buf)
+    rows: list[tuple[int, int, int, int, int]] = []
+    status = SCAN_OK
+    while pos < end:
+        if end - pos < 8:
+            status = SCAN_TORN if any(mv[pos:end]) else SCAN_ZERO
+            break
+        size, magic = struct.unpack_from(">iI", mv, pos)
+        if size == 0 and magic == 0:
+            status = SCAN_ZERO
+            break
+        if magic == BLANK_MAGIC:
+            status = SCAN_BLANK
+            break
+        if magic != MESSAGE_MAGIC_V1 or size < MSG_FIXED_OVERHEAD:
+            status = SCAN_CORRUPT
+            break
+        if pos + size > end:
+            status = SCAN_TORN
+            break
+        f = _MSG_HEAD.unpack_from(mv, pos)
+        body_crc, queue_id, queue_offset, store_ts = f[2], f[3], f[5], f[10]
+        p = pos + 84
+        body_len = struct.unpack_from(">i", mv, p)[0]
+        if body_len < 0 or p + 4 + body_len + 1 > pos + size:
+            status = SCAN_CORRUPT
+            break
+        body = mv[p + 4:p + 4 + body_len]
+        p += 4 + body_len
+        topic_len = mv[p]
+        p += 1 + topic_len
+        if p + 2 > pos + size:
+            status = SCAN_CORRUPT
+            break
+        props_len = struct.unpack_from(">h", mv, p)[0]
+        if props_len < 0 or p + 2 + props_len != pos + size:
+            status = SCAN_CORRUPT
+            break
+        if (zlib.crc32(body) & 0x7FFFFFFF) != body_crc:
+            status = SCAN_CORRUPT
+            break
+        rows.append((pos, size, queue_id, queue_offset, store_ts))
+        pos += size
+    cols = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    return RecordScan(pos, status, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4])
+
+
+# ----- ConsumeQueue tag scans -----
+CQ_UNIT = np.dtype([("offset", ">i8"), ("size", ">i4"), ("tag_hash", ">i8")])
+
+
+def cq_tag_scan(buf, start_unit: int, n_units: int, tag_hashes) -> np.ndarray:
+    """Indexes (relative to ``start_unit``) of the ConsumeQueue units among ``n_units`` whose
+    tag hash is one of ``tag_hashes``, as an int64 array."""
+    units = np.frombuffer(buf, dtype=CQ_UNIT, count=n_units, offset=start_unit * 20)
+    wanted = np.asarray(list(tag_hashes), dtype=np.int64)
+    return np.flatnonzero(np.isin(units["tag_hash"], wanted)).astype(np.int64)

@@ -1,0 +1,367 @@
+"""The public contract every engine implements: ``Store`` and its value types.
+
+The names and signatures here are the agreement written in DESIGN.md; the conformance suite in
+``tests/contract/`` checks every rule for every registered engine. Engines subclass
+:class:`Store`, implement the abstract methods, and may override ``append`` for speed.
+"""
+from __future__ import annotations
+
+import abc
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from mqstore import errors
+from mqstore.config import StoreConfig
+
+DEFAULT_MAX_RECORDS = 500
+DEFAULT_MAX_BYTES = 1024 * 1024
+TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+TAG_MAX_CHARS = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message to append. ``partition`` overrides key-based and round-robin choice."""
+
+    value: bytes
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+    headers: Mapping[str, bytes] | None = None
+    tag: str | None = None
+    partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored record as read back. ``headers`` never holds the engine's own tag field."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes] = field(default_factory=dict)
+    tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    """Where an appended record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic and its partition count."""
+
+    name: str
+    partitions: int
+
+
+def validate_topic_name(name: object) -> str:
+    """Return ``name`` if it is a valid topic name, else raise :class:`InvalidTopicError`.
+
+    Valid names are 1-249 characters of ``[A-Za-z0-9._-]`` and not ``.`` or ``..`` (Kafka's
+    rule), which keeps every name a single safe path component.
+    """
+    if not isinstance(name, str):
+        raise errors.InvalidTopicError(f"topic name must be str, not {type(name).__name__}")
+    if name in (".", "..") or not TOPIC_NAME_RE.match(name):
+        raise errors.InvalidTopicError(
+            f"invalid topic name {name!r}: use 1-249 characters of [A-Za-z0-9._-], "
+            "not '.' or '..'"
+        )
+    return name
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise errors.InvalidRecordError(f"{what} must be bytes-like, not {type(value).__name__}")
+
+
+def normalize_message(msg: bytes | bytearray | memoryview | Message, now_ms: int) -> Message:
+    """Check the types of one message and fill in its timestamp; return a clean Message."""
+    if not isinstance(msg, Message):
+        return Message(_as_bytes(msg, "value"), timestamp_ms=now_ms)
+    value = _as_bytes(msg.value, "value")
+    key = None if msg.key is None else _as_bytes(msg.key, "key")
+    headers: dict[str, bytes] | None = None
+    if msg.headers:
+        if not isinstance(msg.headers, Mapping):
+            raise errors.InvalidRecordError("headers must be a mapping of str to bytes")
+        headers = {}
+        for name, hval in msg.headers.items():
+            if not isinstance(name, str) or not name:
+                raise errors.InvalidRecordError(f"header name must be a non-empty str: {name!r}")
+            headers[name] = _as_bytes(hval, f"header {name!r}")
+    tag = msg.tag
+    if tag is not None:
+        if not isinstance(tag, str) or not tag:
+            raise errors.InvalidRecordError(f"tag must be a non-empty str: {tag!r}")
+        if len(tag) > TAG_MAX_CHARS:
+            raise errors.InvalidRecordError(f"tag longer than {TAG_MAX_CHARS} characters")
+    ts = msg.timestamp_ms
+    if ts is None:
+        ts = now_ms
+    elif not isinstance(ts, int) or ts < 0:
+        raise errors.InvalidRecordError(f"timestamp_ms must be a non-negative int: {ts!r}")
+    part = msg.partition
+    if part is not None and (not isinstance(part, int) or isinstance(part, bool)):
+        raise errors.InvalidRecordError(f"partition must be an int: {part!r}")
+    return Message(value, key, ts, headers, tag, part)
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the timestamp given to messages that carry none."""
+    return time.time_ns() // 1_000_000
+
+
+class Store(abc.ABC):
+    """A durable, ordered, partitioned message log (the contract; see DESIGN.md).
+
+    A store is a context manager; ``close()`` is idempotent. Appends are thread-safe; reads may
+    run in any number of threads. One process writes a directory at a time (an exclusive
+    lock); others may open it with ``read_only=True`` and follow the writer.
+
+    Capability flags let callers check what an engine can do instead of catching
+    :class:`~mqstore.errors.UnsupportedOperation`.
+    """
+
+    #: registry name of the engine ("segments", "commitlog", ...)
+    engine_name: ClassVar[str] = ""
+    #: engine options with their defaults (the ``[<engine>]`` TOML section)
+    OPTIONS: ClassVar[Mapping[str, Any]] = {}
+    #: the subset of OPTIONS that shape files on disk; kept in the manifest, checked at reopen
+    SHAPE_OPTIONS: ClassVar[tuple[str, ...]] = ()
+    #: capabilities
+    supports_key_index: ClassVar[bool] = False  # lookup_key served by an index (not a scan)
+    supports_zero_copy: ClassVar[bool] = False  # transfer_to avoids user-space copies
+    supports_tag_index: ClassVar[bool] = False  # tag filtering without reading record bodies
+
+    def __init__(self, path: str, config: StoreConfig):
+        self.path = str(path)
+        self.config = config
+        self._closed = False
+        self._rr_lock = threading.Lock()
+        self._rr_counters: dict[str, int] = {}
+
+    # ----- engine identification (dbm.whichdb style) -----
+    @classmethod
+    def looks_like(cls, path: str) -> bool:
+        """True if ``path`` holds files this engine wrote (used when no manifest exists)."""
+        return False
+
+    # ----- topics -----
+    @abc.abstractmethod
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        """Create a topic with ``partitions`` partitions (TopicExistsError if it exists)."""
+
+    @abc.abstractmethod
+    def topics(self) -> list[str]:
+        """The user topics, sorted (internal topics such as ``__consumer_offsets`` excluded)."""
+
+    @abc.abstractmethod
+    def partitions(self, topic: str) -> int:
+        """The partition count of ``topic`` (TopicNotFoundError if it does not exist)."""
+
+    # ----- writes -----
+    def append(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Mapping[str, bytes] | None = None,
+        tag: str | None = None,
+    ) -> RecordMetadata:
+        """Append one record and return where it landed.
+
+        ``partition`` picks the partition; otherwise a key picks ``murmur2(key) % partitions``
+        and no key goes round-robin. Durability follows the store's flush policy.
+        """
+        msg = Message(value, key, timestamp_ms, headers, tag)
+        return self.append_batch(topic, [msg], partition=partition)[0]
+
+    @abc.abstractmethod
+    def append_batch(
+        self,
+        topic: str,
+        messages: Iterable[bytes | Message],
+        *,
+        partition: int | None = None,
+    ) -> list[RecordMetadata]:
+        """Append a producer batch: every message, in order, one metadata each.
+
+        Messages are grouped by partition (explicit ``partition``, then each message's own
+        ``partition``, then its key, then one round-robin choice for the unkeyed ones).
+        Either the whole call is refused (bad input, too large) or all of it is appended.
+        """
+
+    # ----- reads -----
+    @abc.abstractmethod
+    def read(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        tags: Iterable[str] | None = None,
+    ) -> list[Record]:
+        """Records with offset >= ``offset``, in order, at most ``max_records``.
+
+        ``max_bytes`` bounds the summed value sizes, but the first record is always returned
+        so a consumer never stalls. ``tags`` keeps only records with one of those tags.
+        Reading at the end offset returns ``[]``; beyond it, or below the start offset,
+        raises OffsetOutOfRangeError.
+        """
+
+    @abc.abstractmethod
+    def start_offset(self, topic: str, partition: int) -> int:
+        """The first offset still stored (grows with retention)."""
+
+    @abc.abstractmethod
+    def end_offset(self, topic: str, partition: int) -> int:
+        """The offset the next appended record will get."""
+
+    @abc.abstractmethod
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        """The first offset whose timestamp >= ``timestamp_ms``, or None if there is none."""
+
+    @abc.abstractmethod
+    def lookup_key(
+        self,
+        topic: str,
+        key: bytes,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 64,
+    ) -> list[Record]:
+        """Records of ``topic`` whose key equals ``key`` (timestamps within
+        [start_ms, end_ms] when given), at most ``limit``; engine-defined order."""
+
+    @abc.abstractmethod
+    def transfer_to(
+        self, sock: socket.socket, topic: str, partition: int, offset: int, max_bytes: int
+    ) -> tuple[int, int]:
+        """Send stored bytes from ``offset`` to a connected socket.
+
+        Returns ``(bytes_sent, next_offset)``: the consumer continues at ``next_offset``.
+        The bytes are the engine's own on-disk framing (Kafka batches or RocketMQ messages).
+        """
+
+    # ----- consumer offsets -----
+    @abc.abstractmethod
+    def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Remember ``offset`` as the next offset ``group`` will consume."""
+
+    @abc.abstractmethod
+    def committed_offset(self, group: str, topic: str, partition: int) -> int | None:
+        """The last committed offset of ``group``, or None."""
+
+    # ----- maintenance -----
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Make everything appended so far durable (fsync)."""
+
+    @abc.abstractmethod
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Delete whole files past the retention limits, oldest first; return bytes deleted."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Counters: at least ``engine``, ``bytes_on_disk``, ``files``, ``fsyncs``,
+        ``appended_records`` and ``appended_bytes``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush, write clean-shutdown state and release the lock. Idempotent."""
+
+    # ----- helpers shared by engines -----
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.StoreClosedError(f"store at {self.path} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.config.read_only:
+            raise errors.ReadOnlyStoreError(f"store at {self.path} was opened read_only")
+
+    def _check_partition(self, topic: str, partition: object, count: int) -> int:
+        if not isinstance(partition, int) or isinstance(partition, bool):
+            raise errors.InvalidPartitionError(f"partition must be an int: {partition!r}")
+        if not 0 <= partition < count:
+            raise errors.InvalidPartitionError(
+                f"partition {partition} out of range for topic {topic!r} ({count} partitions)"
+            )
+        return partition
+
+    def _next_round_robin(self, topic: str, count: int) -> int:
+        with self._rr_lock:
+            n = self._rr_counters.get(topic, 0)
+            self._rr_counters[topic] = n + 1
+        return n % count
+
+    def _group_by_partition(
+        self,
+        topic: str,
+        messages: Iterable[bytes | Message],
+        partition: int | None,
+        count: int,
+    ) -> dict[int, list[tuple[int, Message]]]:
+        """Normalise a batch and group it by target partition, keeping each message's index
+        in the call so metadata can be returned in call order. Raises before any write."""
+        from mqstore.partitioner import partition_for_key
+
+        ts = now_ms()
+        groups: dict[int, list[tuple[int, Message]]] = {}
+        rr: int | None = None
+        if partition is not None:
+            partition = self._check_partition(topic, partition, count)
+        for i, raw in enumerate(messages):
+            msg = normalize_message(raw, ts)
+            if partition is not None:
+                p = partition
+            elif msg.partition is not None:
+                p = self._check_partition(topic, msg.partition, count)
+            elif msg.key is not None:
+                p = partition_for_key(msg.key, count)
+            else:
+                if rr is None:
+                    rr = self._next_round_robin(topic, count)
+                p = rr
+            groups.setdefault(p, []).append((i, msg))
+        if not groups:
+            raise errors.InvalidRecordError("append_batch needs at least one message")
+        return groups
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.engine_name} {self.path!r} {state}>"

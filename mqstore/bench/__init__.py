@@ -1,0 +1,1 @@
+"""The workload harness: workloads, runner, metrics, references and reports."""
