@@ -11,7 +11,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -58,6 +58,18 @@ class RecordMetadata:
     partition: int
     offset: int
     timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """One problem ``verify_files`` found: which file, where, and what is wrong."""
+
+    path: str
+    position: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}@{self.position}: {self.problem}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +175,21 @@ class Store(abc.ABC):
     def looks_like(cls, path: str) -> bool:
         """True if ``path`` holds files this engine wrote (used when no manifest exists)."""
         return False
+
+    # ----- offline tools (``mqstore inspect`` / ``mqstore verify``) -----
+    @classmethod
+    def inspect_files(cls, path: str, target: str | None = None) -> Iterator[str]:
+        """Human-readable lines describing the store at ``path`` (or one partition / one file
+        named by ``target``, relative to ``path`` or absolute), like Kafka's dump-log tool.
+        Works on a closed store or alongside a live writer; never modifies anything."""
+        raise errors.UnsupportedOperation(f"engine {cls.engine_name!r} has no inspect tool")
+
+    @classmethod
+    def verify_files(cls, path: str) -> list[Damage]:
+        """Check every CRC and index of the store at ``path`` without modifying it; return the
+        damage found (empty when the store is sound). A torn tail left by a crash counts as
+        damage here (recovery would truncate it)."""
+        raise errors.UnsupportedOperation(f"engine {cls.engine_name!r} has no verify tool")
 
     # ----- topics -----
     @abc.abstractmethod
