@@ -22,6 +22,8 @@ DEFAULT_MAX_RECORDS = 500
 DEFAULT_MAX_BYTES = 1024 * 1024
 TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 TAG_MAX_CHARS = 255
+#: header names with this prefix belong to mqstore (e.g. ``mqstore.tag``) and are refused
+RESERVED_HEADER_PREFIX = "mqstore."
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,12 @@ def normalize_message(msg: bytes | bytearray | memoryview | Message, now_ms: int
         for name, hval in msg.headers.items():
             if not isinstance(name, str) or not name:
                 raise errors.InvalidRecordError(f"header name must be a non-empty str: {name!r}")
+            if name.startswith(RESERVED_HEADER_PREFIX):
+                raise errors.InvalidRecordError(
+                    f"header name {name!r}: names starting with {RESERVED_HEADER_PREFIX!r} "
+                    "are reserved for mqstore's own fields (the segments engine keeps the tag "
+                    "in a header named 'mqstore.tag')"
+                )
             headers[name] = _as_bytes(hval, f"header {name!r}")
     tag = msg.tag
     if tag is not None:
