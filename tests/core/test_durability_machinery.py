@@ -1,0 +1,77 @@
+"""GroupCommit and PeriodicFlusher, with a counting fake sync."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mqstore.durability import GroupCommit, PeriodicFlusher
+
+
+def test_group_commit_covers_every_ticket_and_shares_syncs():
+    syncs = []
+    lock = threading.Lock()
+
+    def sync():
+        time.sleep(0.002)  # a slow disk, so waiters pile up
+        syncs.append(1)
+
+    gc = GroupCommit(sync)
+    tickets_done = []
+
+    def appender():
+        for _ in range(50):
+            with lock:
+                t = gc.written()
+            gc.wait_durable(t)
+            with lock:
+                tickets_done.append(t)
+
+    threads = [threading.Thread(target=appender) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(tickets_done) == list(range(1, 401))
+    assert 0 < len(syncs) < 400
+    assert gc.group_syncs == len(syncs)
+
+
+def test_group_commit_propagates_errors():
+    def sync():
+        raise OSError("disk on fire")
+
+    gc = GroupCommit(sync)
+    t = gc.written()
+    with pytest.raises(OSError, match="fire"):
+        gc.wait_durable(t)
+    with pytest.raises(OSError, match="fire"):
+        gc.wait_durable(gc.written())
+
+
+def test_mark_all_durable_releases_waiters_without_sync():
+    calls = []
+    gc = GroupCommit(lambda: calls.append(1))
+    t = gc.written()
+    gc.mark_all_durable()
+    gc.wait_durable(t)
+    assert calls == []
+
+
+def test_periodic_flusher_syncs_only_when_dirty():
+    calls = []
+    dirty = [True]
+
+    def sync():
+        calls.append(1)
+        dirty[0] = False
+
+    f = PeriodicFlusher(sync, 5, lambda: dirty[0])
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    f.stop()
+    f.stop()
+    assert calls == [1]
