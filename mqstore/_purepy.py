@@ -13,12 +13,31 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mqstore.errors import BufferRangeError
+
 # ----- scan status codes (shared with the C helper) -----
 SCAN_OK = 0  # the data ended exactly at ``end``
 SCAN_TORN = 1  # the last entry is incomplete (declared length runs past ``end``): a torn tail
 SCAN_CORRUPT = 2  # an entry fails a check (size, magic, CRC, length): damage, not a tail
 SCAN_BLANK = 3  # commitlog: the end-of-file blank marker was reached (the file is full)
 SCAN_ZERO = 4  # commitlog: zero fill reached (preallocated space never written)
+
+# ----- argument checks shared with the C helper (mqstore.native does the same ones) -----
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _bytes_view(buf) -> memoryview:
+    """A flat unsigned-byte view of any C-contiguous buffer (positions are byte positions)."""
+    mv = memoryview(buf)
+    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
+def _check_range(mv: memoryview, pos: int, end: int) -> None:
+    """Refuse a scan window that starts before the buffer or ends past it."""
+    if pos < 0 or end > len(mv):
+        raise BufferRangeError(f"scan window [{pos}, {end}) is outside a buffer of {len(mv)} bytes")
+
 
 # ----- CRC-32C (Castagnoli), reflected polynomial 0x82F63B78 -----
 def _make_table() -> list[int]:
@@ -38,7 +57,7 @@ def crc32c(data, crc: int = 0) -> int:
     """CRC-32C of ``data`` (any buffer), continuing from ``crc`` for chunked updates."""
     table = _CRC_TABLE
     c = (crc ^ 0xFFFFFFFF) & 0xFFFFFFFF
-    for b in memoryview(data).cast("B"):
+    for b in _bytes_view(data):
         c = table[(c ^ b) & 0xFF] ^ (c >> 8)
     return c ^ 0xFFFFFFFF
 
@@ -47,7 +66,7 @@ def crc32c(data, crc: int = 0) -> int:
 def java_string_hash(s: str) -> int:
     """Java ``String.hashCode``: over UTF-16 code units, 32-bit wrap, signed result."""
     h = 0
-    units = s.encode("utf-16-be")
+    units = s.encode("utf-16-be", "surrogatepass")  # Java strings may hold lone surrogates
     for i in range(0, len(units), 2):
         h = (31 * h + ((units[i] << 8) | units[i + 1])) & 0xFFFFFFFF
     return h - (1 << 32) if h & 0x80000000 else h
@@ -85,22 +104,52 @@ def murmur2(data: bytes) -> int:
 # ----- Kafka index floor searches -----
 _OFFSET_ENTRY = np.dtype([("relative_offset", ">i4"), ("position", ">i4")])
 _TIME_ENTRY = np.dtype([("timestamp", ">i8"), ("relative_offset", ">i4")])
+# Kafka's AbstractIndex keeps the last 8192 bytes of entries "warm": a lookup near the tail
+# (what consumers and appends do) only touches those pages.
+_WARM_BYTES = 8192
+
+
+def _index_floor(keys: np.ndarray, target: int, warm_entries: int) -> int:
+    """Slot of the last key <= target, searching the warm tail section first.
+
+    Kafka's ``indexSlotRangeFor``: if the first warm entry is <= target the answer is in the
+    warm section, otherwise in the cold part before it. For non-decreasing keys this is
+    exactly ``searchsorted(keys, target, "right") - 1``; for damaged (unsorted) keys it is a
+    deterministic bisection of the two sections, which the C helper repeats step for step.
+    """
+    n = len(keys)
+    first_hot = max(0, n - 1 - warm_entries)
+    if keys[first_hot] <= target:
+        return first_hot + int(np.searchsorted(keys[first_hot:], target, side="right")) - 1
+    return int(np.searchsorted(keys[:first_hot], target, side="right")) - 1
+
+
+def _entries(buf, n_entries: int, dtype: np.dtype) -> np.ndarray:
+    mv = _bytes_view(buf)
+    if n_entries * dtype.itemsize > len(mv):
+        raise BufferRangeError(
+            f"{n_entries} index entries of {dtype.itemsize} bytes do not fit in {len(mv)} bytes")
+    return np.frombuffer(mv, dtype=dtype, count=n_entries)
 
 
 def offset_index_floor(buf, n_entries: int, target: int) -> int:
     """Slot of the largest ``.index`` entry whose relative offset <= ``target``, or -1."""
     if n_entries <= 0:
         return -1
-    arr = np.frombuffer(buf, dtype=_OFFSET_ENTRY, count=n_entries)
-    return int(np.searchsorted(arr["relative_offset"], target, side="right")) - 1
+    keys = _entries(buf, n_entries, _OFFSET_ENTRY)["relative_offset"]
+    if target < INT32_MIN:
+        return -1
+    return _index_floor(keys, min(target, INT32_MAX), _WARM_BYTES // 8)
 
 
 def time_index_floor(buf, n_entries: int, target: int) -> int:
     """Slot of the largest ``.timeindex`` entry whose timestamp <= ``target``, or -1."""
     if n_entries <= 0:
         return -1
-    arr = np.frombuffer(buf, dtype=_TIME_ENTRY, count=n_entries)
-    return int(np.searchsorted(arr["timestamp"], target, side="right")) - 1
+    keys = _entries(buf, n_entries, _TIME_ENTRY)["timestamp"]
+    if target < INT64_MIN:
+        return -1
+    return _index_floor(keys, min(target, INT64_MAX), _WARM_BYTES // 12)
 
 
 # ----- Kafka batch scans -----
@@ -114,9 +163,10 @@ def find_batch(buf, pos: int, end: int, target_offset: int) -> int:
     """Position of the first batch at or after ``pos`` whose last offset >= target, or -1.
 
     Reads headers only (like Kafka's ``FileRecords.searchForOffsetWithSize``); stops at a
-    torn or malformed header.
+    torn or malformed header. ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``.
     """
-    mv = memoryview(buf)
+    mv = _bytes_view(buf)
+    _check_range(mv, pos, end)
     while pos + BATCH_OVERHEAD <= end:
         base, length = struct.unpack_from(">qi", mv, pos)
         size = length + 12
@@ -142,8 +192,13 @@ class BatchScan(NamedTuple):
 
 
 def scan_batches(buf, pos: int, end: int) -> BatchScan:
-    """Validate Kafka batches from ``pos`` (size >= 61, magic 2, CRC-32C) up to ``end``."""
-    mv = memoryview(buf)
+    """Validate Kafka batches from ``pos`` (size >= 61, magic 2, CRC-32C) up to ``end``.
+
+    A batch whose last offset (baseOffset + lastOffsetDelta) falls outside int64 is corrupt.
+    ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``.
+    """
+    mv = _bytes_view(buf)
+    _check_range(mv, pos, end)
     rows: list[tuple[int, int, int, int, int]] = []
     status = SCAN_OK
     while pos < end:
@@ -162,6 +217,9 @@ def scan_batches(buf, pos: int, end: int) -> BatchScan:
             status = SCAN_CORRUPT
             break
         last = base + _BATCH_LOD.unpack_from(mv, pos + 23)[0]
+        if not INT64_MIN <= last <= INT64_MAX:
+            status = SCAN_CORRUPT
+            break
         rows.append((pos, size, base, last, _BATCH_MAXTS.unpack_from(mv, pos + 35)[0]))
         pos += size
     cols = np.array(rows, dtype=np.int64).reshape(-1, 5)
@@ -192,9 +250,10 @@ def scan_commitlog(buf, pos: int, end: int) -> RecordScan:
 
     Stops at the blank marker (SCAN_BLANK), at a zero TOTALSIZE (SCAN_ZERO: unwritten,
     preallocated space), at ``end`` (SCAN_OK), at an incomplete message (SCAN_TORN) or at a
-    bad one (SCAN_CORRUPT).
+    bad one (SCAN_CORRUPT). ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``.
     """
-    mv = memoryview(buf)
+    mv = _bytes_view(buf)
+    _check_range(mv, pos, end)
     rows: list[tuple[int, int, int, int, int]] = []
     status = SCAN_OK
     while pos < end:
@@ -247,7 +306,18 @@ CQ_UNIT = np.dtype([("offset", ">i8"), ("size", ">i4"), ("tag_hash", ">i8")])
 
 def cq_tag_scan(buf, start_unit: int, n_units: int, tag_hashes) -> np.ndarray:
     """Indexes (relative to ``start_unit``) of the ConsumeQueue units among ``n_units`` whose
-    tag hash is one of ``tag_hashes``, as an int64 array."""
-    units = np.frombuffer(buf, dtype=CQ_UNIT, count=n_units, offset=start_unit * 20)
+    tag hash is one of ``tag_hashes``, as an int64 array.
+
+    ``n_units <= 0`` scans nothing; ``BufferRangeError`` if ``start_unit < 0`` or the units
+    run past the buffer.
+    """
     wanted = np.asarray(list(tag_hashes), dtype=np.int64)
+    mv = _bytes_view(buf)
+    if n_units <= 0:
+        return np.empty(0, dtype=np.int64)
+    if start_unit < 0 or (start_unit + n_units) * CQ_UNIT.itemsize > len(mv):
+        raise BufferRangeError(
+            f"ConsumeQueue units [{start_unit}, {start_unit + n_units}) run past a buffer of "
+            f"{len(mv)} bytes")
+    units = np.frombuffer(mv, dtype=CQ_UNIT, count=n_units, offset=start_unit * CQ_UNIT.itemsize)
     return np.flatnonzero(np.isin(units["tag_hash"], wanted)).astype(np.int64)

@@ -70,6 +70,11 @@ class CorruptRecordError(MQStoreError):
         self.position = position
 
 
+class BufferRangeError(MQStoreError, ValueError):
+    """A native-helper call (``mqstore.native``) was given a position, length or entry count
+    that reaches outside its buffer; nothing was read past the buffer."""
+
+
 class StoreLockedError(MQStoreError):
     """Another writer holds the directory's exclusive lock (open with ``read_only=True``
     to read alongside it)."""
