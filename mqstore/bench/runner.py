@@ -1,0 +1,542 @@
+"""Run one workload against one target: producers, consumers, measurements.
+
+:func:`run_workload` builds the target in a fresh directory, creates the topics, starts the
+consumers (threads; with ``processes=True`` separate processes that open the store
+``read_only`` and follow the writer, the only multi-process shape the one-writer contract
+allows) and the producers (threads of this process), and returns a :class:`RunResult`.
+
+Producers follow the workload: ``producerRate`` shared among them (0 = unthrottled), batches of
+``batch_records`` / ``batch_bytes`` closed after ``linger_ms``, stopped by the message count or
+the duration. Each value carries its send time in its first 8 bytes (see
+:mod:`mqstore.bench.payloads`), so consumers record end-to-end latency. Publish latency is from
+a message's intended send time (its creation when unthrottled) to the return of the
+``append_batch`` that stored it, as OMB measures send-to-ack; publish delay is how late the
+rate limiter was (coordinated omission shows there).
+
+Every target sees the same payloads, keys and tags: they are functions of the seed and the
+message number.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mqstore.api import Message
+from mqstore.bench.metrics import LatencyHistogram, ResourceSnapshot, count_maps, \
+    count_open_files, reset_peak_rss
+from mqstore.bench.payloads import PayloadSource, read_stamp, stamp
+from mqstore.bench.references import REFERENCES, make_reference
+from mqstore.bench.targets import StoreTarget, Target
+from mqstore.bench.workload import Workload
+
+POLL_RECORDS = 500
+IDLE_SLEEP_S = 0.0005
+DRAIN_TIMEOUT_S = 60.0
+Progress = Callable[[float], None]
+
+
+@dataclass
+class RunResult:
+    """What one run of one workload on one target measured (rates in messages and MiB/s)."""
+
+    workload: str
+    target: str
+    kind: str
+    produced: int = 0
+    produced_bytes: int = 0
+    consumed: int = 0
+    consumed_bytes: int = 0
+    publish_s: float = 0.0
+    consume_s: float = 0.0
+    publish_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    publish_delay: LatencyHistogram = field(default_factory=LatencyHistogram)
+    end_to_end: LatencyHistogram = field(default_factory=LatencyHistogram)
+    batches: int = 0
+    fsyncs: int | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    series: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def publish_rate(self) -> float:
+        return self.produced / self.publish_s if self.publish_s > 0 else 0.0
+
+    @property
+    def publish_mb_s(self) -> float:
+        return self.produced_bytes / 2**20 / self.publish_s if self.publish_s > 0 else 0.0
+
+    @property
+    def consume_rate(self) -> float:
+        return self.consumed / self.consume_s if self.consume_s > 0 else 0.0
+
+    @property
+    def consume_mb_s(self) -> float:
+        return self.consumed_bytes / 2**20 / self.consume_s if self.consume_s > 0 else 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        return float(self.resources.get("cpu_user_s", 0.0) + self.resources.get("cpu_sys_s", 0.0))
+
+    @property
+    def cpu_us_per_msg(self) -> float:
+        return self.cpu_s / self.produced * 1e6 if self.produced else 0.0
+
+    @property
+    def fsyncs_per_msg(self) -> float | None:
+        if self.fsyncs is None or not self.produced:
+            return None
+        return self.fsyncs / self.produced
+
+
+# --------------------------------------------------------------------------- targets
+def make_target(name: str, directory: str, workload: Workload) -> Target:
+    """An engine (any registered name) or a reference (``raw-files``, ``raw-shared``,
+    ``sqlite-wal``) in ``directory``, with the workload's flush policy and engine options."""
+    if name in REFERENCES:
+        return make_reference(name, directory, workload.flush, workload.flush_interval_ms)
+    return StoreTarget(name, directory, workload.flush, workload.flush_interval_ms,
+                       workload.engine_options.get(name))
+
+
+def topic_names(workload: Workload) -> list[str]:
+    return [f"topic-{t}" for t in range(workload.topics)]
+
+
+# --------------------------------------------------------------------------- producing
+class _Producer:
+    """One producer thread: numbered messages ``first, first + step, ...``."""
+
+    def __init__(self, target: Target, topic: str, source: PayloadSource, wl: Workload,
+                 first: int, step: int, count: int | None, rate: float, shared: "_Shared"):
+        self.target, self.topic, self.source, self.wl = target, topic, source, wl
+        self.first, self.step, self.count, self.rate = first, step, count, rate
+        self.shared = shared
+        self.latency = LatencyHistogram()
+        self.delay = LatencyHistogram()
+        self.sent = 0
+        self.sent_bytes = 0
+        self.batches = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the runner
+            self.error = exc
+            self.shared.stop.set()
+
+    def _run(self) -> None:
+        wl, src, sh = self.wl, self.source, self.shared
+        perf = time.perf_counter_ns
+        linger_ns = int(wl.linger_ms * 1e6)
+        interval_ns = int(1e9 / self.rate) if self.rate > 0 else 0
+        batch: list[Message] = []
+        born: list[int] = []
+        batch_bytes = 0
+        k = 0
+        start = perf()
+        while not sh.stop.is_set():
+            if self.count is not None and k >= self.count:
+                break
+            if self.count is None and perf() >= sh.end_ns:
+                break
+            now = perf()
+            if interval_ns:
+                intended = start + k * interval_ns
+                if batch and linger_ns and born[0] + linger_ns <= intended:
+                    _sleep_until(born[0] + linger_ns)
+                    batch_bytes = self._send(batch, born)
+                    batch, born = [], []
+                    now = perf()
+                if intended > now:
+                    _sleep_until(intended)
+                    now = perf()
+                if now >= sh.measure_ns:
+                    self.delay.record(now - intended)
+                t_born = intended
+            else:
+                t_born = now
+            i = self.first + k * self.step
+            value = stamp(src.payload(i), now)
+            batch.append(Message(value, key=src.key(i), tag=src.tag(i)))
+            born.append(t_born)
+            batch_bytes += len(value)
+            k += 1
+            last = self.count is not None and k >= self.count
+            full = len(batch) >= wl.batch_records or batch_bytes >= wl.batch_bytes
+            lingered = not linger_ns or perf() - born[0] >= linger_ns
+            if full or last or (lingered and (interval_ns or wl.batch_records == 1)):
+                batch_bytes = self._send(batch, born)
+                batch, born = [], []
+        if batch:
+            self._send(batch, born)
+
+    def _send(self, batch: list[Message], born: list[int]) -> int:
+        self.target.produce(self.topic, batch)
+        done = time.perf_counter_ns()
+        self.batches += 1
+        measure = self.shared.measure_ns
+        for m, t in zip(batch, born):
+            if t >= measure:
+                self.latency.record(done - t)
+                self.sent += 1
+                self.sent_bytes += len(m.value)
+        self.shared.add_progress(len(batch))
+        return 0
+
+
+def _sleep_until(t_ns: int) -> None:
+    delta = (t_ns - time.perf_counter_ns()) / 1e9
+    if delta > 0:
+        time.sleep(delta)
+
+
+class _Shared:
+    """State shared by the producer and consumer threads of one run."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.producers_done = threading.Event()
+        self.measure_ns = 0
+        self.end_ns = 0
+        self.final_ends: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+        self.progress = 0
+
+    def add_progress(self, n: int) -> None:
+        with self._lock:
+            self.progress += n
+
+
+# --------------------------------------------------------------------------- consuming
+@dataclass
+class ConsumerStats:
+    """What one consumer read: counts, bytes and end-to-end latency (measured phase only)."""
+
+    consumed: int = 0
+    consumed_bytes: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    last_ns: int = 0
+    missing: int = 0
+    error: str | None = None
+
+
+def consume_loop(poll: Callable[[str, int, int], tuple[list[bytes], int]],
+                 assignment: list[tuple[str, int, int]], done: Callable[[], bool],
+                 final_end: Callable[[str, int], int], measure_ns: int,
+                 stop: Callable[[], bool], deadline_s: float = DRAIN_TIMEOUT_S) -> ConsumerStats:
+    """Poll the assigned ``(topic, partition, start)`` until every partition reaches its
+    final end (known once ``done()``), ``stop()`` is true, or ``deadline_s`` after done."""
+    st = ConsumerStats()
+    pos = {(t, p): start for t, p, start in assignment}
+    finished: set[tuple[str, int]] = set()
+    perf = time.perf_counter_ns
+    done_at: float | None = None
+    while len(finished) < len(pos) and not stop():
+        progressed = False
+        is_done = done()
+        if is_done and done_at is None:
+            done_at = time.monotonic()
+        for tp, at in pos.items():
+            if tp in finished:
+                continue
+            values, nxt = poll(tp[0], tp[1], at)
+            if values:
+                progressed = True
+                pos[tp] = nxt
+                now = perf()
+                for v in values:
+                    t = read_stamp(v)
+                    if t is None or t >= measure_ns:
+                        st.consumed += 1
+                        st.consumed_bytes += len(v)
+                        if t is not None:
+                            st.latency.record(now - t)
+                st.last_ns = now
+            if is_done and pos[tp] >= final_end(*tp):
+                finished.add(tp)
+        if not progressed:
+            if done_at is not None and time.monotonic() - done_at > deadline_s:
+                st.missing = sum(max(0, final_end(*tp) - pos[tp]) for tp in pos
+                                 if tp not in finished)
+                break
+            time.sleep(IDLE_SLEEP_S)
+    return st
+
+
+def _assignments(wl: Workload, target: Target) -> list[list[tuple[str, int, int]]]:
+    """One assignment per consumer: each subscription splits each topic's partitions."""
+    out = []
+    for topic in topic_names(wl):
+        for _sub in range(wl.subscriptionsPerTopic):
+            n = wl.consumerPerSubscription
+            per: list[list[tuple[str, int, int]]] = [[] for _ in range(n)]
+            for p in range(wl.partitionsPerTopic):
+                per[p % n].append((topic, p, target.start_position(topic, p)))
+            out.extend(a for a in per if a)
+    return out
+
+
+def _consumer_process(engine: str, directory: str, assignment, measure_ns: int,
+                      done_event, ends, ends_index, result_queue) -> None:
+    """Body of a consumer process: open the store read_only and follow the writer."""
+    import mqstore
+
+    st = ConsumerStats()
+    try:
+        store = mqstore.open(directory, engine=engine, read_only=True)
+        try:
+            def poll(topic, partition, position):
+                recs = store.read(topic, partition, position, max_records=POLL_RECORDS)
+                return ([r.value for r in recs], recs[-1].offset + 1) if recs else ([], position)
+
+            st = consume_loop(poll, assignment, done_event.is_set,
+                              lambda t, p: ends[ends_index[(t, p)]], measure_ns, lambda: False)
+        finally:
+            store.close()
+    except BaseException as exc:  # reported to the parent
+        st.error = f"{type(exc).__name__}: {exc}"
+    result_queue.put((st.consumed, st.consumed_bytes, st.latency.to_dict(), st.last_ns,
+                      st.missing, st.error))
+
+
+# --------------------------------------------------------------------------- the run
+def run_workload(workload: Workload, target_name: str, *, base_dir: str | None = None,
+                 processes: bool = False, progress: Progress | None = None,
+                 evict_before_consume: bool = False, keep: bool = False,
+                 after_produce: Callable[[Target], None] | None = None) -> RunResult:
+    """Run ``workload`` on one engine or reference in a fresh directory; return the result.
+
+    ``evict_before_consume`` (catch-up reads): after producing, flush, reopen the target and
+    drop its files from the page cache before consumers start. ``keep`` leaves the directory
+    (its path is in ``result.extra["directory"]``).
+    """
+    wl = workload
+    directory = tempfile.mkdtemp(prefix=f"mqbench-{target_name}-", dir=base_dir)
+    res = RunResult(workload=wl.name, target=target_name,
+                    kind="reference" if target_name in REFERENCES else "engine")
+    try:
+        target = make_target(target_name, directory, wl)
+        try:
+            _run(wl, target, res, processes, progress, evict_before_consume, after_produce)
+        finally:
+            target.close()
+    finally:
+        if keep:
+            res.extra["directory"] = directory
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+    return res
+
+
+def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
+         progress: Progress | None, evict: bool,
+         after_produce: Callable[[Target], None] | None) -> None:
+    source = PayloadSource(wl)
+    topics = topic_names(wl)
+    for topic in topics:
+        target.create_topic(topic, wl.partitionsPerTopic)
+    res.config = target.describe()
+    res.notes.extend(wl.header_notes())
+    sh = _Shared()
+    planned = wl.planned_messages()
+    n_prod = wl.producersPerTopic * wl.topics
+    rate_each = wl.producerRate / n_prod if wl.producerRate else 0.0
+    warmup_s = wl.planned_warmup_s() if planned is None else 0.0
+    duration_s = wl.planned_duration_s()
+
+    producers: list[_Producer] = []
+    for ti, topic in enumerate(topics):
+        for pi in range(wl.producersPerTopic):
+            idx = ti * wl.producersPerTopic + pi
+            count = None
+            if planned is not None:
+                count = planned // n_prod + (1 if idx < planned % n_prod else 0)
+            producers.append(_Producer(target, topic, source, wl, idx, n_prod, count,
+                                       rate_each, sh))
+
+    reset_peak_rss()
+    fsyncs0 = target.fsyncs()
+    snap0 = ResourceSnapshot.take()
+    peak_files, peak_maps = snap0.open_files, snap0.maps
+    t0 = time.perf_counter_ns()
+    sh.measure_ns = t0 + int(warmup_s * 1e9)
+    sh.end_ns = sh.measure_ns + int(duration_s * 1e9)
+
+    consumers: list[Any] = []
+    results: list[ConsumerStats] = []
+    use_procs = processes and isinstance(target, StoreTarget)
+    if processes and not use_procs:
+        res.notes.append("--processes applies to engines only; this reference used threads")
+    mp_state = None
+    if wl.consumers_per_topic and not wl.catchup:
+        mp_state = _start_consumers(wl, target, sh, use_procs, consumers, results)
+
+    threads = [threading.Thread(target=p.run, name=f"producer-{i}", daemon=True)
+               for i, p in enumerate(producers)]
+    for t in threads:
+        t.start()
+    total_hint = planned if planned is not None else None
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.05)
+        peak_files = max(peak_files, count_open_files())
+        peak_maps = max(peak_maps, count_maps())
+        if progress:
+            if total_hint:
+                frac = sh.progress / total_hint
+            else:
+                frac = (time.perf_counter_ns() - t0) / max(1, sh.end_ns - t0)
+            progress(min(1.0, frac) * (0.7 if wl.consumers_per_topic else 1.0))
+    for t in threads:
+        t.join()
+    t_prod_end = time.perf_counter_ns()
+    errors = [p.error for p in producers if p.error]
+    if errors:
+        sh.stop.set()
+        _join_consumers(consumers, results, mp_state)
+        raise errors[0]
+
+    for topic in topics:
+        for p in range(wl.partitionsPerTopic):
+            sh.final_ends[(topic, p)] = target.end_position(topic, p)
+    if after_produce is not None:
+        after_produce(target)
+
+    if wl.consumers_per_topic and wl.catchup:
+        if evict:
+            target.flush()
+            target.reopen()
+            evict_files(target.files())
+            res.extra["evicted"] = True
+        sh.measure_ns = 0  # a backlog is all measured
+        consume_start = time.perf_counter_ns()
+        sh.producers_done.set()
+        mp_state = _start_consumers(wl, target, sh, use_procs, consumers, results)
+    else:
+        consume_start = t0
+        if mp_state is not None:
+            _publish_ends(mp_state, sh)
+        sh.producers_done.set()
+    _join_consumers(consumers, results, mp_state, progress)
+    t_end = time.perf_counter_ns()
+
+    snap1 = ResourceSnapshot.take()
+    res.resources = snap1.delta(snap0)
+    res.resources["open_files"] = max(peak_files, snap1.open_files)
+    res.resources["maps"] = max(peak_maps, snap1.maps)
+    f1 = target.fsyncs()
+    res.fsyncs = None if f1 is None or fsyncs0 is None else f1 - fsyncs0
+
+    for p in producers:
+        res.produced += p.sent
+        res.produced_bytes += p.sent_bytes
+        res.batches += p.batches
+        res.publish_latency.merge(p.latency)
+        res.publish_delay.merge(p.delay)
+    res.publish_s = (t_prod_end - sh.measure_ns) / 1e9 if planned is None else \
+        (t_prod_end - t0) / 1e9
+    missing = 0
+    last = consume_start
+    for st in results:
+        res.consumed += st.consumed
+        res.consumed_bytes += st.consumed_bytes
+        res.end_to_end.merge(st.latency)
+        missing += st.missing
+        last = max(last, st.last_ns)
+        if st.error:
+            res.notes.append(f"consumer error: {st.error}")
+    start = consume_start if wl.catchup else max(consume_start, sh.measure_ns)
+    res.consume_s = max(0.0, (last - start) / 1e9) if results else 0.0
+    if missing:
+        res.notes.append(f"consumers did not drain: {missing} messages missing")
+    res.extra["wall_s"] = (t_end - t0) / 1e9
+    res.extra["subscriptions"] = wl.subscriptionsPerTopic
+    if progress:
+        progress(1.0)
+
+
+def _start_consumers(wl: Workload, target: Target, sh: _Shared, use_procs: bool,
+                     consumers: list, results: list[ConsumerStats]):
+    assignments = _assignments(wl, target)
+    if not use_procs:
+        def body(assignment):
+            results.append(consume_loop(
+                lambda t, p, pos: target.poll(t, p, pos, POLL_RECORDS), assignment,
+                sh.producers_done.is_set, lambda t, p: sh.final_ends[(t, p)], sh.measure_ns,
+                sh.stop.is_set))
+
+        for a in assignments:
+            th = threading.Thread(target=body, args=(a,), name="consumer", daemon=True)
+            th.start()
+            consumers.append(th)
+        return None
+    ctx = multiprocessing.get_context("spawn")
+    keys = [(t, p) for t in topic_names(wl) for p in range(wl.partitionsPerTopic)]
+    index = {k: i for i, k in enumerate(keys)}
+    ends = ctx.Array("q", len(keys), lock=False)
+    for k, i in index.items():
+        ends[i] = sh.final_ends.get(k, 0)
+    done = ctx.Event()
+    if sh.producers_done.is_set():
+        done.set()
+    queue = ctx.Queue()
+    for a in assignments:
+        proc = ctx.Process(target=_consumer_process, daemon=True,
+                           args=(target.name, target.directory, a, sh.measure_ns, done, ends,
+                                 index, queue))
+        proc.start()
+        consumers.append(proc)
+    return {"ends": ends, "index": index, "done": done, "queue": queue}
+
+
+def _publish_ends(mp_state: dict, sh: _Shared) -> None:
+    for k, i in mp_state["index"].items():
+        mp_state["ends"][i] = sh.final_ends[k]
+    mp_state["done"].set()
+
+
+def _join_consumers(consumers: list, results: list[ConsumerStats], mp_state,
+                    progress: Progress | None = None) -> None:
+    if mp_state is not None:
+        mp_state["done"].set()
+        for _ in consumers:
+            consumed, nbytes, hist, last, missing, err = mp_state["queue"].get(
+                timeout=DRAIN_TIMEOUT_S * 2)
+            results.append(ConsumerStats(consumed, nbytes, LatencyHistogram.from_dict(hist),
+                                         last, missing, err))
+        for proc in consumers:
+            proc.join(timeout=10)
+        return
+    for th in consumers:
+        while th.is_alive():
+            th.join(timeout=0.1)
+            if progress:
+                progress(0.85)
+
+
+def evict_files(paths: list[str]) -> int:
+    """Drop the pages of ``paths`` from the page cache (``posix_fadvise DONTNEED``); pages
+    still dirty or mapped by this process stay. Returns the number of files advised."""
+    n = 0
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            n += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return n

@@ -1,0 +1,145 @@
+"""What the runner drives: an engine through ``Store``, or a reference, behind one small API.
+
+The runner never touches files itself. A :class:`Target` creates topics, produces a batch,
+polls a partition from a position, flushes, counts its fsyncs and lists its files (for page
+eviction). :class:`StoreTarget` does this for any registered engine using only the public
+``Store`` contract (``mqstore.open``, ``create_topic``, ``append_batch``, ``read``,
+``end_offset``, ``flush``, ``stats``, ``close``). The references (a raw ``os.write`` baseline
+and a sqlite3 WAL peer) live in :mod:`mqstore.bench.references`.
+"""
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import mqstore
+from mqstore.api import Message, Store
+
+
+class Target(abc.ABC):
+    """One thing under measurement, living in its own directory.
+
+    ``kind`` is ``"engine"`` or ``"reference"``. Positions are opaque ints per partition:
+    offsets for engines, row ids or file positions for references.
+
+    Thread-safety: ``produce`` and ``poll`` may be called from several threads at once.
+    """
+
+    name: str = ""
+    kind: str = "engine"
+
+    def __init__(self, directory: str, flush: str, flush_interval_ms: int):
+        self.directory = directory
+        self.flush_mode = flush
+        self.flush_interval_ms = flush_interval_ms
+
+    @abc.abstractmethod
+    def create_topic(self, topic: str, partitions: int) -> None: ...
+
+    @abc.abstractmethod
+    def produce(self, topic: str, messages: Sequence[Message]) -> None:
+        """Append one producer batch (durability as the flush policy says)."""
+
+    @abc.abstractmethod
+    def poll(self, topic: str, partition: int, position: int,
+             max_records: int = 500) -> tuple[list[bytes], int]:
+        """Values from ``position`` on, in order, and the position to poll next."""
+
+    @abc.abstractmethod
+    def end_position(self, topic: str, partition: int) -> int:
+        """The position after the last message produced to the partition."""
+
+    def start_position(self, topic: str, partition: int) -> int:
+        return 0
+
+    @abc.abstractmethod
+    def flush(self) -> None: ...
+
+    def fsyncs(self) -> int | None:
+        """fsync calls made so far (None when unknown)."""
+        return None
+
+    def files(self) -> list[str]:
+        """Every data file under the target's directory (for page eviction)."""
+        out = []
+        for root, _dirs, names in os.walk(self.directory):
+            out.extend(os.path.join(root, n) for n in names)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """Configuration for the result JSON."""
+        return {"flush": self.flush_mode, "flush_interval_ms": self.flush_interval_ms}
+
+    def reopen(self) -> None:
+        """Close and open again on the same directory (cold caches for catch-up reads)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class StoreTarget(Target):
+    """A registered engine, driven only through the ``Store`` contract."""
+
+    kind = "engine"
+
+    def __init__(self, engine: str, directory: str, flush: str, flush_interval_ms: int,
+                 options: dict[str, Any] | None = None):
+        super().__init__(directory, flush, flush_interval_ms)
+        self.name = engine
+        self.options = dict(options or {})
+        self.store: Store = self._open()
+
+    def _open(self) -> Store:
+        return mqstore.open(self.directory, engine=self.name, flush=self.flush_mode,
+                            flush_interval_ms=self.flush_interval_ms, **self.options)
+
+    def create_topic(self, topic: str, partitions: int) -> None:
+        self.store.create_topic(topic, partitions)
+
+    def produce(self, topic: str, messages: Sequence[Message]) -> None:
+        self.store.append_batch(topic, messages)
+
+    def poll(self, topic: str, partition: int, position: int,
+             max_records: int = 500) -> tuple[list[bytes], int]:
+        recs = self.store.read(topic, partition, position, max_records=max_records,
+                               max_bytes=max(1 << 20, max_records * 1100))
+        if not recs:
+            return [], position
+        return [r.value for r in recs], recs[-1].offset + 1
+
+    def end_position(self, topic: str, partition: int) -> int:
+        return self.store.end_offset(topic, partition)
+
+    def start_position(self, topic: str, partition: int) -> int:
+        return self.store.start_offset(topic, partition)
+
+    def flush(self) -> None:
+        self.store.flush()
+
+    def fsyncs(self) -> int | None:
+        v = self.store.stats().get("fsyncs")
+        return int(v) if v is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.store.config
+        return {
+            "engine": self.name,
+            "flush": cfg.flush.mode,
+            "flush_interval_ms": cfg.flush.interval_ms,
+            "max_message_bytes": cfg.max_message_bytes,
+            "options": dict(cfg.options),
+            "capabilities": {
+                "key_index": type(self.store).supports_key_index,
+                "zero_copy": type(self.store).supports_zero_copy,
+                "tag_index": type(self.store).supports_tag_index,
+            },
+        }
+
+    def reopen(self) -> None:
+        self.store.close()
+        self.store = self._open()
+
+    def close(self) -> None:
+        self.store.close()
