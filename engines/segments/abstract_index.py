@@ -1,0 +1,193 @@
+"""What Kafka's two sparse indexes share (``AbstractIndex``): a file of fixed-size entries,
+preallocated, memory-mapped while writable, trimmed to its entries when the segment rolls.
+
+Two modes:
+
+- **writable** (the store's own writer): the file is created at ``max_index_size`` rounded down
+  to a whole number of entries (sparse: zeros cost no disk), mapped with ``mmap``, and entries
+  are written into the map. :meth:`trim` cuts the file to ``entries x entry_size``;
+  :meth:`resize_to_max` grows it back when a loaded segment becomes the active one.
+- **read-only** (a follower in another process): nothing is mapped, since the writer may shrink
+  the file under a map (SIGBUS). The entries are read with ``pread`` into a private buffer and
+  :meth:`refresh` picks up entries the writer added since.
+
+The entry count of a file that was never trimmed (a crash, or a live writer) is the length of
+its prefix of non-zero entries: a valid offset entry always has a relative offset > 0 (the
+first batch of a segment is never indexed) and a zero time entry would mean timestamp 0.
+Indexes carry no checksum; the segment checks them against the log and rebuilds them from it.
+Not thread-safe: the partition's lock guards writes; lookups read a consistent prefix.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+
+import numpy as np
+
+
+class AbstractIndex:
+    """Fixed-size entries in a file, ``entry`` a ``struct.Struct`` (see the subclasses)."""
+
+    entry: struct.Struct
+    entry_size: int
+    dtype: np.dtype
+
+    def __init__(self, path: str, base_offset: int, max_index_size: int, *, writable: bool):
+        self.path = path
+        self.base_offset = base_offset
+        self.writable = writable
+        self.max_entries = max(max_index_size // self.entry_size, 2)
+        self._mm: mmap.mmap | None = None
+        self._cache = b""
+        self._fd: int | None = None
+        self.entries = 0
+        if writable:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            size = os.fstat(self._fd).st_size
+            if size == 0:
+                os.ftruncate(self._fd, self.max_entries * self.entry_size)
+                self._map()
+                self.entries = 0
+            else:
+                self._map()
+                self.entries = self._valid_prefix(self._mm, size // self.entry_size)
+        else:
+            self.refresh()
+
+    # ----- mapping -----
+    def _unmap(self) -> None:
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # a reader thread still holds a view; freed when it lets go
+                pass
+
+    def _map(self) -> None:
+        assert self._fd is not None
+        self._unmap()
+        size = os.fstat(self._fd).st_size
+        if size:
+            self._mm = mmap.mmap(self._fd, size)
+
+    def _valid_prefix(self, buf, n: int) -> int:
+        if n <= 0:
+            return 0
+        raw = np.frombuffer(buf, dtype=np.uint8, count=n * self.entry_size)
+        zero = ~raw.reshape(n, self.entry_size).any(axis=1)
+        hits = np.flatnonzero(zero)
+        return int(hits[0]) if hits.size else n
+
+    @property
+    def file_entries_capacity(self) -> int:
+        """How many entries fit in the file as it is now."""
+        if self._mm is None:
+            return 0
+        return len(self._mm) // self.entry_size
+
+    def buffer(self):
+        """The entries as a buffer for the native floor searches (first ``entries`` valid)."""
+        return self._mm if self._mm is not None else self._cache
+
+    def refresh(self) -> None:
+        """Read-only mode: pick up entries appended by the writer since the last call."""
+        if self.writable:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            start = self.entries * self.entry_size
+            chunk = os.pread(fd, 64 * 1024, start)
+        finally:
+            os.close(fd)
+        n = len(chunk) // self.entry_size
+        if not n:
+            return
+        good = self._valid_prefix(chunk, n)
+        if good:
+            self._cache = self._cache[: start] + chunk[: good * self.entry_size]
+            self.entries += good
+            if good == n and len(chunk) == 64 * 1024:
+                self.refresh()
+
+    # ----- entries -----
+    def entry_at(self, slot: int) -> tuple[int, int]:
+        """The raw fields of entry ``slot``."""
+        return self.entry.unpack_from(self.buffer(), slot * self.entry_size)
+
+    def last_entry(self) -> tuple[int, int] | None:
+        return self.entry_at(self.entries - 1) if self.entries else None
+
+    def array(self) -> np.ndarray:
+        """The valid entries as a numpy structured array (a view; do not keep it)."""
+        return np.frombuffer(self.buffer(), dtype=self.dtype, count=self.entries)
+
+    def _write_entry(self, *fields: int) -> None:
+        if self._mm is None or self.entries >= self.file_entries_capacity:
+            raise IndexError(f"index {self.path} is full ({self.entries} entries)")
+        self.entry.pack_into(self._mm, self.entries * self.entry_size, *fields)
+        self.entries += 1
+
+    def reset(self) -> None:
+        """Drop every entry (before a rebuild). The file is zeroed so a crash during the
+        rebuild cannot leave stale entries after the new ones."""
+        assert self._fd is not None
+        self._unmap()
+        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._fd, self.max_entries * self.entry_size)
+        self._map()
+        self.entries = 0
+
+    def trim(self) -> None:
+        """Cut the file to exactly its entries (on roll and close)."""
+        if not self.writable or self._fd is None:
+            return
+        want = self.entries * self.entry_size
+        if self._mm is not None and len(self._mm) == want:
+            return
+        if self._mm is not None:
+            self._mm.flush()
+        self._unmap()
+        os.ftruncate(self._fd, want)
+        self._map()
+
+    def resize_to_max(self) -> None:
+        """Grow the file back to the preallocated size (the active segment after a load)."""
+        assert self._fd is not None
+        want = self.max_entries * self.entry_size
+        if self._mm is not None and len(self._mm) >= want:
+            return
+        self._unmap()
+        os.ftruncate(self._fd, max(want, self.entries * self.entry_size))
+        self._map()
+
+    def flush(self) -> None:
+        """msync the map (index bytes durable)."""
+        if self._mm is not None:
+            self._mm.flush()
+
+    @property
+    def is_full(self) -> bool:
+        return self.entries >= self.max_entries
+
+    @property
+    def size_bytes(self) -> int:
+        return self.entries * self.entry_size
+
+    def close(self) -> None:
+        """Unmap and close (does not trim; call :meth:`trim` first when the file is final)."""
+        self._unmap()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def delete(self) -> None:
+        """Close and remove the file."""
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

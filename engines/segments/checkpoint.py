@@ -1,0 +1,74 @@
+"""Kafka's offset checkpoint files (``recovery-point-offset-checkpoint``,
+``log-start-offset-checkpoint``) and the clean-shutdown marker.
+
+Checkpoint text (Kafka's ``CheckpointFile`` / ``OffsetCheckpointFile``)::
+
+    0                       format version
+    2                       number of entries
+    orders 0 1234           <topic> <partition> <offset>
+    orders 1 998
+
+Written to ``<name>.tmp``, fsynced, renamed over the old file (``storedir.write_atomic``), so a
+crash leaves the old or the new file. Reading refuses a version or count mismatch or a
+malformed line (ConfigError would hide it; a damaged checkpoint is reported as
+CorruptRecordError and the caller falls back to a full recovery).
+
+``.kafka_cleanshutdown`` holds ``{"version":0,"brokerEpoch":0}`` and exists only between a
+clean close and the next open. Functions only; callers serialise writes.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from mqstore import errors
+from mqstore.engines.segments import format as fmt
+from mqstore.storedir import fsync_dir, write_atomic
+
+
+def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
+    """The entries of a checkpoint file (empty if the file does not exist)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    try:
+        if not lines or int(lines[0]) != fmt.CHECKPOINT_VERSION:
+            raise ValueError(f"unknown version line {lines[:1]!r}")
+        count = int(lines[1])
+        body = [ln for ln in lines[2:] if ln.strip()]
+        if len(body) != count:
+            raise ValueError(f"expected {count} entries, found {len(body)}")
+        out: dict[tuple[str, int], int] = {}
+        for ln in body:
+            topic, part, off = ln.split()
+            out[(topic, int(part))] = int(off)
+        return out
+    except (ValueError, IndexError) as exc:
+        raise errors.CorruptRecordError(f"malformed checkpoint: {exc}", path, 0) from None
+
+
+def write_checkpoint(path: str, entries: dict[tuple[str, int], int]) -> None:
+    """Replace the checkpoint at ``path`` atomically and durably."""
+    lines = [str(fmt.CHECKPOINT_VERSION), str(len(entries))]
+    lines += [f"{t} {p} {o}" for (t, p), o in sorted(entries.items())]
+    write_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def write_clean_shutdown(root: str) -> None:
+    """Write ``.kafka_cleanshutdown`` (fsynced, directory fsynced)."""
+    write_atomic(os.path.join(root, fmt.CLEAN_SHUTDOWN_FILE),
+                 json.dumps({"version": 0, "brokerEpoch": 0}).encode("utf-8"))
+
+
+def take_clean_shutdown(root: str) -> bool:
+    """True if the marker was there; remove it at once so a crash while open counts as
+    unclean at the next open (KAFKA-10471)."""
+    path = os.path.join(root, fmt.CLEAN_SHUTDOWN_FILE)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    fsync_dir(root)
+    return True

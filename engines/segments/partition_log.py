@@ -1,0 +1,433 @@
+"""One topic-partition (Kafka's ``UnifiedLog`` / ``LocalLog``): a directory
+``<topic>-<partition>/`` of segments, the log start and end offsets, the recovery point.
+
+Writes (append, roll, retention, recovery) hold ``lock``; reads take a snapshot of the segment
+list (replaced, never mutated in place) and the segment sizes, so they run concurrently with
+appends and never see a batch that is still being written. A read-only follower (another
+process) calls :meth:`refresh` before each read: it re-checks the active file's size and looks
+for the segment the writer rolled to next, so it follows a live writer.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mqstore import errors
+from mqstore.engines.segments import format as fmt
+from mqstore.engines.segments.record_batch import BatchBody, batch_prefix, iter_records, read_header
+from mqstore.engines.segments.segment import BatchWalk, LogSegment, filename_prefix
+from mqstore.storedir import fsync_dir
+
+_unpack_max_ts = fmt.MAX_TIMESTAMP.unpack_from
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """The per-log options (Kafka's topic config names, snake_cased)."""
+
+    segment_bytes: int
+    segment_ms: int
+    index_interval_bytes: int
+    segment_index_bytes: int
+    retention_ms: int
+    retention_bytes: int
+
+
+def parse_log_dir_name(name: str) -> tuple[str, int] | None:
+    """``"orders-3"`` -> ``("orders", 3)``: the partition follows the **last** ``-``."""
+    topic, sep, part = name.rpartition("-")
+    if not sep or not topic or not part.isdigit() or (part != "0" and part.startswith("0")):
+        return None
+    return topic, int(part)
+
+
+class PartitionLog:
+    """The segments of one partition (see the module docstring for thread-safety)."""
+
+    def __init__(self, root: str, topic: str, partition: int, config: LogConfig, *,
+                 writable: bool):
+        self.topic = topic
+        self.partition = partition
+        self.dir = os.path.join(root, f"{topic}-{partition}")
+        self.config = config
+        self.writable = writable
+        self.lock = threading.Lock()
+        self.segments: list[LogSegment] = []
+        self.bases: list[int] = []
+        self.next_offset = 0
+        self.log_start_offset = 0
+        self.recovery_point = 0
+        self.appended_records = 0
+        self.appended_bytes = 0
+        self.fsyncs = 0
+        self.recovered_bytes = 0
+        self._unflushed: list[LogSegment] = []
+        self._graveyard: list[LogSegment] = []
+
+    # ----- opening -----
+    def _open_segment(self, base: int) -> LogSegment:
+        c = self.config
+        return LogSegment(self.dir, base, index_interval_bytes=c.index_interval_bytes,
+                          max_index_size=c.segment_index_bytes, writable=self.writable)
+
+    def _list_bases(self) -> list[int]:
+        bases = []
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            stem, dot, suffix = name.partition(".")
+            if not stem.isdigit():
+                if self.writable and name.endswith(".tmp"):
+                    os.unlink(os.path.join(self.dir, name))
+                continue
+            if "." + suffix == fmt.LOG_SUFFIX:
+                bases.append(int(stem))
+            elif self.writable and ("." + suffix).endswith((fmt.DELETED_SUFFIX, fmt.CLEANED_SUFFIX)):
+                os.unlink(os.path.join(self.dir, name))
+        if self.writable:  # index files without a .log
+            have = set(bases)
+            for name in names:
+                stem, _, suffix = name.partition(".")
+                if stem.isdigit() and "." + suffix in (fmt.INDEX_SUFFIX, fmt.TIME_INDEX_SUFFIX,
+                                                       fmt.TXN_INDEX_SUFFIX) \
+                        and int(stem) not in have:
+                    os.unlink(os.path.join(self.dir, name))
+        return sorted(bases)
+
+    def create(self) -> None:
+        """Make the directory and an empty first segment (a new partition)."""
+        os.makedirs(self.dir, exist_ok=True)
+        self.load(clean=True)
+        fsync_dir(self.dir)
+
+    def load(self, *, clean: bool, recovery_point: int = 0, log_start_offset: int = 0) -> None:
+        """Open the segments; recover from the recovery point when the last shutdown was not
+        clean; rebuild any segment whose indexes are missing or inconsistent; truncate at the
+        first bad byte and delete the segments after it."""
+        self.recovery_point = recovery_point
+        bases = self._list_bases()
+        if not bases:
+            if not self.writable:
+                self._set_segments([])
+                return
+            os.makedirs(self.dir, exist_ok=True)
+            bases = [log_start_offset]
+        segs = [self._open_segment(b) for b in bases]
+        if self.writable:
+            segs = self._check_and_recover(segs, clean, recovery_point)
+            for s in segs[:-1]:
+                s.on_become_inactive()
+            segs[-1].offset_index.resize_to_max()
+            segs[-1].time_index.resize_to_max()
+        else:
+            for s in segs:
+                s.load()
+        self._set_segments(segs)
+        self.next_offset = segs[-1].next_offset
+        self.log_start_offset = min(max(log_start_offset, segs[0].base_offset), self.next_offset)
+        if self.recovery_point > self.next_offset:
+            self.recovery_point = self.next_offset
+
+    def _check_and_recover(self, segs: list[LogSegment], clean: bool,
+                           recovery_point: int) -> list[LogSegment]:
+        first_unflushed = 0
+        if not clean:
+            first_unflushed = max(bisect.bisect_right([s.base_offset for s in segs],
+                                                      recovery_point) - 1, 0)
+        for i, seg in enumerate(segs):
+            problem = None if (not clean and i >= first_unflushed) else seg.load()
+            if clean and problem is None:
+                continue
+            if not clean and i < first_unflushed and problem is None:
+                continue
+            truncated, _why = seg.recover()
+            self.recovered_bytes += truncated
+            if truncated:
+                for later in segs[i + 1:]:
+                    later.delete_files()
+                    later.close_handles()
+                return segs[: i + 1]
+        return segs
+
+    def _set_segments(self, segs: list[LogSegment]) -> None:
+        # readers hold snapshots: always replace the lists, never mutate them
+        self.segments = list(segs)
+        self.bases = [s.base_offset for s in segs]
+
+    # ----- follower -----
+    def refresh(self) -> None:
+        """Read-only follower: catch up with the writer (new bytes, new segments, segments
+        deleted by retention, a log truncated by the writer's recovery)."""
+        if self.writable:
+            return
+        segs = self.segments
+        if not segs:
+            if self._list_bases():
+                self.load(clean=True)
+            return
+        if not os.path.exists(segs[0].log_path):
+            return self._reload()
+        active = segs[-1]
+        while True:
+            fsize = os.fstat(active.fd).st_size
+            if fsize < active.size:
+                return self._reload()
+            if fsize > active.size:
+                active.advance(fsize)
+            self.next_offset = active.next_offset
+            if active.size == 0:
+                return
+            nxt = os.path.join(self.dir, filename_prefix(active.next_offset) + fmt.LOG_SUFFIX)
+            if not os.path.exists(nxt):
+                return
+            active.advance(os.fstat(active.fd).st_size)
+            if active.next_offset != int(os.path.basename(nxt)[:fmt.FILENAME_DIGITS]):
+                continue
+            new = self._open_segment(active.next_offset)
+            new.load()
+            self._set_segments(self.segments + [new])
+            active = new
+            self.next_offset = new.next_offset
+
+    def _reload(self) -> None:
+        old = self.segments
+        self.load(clean=True)
+        for s in old:
+            s.close_handles()
+
+    # ----- writes -----
+    def append(self, body: BatchBody) -> int:
+        """Write one batch; return its base offset. Caller holds :attr:`lock`."""
+        base = self.next_offset
+        last = base + body.count - 1
+        size = body.size
+        seg = self.segments[-1]
+        c = self.config
+        if seg.should_roll(size, body.max_timestamp, last, c.segment_bytes, c.segment_ms):
+            seg = self.roll(base)
+        seg.append([batch_prefix(base, body), body.body], size, last, body.max_timestamp)
+        self.next_offset = last + 1
+        self.appended_records += body.count
+        self.appended_bytes += size
+        unflushed = self._unflushed
+        if not unflushed or unflushed[-1] is not seg:
+            unflushed.append(seg)
+        return base
+
+    def roll(self, new_base: int) -> LogSegment:
+        """Close the active segment to writes (final time entry, trimmed indexes) and start a
+        new one at ``new_base`` (Kafka's ``roll``). Caller holds :attr:`lock`."""
+        old = self.segments[-1]
+        if old.size == 0 and old.base_offset == new_base:
+            return old
+        old.on_become_inactive()
+        seg = self._open_segment(new_base)
+        fsync_dir(self.dir)
+        self._set_segments(self.segments + [seg])
+        return seg
+
+    def flush(self) -> int:
+        """fsync every segment written since the last flush; advance the recovery point.
+        Returns the fsyncs made."""
+        with self.lock:
+            segs, self._unflushed = self._unflushed, []
+            end = self.next_offset
+        n = 0
+        for s in segs:
+            if not s.closed:
+                n += s.flush()
+        self.fsyncs += n
+        if end > self.recovery_point:
+            self.recovery_point = end
+        return n
+
+    @property
+    def has_unflushed(self) -> bool:
+        return bool(self._unflushed)
+
+    # ----- reads -----
+    def check_offset(self, offset: int) -> None:
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise errors.OffsetOutOfRangeError(f"offset must be an int: {offset!r}")
+        if offset < self.log_start_offset or offset > self.next_offset:
+            raise errors.OffsetOutOfRangeError(
+                f"offset {offset} is out of range for {self.topic}-{self.partition} "
+                f"[{self.log_start_offset}, {self.next_offset}]")
+
+    def locate(self, offset: int) -> tuple[LogSegment, tuple[int, int, int, int]] | None:
+        """The segment and batch ``(position, size, base, last)`` holding ``offset``."""
+        segs, bases = self.segments, self.bases
+        i = max(bisect.bisect_right(bases, offset) - 1, 0)
+        for seg in segs[i:]:
+            found = seg.translate_offset(offset)
+            if found is not None:
+                return seg, found
+        return None
+
+    def batches_from(self, offset: int, stop_offset: int | None = None
+                     ) -> Iterator[tuple[LogSegment, int, int, int, int, bytes, int]]:
+        """Whole batches from the one holding ``offset`` onwards (across segments), as
+        ``(segment, position, size, base, last, chunk, offset_in_chunk)``."""
+        loc = self.locate(offset)
+        if loc is None:
+            return
+        seg, (pos, _size, _base, _last) = loc
+        segs = self.segments
+        start = segs.index(seg) if seg in segs else len(segs)
+        for s in segs[start:]:
+            p = pos if s is seg else 0
+            for bpos, size, base, last, chunk, off in BatchWalk(s.fd, p, s.size):
+                if stop_offset is not None and base >= stop_offset:
+                    return
+                yield s, bpos, size, base, last, chunk, off
+
+    def read(self, offset: int, max_records: int, max_bytes: int, tags) -> list:
+        """Decoded records from ``offset`` (see ``Store.read`` for the limits)."""
+        self.check_offset(offset)
+        out: list = []
+        if offset >= self.next_offset:
+            return out
+        total = 0
+        for _seg, _pos, size, _base, last, chunk, off in self.batches_from(offset):
+            if last < offset:
+                continue
+            batch = chunk[off:off + size]
+            for rec in iter_records(batch, read_header(batch)):
+                if rec.offset < offset or (tags is not None and rec.tag not in tags):
+                    continue
+                vlen = len(rec.value)
+                if out and total + vlen > max_bytes:
+                    return out
+                out.append(rec)
+                total += vlen
+                if len(out) >= max_records:
+                    return out
+        return out
+
+    def offset_for_time(self, timestamp: int) -> int | None:
+        """The first offset whose record timestamp >= ``timestamp`` (time index first)."""
+        for seg in self.segments:
+            if seg.largest_timestamp() >= timestamp:
+                found = seg.find_offset_by_timestamp(timestamp, self.log_start_offset)
+                if found is not None:
+                    return found
+        return None
+
+    def scan_key(self, key: bytes, start_ms: int | None, end_ms: int | None, limit: int) -> list:
+        """Records with this key: a scan of whole batches (Kafka has no key index), bounded by
+        the time index when ``start_ms`` / ``end_ms`` are given. Batches whose bytes do not
+        contain the key are skipped without decoding (uncompressed batches)."""
+        start = self.log_start_offset
+        if start_ms is not None:
+            found = self.offset_for_time(start_ms)
+            if found is None:
+                return []
+            start = found
+        stop = None
+        if end_ms is not None:
+            stop = self.offset_for_time(end_ms + 1)
+        if start >= self.next_offset:
+            return []
+        out: list = []
+        for _seg, _pos, size, _base, last, chunk, off in self.batches_from(start, stop):
+            if last < start:
+                continue
+            batch = chunk[off:off + size]
+            header = read_header(batch)
+            if not header.codec and key not in batch:
+                continue
+            for rec in iter_records(batch, header):
+                if rec.key != key or rec.offset < start:
+                    continue
+                if start_ms is not None and rec.timestamp_ms < start_ms:
+                    continue
+                if end_ms is not None and rec.timestamp_ms > end_ms:
+                    continue
+                out.append(rec)
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def transfer_to(self, out_fd: int, offset: int, max_bytes: int) -> tuple[int, int]:
+        """``os.sendfile`` whole batches from the one holding ``offset``, within one segment
+        (the first batch always, then as many as fit ``max_bytes``)."""
+        self.check_offset(offset)
+        if offset >= self.next_offset:
+            return 0, offset
+        loc = self.locate(offset)
+        if loc is None:
+            return 0, offset
+        seg, (pos, _size, _base, _last) = loc
+        total, next_offset = 0, offset
+        for bpos, size, _b, last, _chunk, _off in BatchWalk(seg.fd, pos, seg.size):
+            if total and total + size > max_bytes:
+                break
+            total += size
+            next_offset = last + 1
+        sent = 0
+        while sent < total:
+            n = os.sendfile(out_fd, seg.fd, pos + sent, total - sent)
+            if n == 0:
+                raise BrokenPipeError("socket closed during transfer_to")
+            sent += n
+        return sent, next_offset
+
+    # ----- retention -----
+    def delete_old_segments(self, now_ms: int) -> int:
+        """Kafka's ``deleteOldSegments``: whole segments, oldest first, never the active one;
+        by largest record timestamp (``retention_ms``) and by total size
+        (``retention_bytes``). Returns the bytes deleted."""
+        c = self.config
+        if c.retention_ms < 0 and c.retention_bytes < 0:
+            return 0
+        with self.lock:
+            for s in self._graveyard:  # handles of segments deleted by the previous pass
+                s.close_handles()
+            self._graveyard = []
+            segs = self.segments
+            total = sum(s.size for s in segs)
+            doomed: list[LogSegment] = []
+            for seg in segs[:-1]:
+                by_time = False
+                if c.retention_ms >= 0:
+                    ts = seg.largest_timestamp()
+                    if ts < 0:
+                        ts = int(os.stat(seg.log_path).st_mtime * 1000)
+                    by_time = now_ms - ts > c.retention_ms
+                by_size = c.retention_bytes >= 0 and total - seg.size >= c.retention_bytes
+                if not (by_time or by_size):
+                    break
+                doomed.append(seg)
+                total -= seg.size
+            if not doomed:
+                return 0
+            keep = segs[len(doomed):]
+            self.log_start_offset = max(self.log_start_offset, keep[0].base_offset)
+            self._set_segments(keep)
+            freed = 0
+            for seg in doomed:
+                freed += seg.delete_files()
+            self._graveyard = doomed
+            fsync_dir(self.dir)
+            return freed
+
+    # ----- lifecycle -----
+    def close(self) -> None:
+        """Flush and close every segment (indexes trimmed)."""
+        if self.writable:
+            self.flush()
+        with self.lock:
+            for s in self._graveyard:
+                s.close_handles()
+            self._graveyard = []
+            for s in self.segments:
+                s.close()
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self.segments)

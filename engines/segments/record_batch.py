@@ -1,0 +1,372 @@
+"""RecordBatch v2 (magic 2): encoding, decoding, zig-zag varints, and the ``mqstore.tag`` header.
+
+A batch is the unit Kafka stores, indexes, checksums and sends: a 61-byte header (see
+``format.py``) followed by the records, each framed as::
+
+    varint length | int8 attributes (0) | varlong timestampDelta | varint offsetDelta |
+    varint keyLength (-1 = null) | key | varint valueLength (-1 = null) | value |
+    varint headerCount | (varint keyLength | UTF-8 key | varint valueLength | value)*
+
+Varints are zig-zag LEB128. The CRC-32C covers bytes [21, end), so a batch body can be built
+and checksummed before its base offset is known; :func:`batch_prefix` adds the 21 leading bytes
+once the partition assigns the offset (as the broker does in place).
+
+mqstore's ``tag`` is stored as the last record header, named ``mqstore.tag``; readers strip it
+from ``headers`` and report it as ``tag``. Decoding reads uncompressed batches and gzip ones
+(zlib); lz4 and zstd when the ``lz4`` / ``zstandard`` packages are installed. The encoder
+always writes uncompressed batches. Pure functions: thread-safe.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
+
+from mqstore import errors, native
+from mqstore.engines.segments import format as fmt
+
+# ----- zig-zag varints -----
+_TABLE_MIN = -1
+_TABLE_MAX = 1 << 14
+
+
+def _encode_varint_slow(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    z &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_VARINTS = [_encode_varint_slow(n) for n in range(_TABLE_MIN, _TABLE_MAX)]
+
+
+def encode_varint(n: int) -> bytes:
+    """Zig-zag LEB128 encoding of ``n`` (Kafka's ``ByteUtils.writeVarint/Varlong``)."""
+    if _TABLE_MIN <= n < _TABLE_MAX:
+        return _VARINTS[n + 1]
+    return _encode_varint_slow(n)
+
+
+def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Decode a zig-zag varint at ``pos``; return ``(value, next position)``."""
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    result = b & 0x7F
+    shift = 7
+    pos += 1
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+# ----- encoding -----
+_NULL = encode_varint(-1)
+_ZERO = encode_varint(0)
+_ATTR0 = b"\x00"
+_TAG_HEADER_KEY = encode_varint(len(fmt.TAG_HEADER_BYTES)) + fmt.TAG_HEADER_BYTES
+_pack_crc_header = fmt.BATCH_CRC_HEADER.pack
+_pack_prefix = fmt.BATCH_PREFIX.pack
+_crc32c = native.crc32c
+
+
+def encode_record(
+    offset_delta: int,
+    timestamp_delta: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[bytes, bytes | None]] = (),
+) -> bytes:
+    """One record in the v2 framing (headers as already-encoded ``(key, value)`` pairs)."""
+    ev = encode_varint
+    parts = [_ATTR0, ev(timestamp_delta), ev(offset_delta)]
+    if key is None:
+        parts.append(_NULL)
+    else:
+        parts.append(ev(len(key)))
+        parts.append(key)
+    if value is None:
+        parts.append(_NULL)
+    else:
+        parts.append(ev(len(value)))
+        parts.append(value)
+    parts.append(ev(len(headers)))
+    for hk, hv in headers:
+        parts.append(ev(len(hk)))
+        parts.append(hk)
+        if hv is None:
+            parts.append(_NULL)
+        else:
+            parts.append(ev(len(hv)))
+            parts.append(hv)
+    body = b"".join(parts)
+    return ev(len(body)) + body
+
+
+def _mq_record(offset_delta: int, ts_delta: int, key: bytes | None, value: bytes,
+               headers: Mapping[str, bytes] | None, tag: str | None) -> bytes:
+    """Encode one mqstore record: user headers, then the tag header last."""
+    ev = encode_varint
+    parts = [_ATTR0, ev(ts_delta), ev(offset_delta)]
+    if key is None:
+        parts.append(_NULL)
+    else:
+        parts.append(ev(len(key)))
+        parts.append(key)
+    parts.append(ev(len(value)))
+    parts.append(value)
+    if not headers and tag is None:
+        parts.append(_ZERO)
+    else:
+        n = (len(headers) if headers else 0) + (tag is not None)
+        parts.append(ev(n))
+        if headers:
+            for name, hv in headers.items():
+                hk = name.encode("utf-8")
+                parts.append(ev(len(hk)))
+                parts.append(hk)
+                parts.append(ev(len(hv)))
+                parts.append(hv)
+        if tag is not None:
+            tb = tag.encode("utf-8")
+            parts.append(_TAG_HEADER_KEY)
+            parts.append(ev(len(tb)))
+            parts.append(tb)
+    body = b"".join(parts)
+    return ev(len(body)) + body
+
+
+class BatchBody(NamedTuple):
+    """The CRC-covered part of a batch (bytes [21, end)) and what the log needs to know."""
+
+    body: bytes
+    crc: int
+    count: int
+    max_timestamp: int
+
+    @property
+    def size(self) -> int:
+        """Total size of the finished batch (header prefix included)."""
+        return len(self.body) + fmt.CRC_START
+
+
+def encode_messages(
+    messages: Sequence[tuple[int, bytes | None, bytes, Mapping[str, bytes] | None, str | None]],
+) -> BatchBody:
+    """Build the CRC-covered body of one uncompressed batch from mqstore messages, given as
+    ``(timestamp_ms, key, value, headers, tag)`` tuples (already validated)."""
+    base_ts = messages[0][0]
+    max_ts = base_ts
+    recs = []
+    for i, (ts, key, value, headers, tag) in enumerate(messages):
+        if ts > max_ts:
+            max_ts = ts
+        recs.append(_mq_record(i, ts - base_ts, key, value, headers, tag))
+    n = len(messages)
+    body = _pack_crc_header(0, n - 1, base_ts, max_ts, -1, -1, -1, n) + b"".join(recs)
+    return BatchBody(body, _crc32c(body), n, max_ts)
+
+
+def encode_one(ts: int, key: bytes | None, value: bytes, headers: Mapping[str, bytes] | None,
+               tag: str | None) -> BatchBody:
+    """The body of a one-record batch (the single-append fast path)."""
+    rec = _mq_record(0, 0, key, value, headers, tag)
+    body = _pack_crc_header(0, 0, ts, ts, -1, -1, -1, 1) + rec
+    return BatchBody(body, _crc32c(body), 1, ts)
+
+
+def batch_prefix(base_offset: int, body: BatchBody,
+                 partition_leader_epoch: int = fmt.NO_PARTITION_LEADER_EPOCH) -> bytes:
+    """The 21 bytes before the CRC-covered body: baseOffset, batchLength, epoch, magic, crc."""
+    return _pack_prefix(base_offset, len(body.body) + 9, partition_leader_epoch, fmt.MAGIC,
+                        body.crc)
+
+
+def encode_batch(
+    base_offset: int,
+    records: Sequence[tuple[int, int, bytes | None, bytes | None,
+                            Sequence[tuple[bytes, bytes | None]]]],
+    *,
+    base_timestamp: int | None = None,
+    attributes: int = 0,
+    producer_id: int = fmt.NO_PRODUCER_ID,
+    producer_epoch: int = fmt.NO_PRODUCER_EPOCH,
+    base_sequence: int = fmt.NO_SEQUENCE,
+    partition_leader_epoch: int = fmt.NO_PARTITION_LEADER_EPOCH,
+    last_offset_delta: int | None = None,
+) -> bytes:
+    """A whole uncompressed batch from ``(offset_delta, timestamp, key, value, headers)``
+    records (general form: any header fields, null keys/values, raw header pairs)."""
+    if attributes & fmt.COMPRESSION_CODEC_MASK:
+        raise errors.UnsupportedOperation("encode_batch writes uncompressed batches only")
+    if base_timestamp is None:
+        base_timestamp = records[0][1] if records else fmt.NO_TIMESTAMP
+    max_ts = max((r[1] for r in records), default=fmt.NO_TIMESTAMP)
+    if last_offset_delta is None:
+        last_offset_delta = records[-1][0] if records else 0
+    recs = b"".join(encode_record(od, ts - base_timestamp, k, v, h) for od, ts, k, v, h in records)
+    body = _pack_crc_header(attributes, last_offset_delta, base_timestamp, max_ts, producer_id,
+                            producer_epoch, base_sequence, len(records)) + recs
+    return _pack_prefix(base_offset, len(body) + 9, partition_leader_epoch, fmt.MAGIC,
+                        _crc32c(body)) + body
+
+
+# ----- decoding -----
+class BatchHeader(NamedTuple):
+    """The 61-byte header of a batch, field by field (Kafka's names, snake_cased)."""
+
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+
+    @property
+    def size(self) -> int:
+        return self.batch_length + fmt.LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def codec(self) -> int:
+        return self.attributes & fmt.COMPRESSION_CODEC_MASK
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & fmt.CONTROL_FLAG_MASK)
+
+
+def read_header(buf, pos: int = 0) -> BatchHeader:
+    """Unpack the batch header at ``pos`` (no checks)."""
+    return BatchHeader._make(fmt.BATCH_HEADER.unpack_from(buf, pos))
+
+
+def batch_is_valid(batch) -> bool:
+    """True if ``batch`` (one whole batch) has size >= 61, magic 2 and a matching CRC-32C."""
+    if len(batch) < fmt.RECORD_BATCH_OVERHEAD:
+        return False
+    _, length, _, magic, crc = fmt.BATCH_PREFIX.unpack_from(batch, 0)
+    if magic != fmt.MAGIC or length + fmt.LOG_OVERHEAD != len(batch):
+        return False
+    return _crc32c(memoryview(batch)[fmt.CRC_START:]) == crc
+
+
+def _decompress(codec: int, data: bytes) -> bytes:
+    if codec == 1:
+        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
+    if codec == 3:
+        try:
+            import lz4.frame  # type: ignore[import-not-found]
+        except ImportError:
+            raise errors.UnsupportedOperation(
+                "this batch is lz4-compressed; install the 'lz4' package to read it") from None
+        return lz4.frame.decompress(data)
+    if codec == 4:
+        try:
+            import zstandard  # type: ignore[import-not-found]
+        except ImportError:
+            raise errors.UnsupportedOperation(
+                "this batch is zstd-compressed; install 'zstandard' to read it") from None
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    raise errors.UnsupportedOperation(
+        f"batch compression {fmt.CODEC_NAMES.get(codec, codec)!r} is not supported by "
+        "mqstore's reader (none, gzip, lz4 and zstd are)")
+
+
+class DecodedRecord(NamedTuple):
+    """One record of a batch, with the tag header split off."""
+
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    tag: str | None
+
+
+def iter_records(batch: bytes, header: BatchHeader | None = None) -> Iterator[DecodedRecord]:
+    """Decode every record of one whole batch (``batch`` starts at its baseOffset).
+
+    Null values and null header values read as ``b""``; a repeated header name keeps its last
+    value. Control batches (transaction markers) yield nothing, as a consumer skips them.
+    Raises CorruptRecordError if the records do not parse.
+    """
+    if not isinstance(batch, bytes):
+        batch = bytes(batch)
+    h = header or read_header(batch)
+    if h.attributes & fmt.CONTROL_FLAG_MASK:
+        return
+    data = batch
+    pos = fmt.RECORD_BATCH_OVERHEAD
+    end = h.batch_length + fmt.LOG_OVERHEAD
+    if h.attributes & fmt.COMPRESSION_CODEC_MASK:
+        data = _decompress(h.attributes & fmt.COMPRESSION_CODEC_MASK, bytes(batch[pos:end]))
+        pos, end = 0, len(data)
+    log_append_time = bool(h.attributes & fmt.TIMESTAMP_TYPE_MASK)
+    base_offset = h.base_offset
+    base_ts = h.base_timestamp
+    dv = decode_varint
+    tag_name = fmt.TAG_HEADER
+    try:
+        for _ in range(h.records_count):
+            length, pos = dv(data, pos)
+            rec_end = pos + length
+            pos += 1  # attributes
+            ts_delta, pos = dv(data, pos)
+            off_delta, pos = dv(data, pos)
+            klen, pos = dv(data, pos)
+            if klen < 0:
+                key = None
+            else:
+                key = data[pos:pos + klen]
+                pos += klen
+            vlen, pos = dv(data, pos)
+            if vlen < 0:
+                value = b""
+            else:
+                value = data[pos:pos + vlen]
+                pos += vlen
+            nh, pos = dv(data, pos)
+            headers: dict[str, bytes] = {}
+            tag = None
+            for _h in range(nh):
+                hkl, pos = dv(data, pos)
+                hk = data[pos:pos + hkl].decode("utf-8")
+                pos += hkl
+                hvl, pos = dv(data, pos)
+                if hvl < 0:
+                    hv = b""
+                else:
+                    hv = data[pos:pos + hvl]
+                    pos += hvl
+                if hk == tag_name:
+                    tag = hv.decode("utf-8")
+                else:
+                    headers[hk] = hv
+            if pos != rec_end or pos > end:
+                raise ValueError(f"record length {length} does not match its fields")
+            ts = h.max_timestamp if log_append_time else base_ts + ts_delta
+            yield DecodedRecord(base_offset + off_delta, ts, key, value, headers, tag)
+    except (IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise errors.CorruptRecordError(
+            f"batch at offset {base_offset} has malformed records: {exc}") from None

@@ -1,0 +1,363 @@
+"""One segment of a partition log (Kafka's ``LogSegment``): ``<base>.log`` plus its
+``.index`` and ``.timeindex``.
+
+``.log`` holds RecordBatch v2 batches back to back, exactly as appended; the segment is named
+by its base offset (20 digits), a lower bound on the offsets it holds. ``size`` is the number
+of bytes that hold whole, valid batches: readers never look past it, so a batch being written
+(or torn by a crash) is invisible. Index entries follow Kafka's cadence: before a batch is
+indexed, more than ``index_interval_bytes`` must have been written since the last indexed
+batch (the first batch is never indexed); time entries are added with them only when the
+largest timestamp grew.
+
+Not thread-safe for writers (the partition holds a lock around ``append``, ``roll`` and
+``recover``); reads use ``pread`` on the file and only need a consistent ``size``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from mqstore import errors, native
+from mqstore.engines.segments import format as fmt
+from mqstore.engines.segments.offset_index import OffsetIndex
+from mqstore.engines.segments.record_batch import iter_records, read_header
+from mqstore.engines.segments.time_index import TimeIndex
+
+#: bytes read at a time when walking or scanning a ``.log``
+WALK_CHUNK = 64 * 1024
+RECOVER_CHUNK = 8 * 1024 * 1024
+
+_unpack_offsets = fmt.BATCH_OFFSETS.unpack_from
+_unpack_max_ts = fmt.MAX_TIMESTAMP.unpack_from
+
+
+def filename_prefix(base_offset: int) -> str:
+    """Kafka's file name for a base offset: 20 digits, zero-padded."""
+    return f"{base_offset:0{fmt.FILENAME_DIGITS}d}"
+
+
+class BatchWalk:
+    """Walk batch headers of a ``.log`` from ``start`` to ``end`` with chunked ``pread``.
+
+    Yields ``(position, size, base_offset, last_offset, chunk, offset_in_chunk)``; the whole
+    batch is ``chunk[offset_in_chunk:offset_in_chunk + size]``. Stops at ``end``, at a batch
+    that runs past ``end`` (``stop_reason = "torn"``) or at a malformed header
+    (``"corrupt"``); ``stop_position`` is where it stopped. No CRC check (Kafka's
+    ``FileLogInputStream``); :meth:`LogSegment.recover` validates CRCs.
+    """
+
+    def __init__(self, fd: int, start: int, end: int, chunk_size: int = WALK_CHUNK):
+        self.fd, self.start, self.end, self.chunk_size = fd, start, end, chunk_size
+        self.stop_reason: str | None = None
+        self.stop_position = start
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, int, bytes, int]]:
+        pos, end, need = self.start, self.end, self.chunk_size
+        while pos < end:
+            chunk = os.pread(self.fd, min(need, end - pos), pos)
+            if not chunk:
+                break
+            off = 0
+            clen = len(chunk)
+            while off + fmt.RECORD_BATCH_OVERHEAD <= clen:
+                base, length, _e, magic, _c, _a, lod = _unpack_offsets(chunk, off)
+                size = length + fmt.LOG_OVERHEAD
+                if size < fmt.RECORD_BATCH_OVERHEAD or magic != fmt.MAGIC or lod < 0:
+                    self.stop_reason, self.stop_position = "corrupt", pos + off
+                    return
+                if off + size > clen:
+                    break
+                yield pos + off, size, base, base + lod, chunk, off
+                off += size
+            if off == 0:  # the next batch does not fit the chunk
+                if end - pos < fmt.RECORD_BATCH_OVERHEAD:
+                    break
+                size = fmt.BASE_OFFSET_AND_LENGTH.unpack_from(chunk, 0)[1] + fmt.LOG_OVERHEAD
+                if pos + size > end:
+                    break
+                need = max(size, self.chunk_size)
+                continue
+            pos += off
+            self.stop_position = pos
+            need = self.chunk_size
+        self.stop_position = pos
+        if pos < end:
+            self.stop_reason = "torn"
+
+
+class LogSegment:
+    """A ``.log`` with its offset and time indexes (see the module docstring)."""
+
+    def __init__(self, directory: str, base_offset: int, *, index_interval_bytes: int,
+                 max_index_size: int, writable: bool):
+        self.directory = directory
+        self.base_offset = base_offset
+        prefix = os.path.join(directory, filename_prefix(base_offset))
+        self.log_path = prefix + fmt.LOG_SUFFIX
+        self.index_path = prefix + fmt.INDEX_SUFFIX
+        self.time_index_path = prefix + fmt.TIME_INDEX_SUFFIX
+        self.writable = writable
+        self.index_interval_bytes = index_interval_bytes
+        self.indexes_were_missing = not (os.path.exists(self.index_path)
+                                         and os.path.exists(self.time_index_path))
+        flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
+        self.fd = os.open(self.log_path, flags, 0o644)
+        self.file_size = os.fstat(self.fd).st_size
+        self.size = self.file_size
+        self.offset_index = OffsetIndex(self.index_path, base_offset, max_index_size,
+                                        writable=writable)
+        self.time_index = TimeIndex(self.time_index_path, base_offset, max_index_size,
+                                    writable=writable)
+        self.max_timestamp_so_far = fmt.NO_TIMESTAMP
+        self.offset_of_max_timestamp = -1
+        self.rolling_based_timestamp: int | None = None
+        self.next_offset = base_offset
+        self._last_indexed_pos = 0
+        self.closed = False
+        self.inactive = False
+
+    # ----- loading -----
+    def load(self) -> str | None:
+        """Trust the indexes, find the end: walk batch headers from the last offset-index
+        entry to the end of the file. Returns why the segment needs :meth:`recover`
+        (missing or inconsistent index, a tail that is not a whole batch), or None."""
+        if self.indexes_were_missing and self.file_size:
+            return "index files missing"
+        problem = self.offset_index.sanity_problem(self.file_size)
+        if problem:
+            return problem
+        last = self.time_index.last_entry()
+        if last is not None:
+            self.max_timestamp_so_far = last[0]
+            self.offset_of_max_timestamp = self.base_offset + last[1]
+        self._last_indexed_pos = self.offset_index.last_position()
+        start = self._last_indexed_pos
+        if start and self.file_size >= fmt.RECORD_BATCH_OVERHEAD:  # roll by age needs batch 0
+            self.rolling_based_timestamp = _unpack_max_ts(
+                os.pread(self.fd, 8, fmt.MAX_TIMESTAMP_POS), 0)[0]
+        self.size = start
+        self.next_offset = self.offset_index.last_offset() + 1 if self.offset_index.entries \
+            else self.base_offset
+        walk = self.advance(self.file_size)
+        if walk.stop_reason is not None or self.size != self.file_size:
+            return f"log ends with a partial or bad batch at position {walk.stop_position}"
+        if self.offset_index.entries and self.next_offset <= self.offset_index.last_offset():
+            return "offset index entry past the end of the log"
+        problem = self.time_index.sanity_problem(self.next_offset - 1)
+        return problem
+
+    def advance(self, file_size: int) -> BatchWalk:
+        """Extend ``size`` over the whole batches between ``size`` and ``file_size`` (loading,
+        and a read-only follower catching up with the writer)."""
+        walk = BatchWalk(self.fd, self.size, file_size)
+        for pos, size, _base, last, chunk, off in walk:
+            ts = _unpack_max_ts(chunk, off + fmt.MAX_TIMESTAMP_POS)[0]
+            if ts > self.max_timestamp_so_far:
+                self.max_timestamp_so_far, self.offset_of_max_timestamp = ts, last
+            if self.rolling_based_timestamp is None and pos == 0:
+                self.rolling_based_timestamp = ts
+            self.size = pos + size
+            self.next_offset = last + 1
+        return walk
+
+    def recover(self) -> tuple[int, str | None]:
+        """Validate every batch (size >= 61, magic, CRC-32C, offsets increasing), truncate the
+        ``.log`` at the first bad byte and rebuild both indexes (Kafka's
+        ``LogSegment.recover``). Returns ``(bytes truncated, what was wrong or None)``; a torn
+        final batch is reported as ``"torn tail"``."""
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.max_timestamp_so_far, self.offset_of_max_timestamp = fmt.NO_TIMESTAMP, -1
+        self.rolling_based_timestamp = None
+        self._last_indexed_pos = 0
+        file_size = os.fstat(self.fd).st_size
+        pos, next_offset, need = 0, self.base_offset, RECOVER_CHUNK
+        problem: str | None = None
+        while pos < file_size:
+            chunk_start = pos
+            buf = os.pread(self.fd, min(need, file_size - pos), pos)
+            scan = native.scan_batches(buf, 0, len(buf))
+            rows = zip(scan.positions.tolist(), scan.sizes.tolist(), scan.base_offsets.tolist(),
+                       scan.last_offsets.tolist(), scan.max_timestamps.tolist())
+            for rpos, _size, base, last, max_ts in rows:
+                if base < next_offset or last - self.base_offset > fmt.MAX_RELATIVE_OFFSET:
+                    problem = f"batch at position {chunk_start + rpos} has offset {base} " \
+                              f"below {next_offset}"
+                    pos = chunk_start + rpos
+                    break
+                self._index_batch(chunk_start + rpos, last, max_ts)
+                next_offset = last + 1
+                pos = chunk_start + rpos + _size
+            else:
+                pos = chunk_start + scan.valid_end
+            if problem:
+                break
+            if scan.status == native.SCAN_OK:
+                need = RECOVER_CHUNK
+                continue
+            if scan.status == native.SCAN_CORRUPT:
+                problem = f"corrupt batch (size, magic or CRC) at position {pos}"
+                break
+            # SCAN_TORN: the end of the file, or just the end of this chunk
+            if chunk_start + len(buf) >= file_size or file_size - pos < fmt.RECORD_BATCH_OVERHEAD:
+                problem = "torn tail"
+                break
+            size = fmt.BASE_OFFSET_AND_LENGTH.unpack_from(os.pread(self.fd, 12, pos), 0)[1] + 12
+            if pos + size > file_size:
+                problem = "torn tail"
+                break
+            need = max(size, RECOVER_CHUNK)
+        truncated = file_size - pos
+        if truncated:
+            os.ftruncate(self.fd, pos)
+        self.file_size = self.size = pos
+        self.next_offset = next_offset
+        if problem and not truncated:
+            problem = None
+        return truncated, problem
+
+    # ----- writes (under the partition lock) -----
+    def _index_batch(self, position: int, last_offset: int, max_timestamp: int) -> None:
+        if max_timestamp > self.max_timestamp_so_far:
+            self.max_timestamp_so_far = max_timestamp
+            self.offset_of_max_timestamp = last_offset
+        if self.rolling_based_timestamp is None:
+            self.rolling_based_timestamp = max_timestamp
+        if position - self._last_indexed_pos > self.index_interval_bytes:
+            self.offset_index.append(last_offset, position)
+            self.time_index.maybe_append(self.max_timestamp_so_far, self.offset_of_max_timestamp)
+            self._last_indexed_pos = position
+
+    def append(self, parts: list[bytes], size: int, last_offset: int, max_timestamp: int) -> None:
+        """Write one batch (given as byte strings to concatenate) at the end of the log and
+        index it. On a failed or short write the log is cut back: nothing half-written."""
+        pos = self.size
+        try:
+            n = os.pwritev(self.fd, parts, pos)
+            while n < size:  # short write: finish it
+                rest = b"".join(parts)[n:]
+                n += os.pwrite(self.fd, rest, pos + n)
+        except BaseException:
+            os.ftruncate(self.fd, pos)
+            raise
+        self.size = self.file_size = pos + size
+        self.next_offset = last_offset + 1
+        self._index_batch(pos, last_offset, max_timestamp)
+
+    def should_roll(self, batch_size: int, max_timestamp: int, last_offset: int,
+                    segment_bytes: int, segment_ms: int) -> bool:
+        """Kafka's ``shouldRoll``: full by size, too old, an index full, or an offset that no
+        longer fits a relative int32."""
+        if self.size == 0:
+            return False
+        return (
+            self.size + batch_size > segment_bytes
+            or (self.rolling_based_timestamp is not None
+                and max_timestamp - self.rolling_based_timestamp > segment_ms)
+            or self.offset_index.is_full
+            or self.time_index.is_full
+            or last_offset - self.base_offset > fmt.MAX_RELATIVE_OFFSET
+        )
+
+    def on_become_inactive(self) -> None:
+        """On roll: write the final time-index entry and trim both indexes."""
+        if self.writable and not self.inactive:
+            self.inactive = True
+            self.time_index.maybe_append(self.max_timestamp_so_far, self.offset_of_max_timestamp,
+                                         final=True)
+            self.offset_index.trim()
+            self.time_index.trim()
+
+    def flush(self) -> int:
+        """fsync the log and msync the indexes; returns the number of fsyncs made."""
+        os.fsync(self.fd)
+        self.offset_index.flush()
+        self.time_index.flush()
+        return 1
+
+    # ----- reads -----
+    def translate_offset(self, target: int) -> tuple[int, int, int, int] | None:
+        """``(position, size, base_offset, last_offset)`` of the first batch whose last offset
+        >= ``target``, or None if this segment has none (index floor, then header walk)."""
+        idx_offset, pos = self.offset_index.lookup(target)
+        if pos >= self.size:
+            pos = 0
+        walk = BatchWalk(self.fd, pos, self.size)
+        for bpos, size, base, last, _chunk, _off in walk:
+            if last >= target:
+                return bpos, size, base, last
+        if walk.stop_reason == "corrupt" and pos:  # a stale entry (follower race): start over
+            for bpos, size, base, last, _chunk, _off in BatchWalk(self.fd, 0, self.size):
+                if last >= target:
+                    return bpos, size, base, last
+        return None
+
+    def largest_timestamp(self) -> int:
+        """The largest record timestamp in the segment (-1 if it holds none)."""
+        if self.max_timestamp_so_far < 0 and self.size:
+            saved, self.size = self.size, 0
+            self.advance(saved)
+        return self.max_timestamp_so_far
+
+    def find_offset_by_timestamp(self, timestamp: int, start_offset: int) -> int | None:
+        """The first offset >= ``start_offset`` whose record timestamp >= ``timestamp``
+        (time index floor, offset index floor, then batches)."""
+        below = self.time_index.lookup_below(timestamp)
+        first = max(start_offset, below[1] + 1 if below else self.base_offset)
+        found = self.translate_offset(first)
+        if found is None:
+            return None
+        for pos, size, _base, last, chunk, off in BatchWalk(self.fd, found[0], self.size):
+            if _unpack_max_ts(chunk, off + fmt.MAX_TIMESTAMP_POS)[0] < timestamp:
+                continue
+            batch = chunk[off:off + size]
+            for rec in iter_records(batch, read_header(batch)):
+                if rec.offset >= first and rec.timestamp_ms >= timestamp:
+                    return rec.offset
+        return None
+
+    def read_bytes(self, position: int, length: int) -> bytes:
+        return os.pread(self.fd, length, position)
+
+    # ----- lifecycle -----
+    def close(self) -> None:
+        """Trim the indexes (writable) and close every file. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.on_become_inactive()
+        self.offset_index.close()
+        self.time_index.close()
+        os.close(self.fd)
+
+    def close_handles(self) -> None:
+        """Close without trimming (files already deleted)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.offset_index.close()
+        self.time_index.close()
+        os.close(self.fd)
+
+    def delete_files(self) -> int:
+        """Unlink the segment's files (handles stay open until :meth:`close_handles`, so
+        concurrent readers finish safely); returns the bytes freed (apparent sizes)."""
+        freed = 0
+        prefix = self.log_path[: -len(fmt.LOG_SUFFIX)]
+        for suffix in (fmt.LOG_SUFFIX, fmt.INDEX_SUFFIX, fmt.TIME_INDEX_SUFFIX,
+                       fmt.TXN_INDEX_SUFFIX):
+            try:
+                freed += os.stat(prefix + suffix).st_size if suffix == fmt.LOG_SUFFIX else 0
+                os.unlink(prefix + suffix)
+            except FileNotFoundError:
+                pass
+        return freed
+
+    def __repr__(self) -> str:
+        return f"<LogSegment {self.log_path} size={self.size} next={self.next_offset}>"
+
+
+def check_batch_fits(size: int) -> None:
+    """A batch must fit a segment's int32 positions."""
+    if size > fmt.MAX_SEGMENT_POSITION:
+        raise errors.RecordTooLargeError(f"batch of {size} bytes exceeds a segment's 2 GiB limit")

@@ -1,0 +1,583 @@
+"""``SegmentsStore``: Kafka's log design behind the mqstore contract.
+
+Files (all Kafka's, see FORMATS.md "segments engine")::
+
+    <root>/.lock                               exclusive flock of the writer
+    <root>/mqstore.json                        mqstore's manifest (engine, segment_index_bytes)
+    <root>/recovery-point-offset-checkpoint    flushed-up-to offset per partition
+    <root>/log-start-offset-checkpoint         first offset kept per partition (retention)
+    <root>/.kafka_cleanshutdown                present only after a clean close
+    <root>/<topic>-<partition>/<20-digit base>.log / .index / .timeindex
+
+Topics are their partition directories: ``create_topic`` makes ``<topic>-0`` ..
+``<topic>-<n-1>``, each with an empty first segment, so the partition count is read back from
+the directory names (Kafka keeps it in its controller; mqstore needs no other metadata file).
+Committed consumer offsets are records of the internal topic ``__consumer_offsets`` (one
+partition; key ``group/topic/partition``, value the offset as text), read back at open.
+
+Thread-safety: appends are thread-safe (one lock per partition: offsets stay dense and in
+append order); reads run in any number of threads alongside appends. ``create_topic``,
+retention and ``close`` serialise on a store lock.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from mqstore import errors, native
+from mqstore.api import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_RECORDS,
+    Damage,
+    Message,
+    Record,
+    RecordMetadata,
+    Store,
+    normalize_message,
+    now_ms,
+    validate_topic_name,
+)
+from mqstore.config import StoreConfig
+from mqstore.durability import GroupCommit, PeriodicFlusher
+from mqstore.engines.segments import format as fmt
+from mqstore.engines.segments.checkpoint import (
+    read_checkpoint,
+    take_clean_shutdown,
+    write_checkpoint,
+    write_clean_shutdown,
+)
+from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
+from mqstore.engines.segments.record_batch import encode_messages, encode_one
+from mqstore.partitioner import partition_for_key
+from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
+
+GiB = 1024 ** 3
+MiB = 1024 ** 2
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+class SegmentsStore(Store):
+    """Kafka's storage design: a directory of segments per topic-partition.
+
+    Each ``append`` / ``append_batch`` group becomes one RecordBatch v2 (CRC-32C) appended with
+    one ``pwritev`` to the active segment; sparse ``.index`` / ``.timeindex`` entries are added
+    on Kafka's cadence (every ``index_interval_bytes``). Reads go offset index -> batch headers
+    -> records; ``transfer_to`` is ``os.sendfile`` of whole batches; ``lookup_key`` scans (Kafka
+    has no key index). See the module docstring for files and thread-safety.
+    """
+
+    engine_name = "segments"
+    OPTIONS: Mapping[str, Any] = {
+        "segment_bytes": 1 * GiB,
+        "segment_ms": WEEK_MS,
+        "index_interval_bytes": 4096,
+        "segment_index_bytes": 10 * MiB,
+        "retention_ms": WEEK_MS,
+        "retention_bytes": -1,
+    }
+    SHAPE_OPTIONS = ("segment_index_bytes",)
+    supports_key_index = False
+    supports_zero_copy = True
+    supports_tag_index = False
+
+    def __init__(self, path: str, config: StoreConfig):
+        super().__init__(path, config)
+        self._store_lock = threading.RLock()
+        self._dirlock: DirectoryLock | None = None
+        self._flusher: PeriodicFlusher | None = None
+        self._gc: GroupCommit | None = None
+        self._topics: dict[str, list[PartitionLog]] = {}
+        self._committed: dict[tuple[str, str, int], int] = {}
+        self._offsets_read_to = 0
+        self._fsyncs = 0
+        self._read_only = config.read_only
+        self._writable = not config.read_only
+        if self._writable:
+            self._dirlock = DirectoryLock(self.path, fmt.LOCK_FILE)
+        try:
+            self.config = check_manifest(self.path, config, self.SHAPE_OPTIONS)
+            self._log_config = self._make_log_config(self.config)
+            self._max_message_bytes = self.config.max_message_bytes
+            self._open_logs()
+            self._load_committed()
+            mode = self.config.flush.mode
+            if self._writable and mode == "sync":
+                self._gc = GroupCommit(self._sync_all)
+            elif self._writable and mode == "async":
+                self._flusher = PeriodicFlusher(self._sync_all, self.config.flush.interval_ms,
+                                                self._any_unflushed, name="segments-flusher")
+        except BaseException:
+            self._release()
+            raise
+
+    # ----- opening -----
+    @staticmethod
+    def _make_log_config(config: StoreConfig) -> LogConfig:
+        o = config.options
+        checks = [
+            ("segment_bytes", fmt.RECORD_BATCH_OVERHEAD, fmt.MAX_SEGMENT_POSITION),
+            ("segment_ms", 1, None),
+            ("index_interval_bytes", 0, None),
+            ("segment_index_bytes", 2 * fmt.TIME_INDEX_ENTRY_SIZE, 2**31 - 1),
+            ("retention_ms", -1, None),
+            ("retention_bytes", -1, None),
+        ]
+        for name, lo, hi in checks:
+            v = o[name]
+            if v < lo or (hi is not None and v > hi):
+                raise errors.ConfigError(
+                    f"{name}={v} is out of range (minimum {lo}" + (f", maximum {hi})" if hi else ")"))
+        return LogConfig(o["segment_bytes"], o["segment_ms"], o["index_interval_bytes"],
+                         o["segment_index_bytes"], o["retention_ms"], o["retention_bytes"])
+
+    def _discover(self) -> dict[str, int]:
+        """Topic -> partition count, from the ``<topic>-<n>`` directories."""
+        found: dict[str, int] = {}
+        try:
+            entries = list(os.scandir(self.path))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            parsed = parse_log_dir_name(entry.name)
+            if parsed is None or not entry.is_dir():
+                continue
+            topic, part = parsed
+            try:
+                validate_topic_name(topic)
+            except errors.InvalidTopicError:
+                continue
+            found[topic] = max(found.get(topic, 0), part + 1)
+        return found
+
+    def _open_logs(self) -> None:
+        clean = True
+        if self._writable:
+            clean = take_clean_shutdown(self.path)
+        try:
+            points = read_checkpoint(os.path.join(self.path, fmt.RECOVERY_POINT_CHECKPOINT))
+        except errors.CorruptRecordError:
+            points, clean = {}, False
+        try:
+            starts = read_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT))
+        except errors.CorruptRecordError:
+            starts = {}
+        for topic, count in sorted(self._discover().items()):
+            logs = []
+            for p in range(count):
+                log = PartitionLog(self.path, topic, p, self._log_config, writable=self._writable)
+                log.load(clean=clean, recovery_point=points.get((topic, p), 0),
+                         log_start_offset=starts.get((topic, p), 0))
+                logs.append(log)
+            self._topics[topic] = logs
+        if self._writable and not clean:
+            self._write_checkpoints()
+
+    def _rediscover(self) -> None:
+        """Read-only follower: pick up topics the writer created since."""
+        for topic, count in self._discover().items():
+            have = self._topics.get(topic, [])
+            if len(have) >= count:
+                continue
+            logs = list(have)
+            for p in range(len(have), count):
+                log = PartitionLog(self.path, topic, p, self._log_config, writable=False)
+                log.load(clean=True)
+                logs.append(log)
+            self._topics[topic] = logs
+
+    # ----- identification and offline tools -----
+    @classmethod
+    def looks_like(cls, path: str) -> bool:
+        """A Kafka log dir: a checkpoint file, or a ``<topic>-<n>/`` holding ``.log`` files."""
+        if os.path.exists(os.path.join(path, fmt.RECOVERY_POINT_CHECKPOINT)):
+            return True
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            return False
+        for e in entries:
+            if parse_log_dir_name(e.name) and e.is_dir():
+                try:
+                    if any(n.endswith(fmt.LOG_SUFFIX) for n in os.listdir(e.path)):
+                        return True
+                except OSError:
+                    continue
+        return False
+
+    @classmethod
+    def inspect_files(cls, path: str, target: str | None = None) -> Iterator[str]:
+        from mqstore.engines.segments.tools import inspect_files
+
+        return inspect_files(path, target)
+
+    @classmethod
+    def verify_files(cls, path: str) -> list[Damage]:
+        from mqstore.engines.segments.tools import verify_files
+
+        return verify_files(path)
+
+    # ----- topics -----
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        self._check_writable()
+        validate_topic_name(name)
+        if name == fmt.CONSUMER_OFFSETS_TOPIC:
+            raise errors.InvalidTopicError(f"{name!r} is reserved for committed offsets")
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+            raise errors.InvalidPartitionError(f"a topic needs at least one partition, not {partitions!r}")
+        self._create(name, partitions)
+
+    def _create(self, name: str, partitions: int) -> list[PartitionLog]:
+        with self._store_lock:
+            if name in self._topics:
+                raise errors.TopicExistsError(f"topic {name!r} already exists")
+            logs = []
+            for p in range(partitions):
+                log = PartitionLog(self.path, name, p, self._log_config, writable=True)
+                log.create()
+                logs.append(log)
+            fsync_dir(self.path)
+            self._topics[name] = logs
+            return logs
+
+    def topics(self) -> list[str]:
+        self._check_open()
+        if self._read_only:
+            self._rediscover()
+        return sorted(t for t in self._topics if t != fmt.CONSUMER_OFFSETS_TOPIC)
+
+    def partitions(self, topic: str) -> int:
+        return len(self._logs(topic))
+
+    def _logs(self, topic: str) -> list[PartitionLog]:
+        self._check_open()
+        logs = self._topics.get(topic)
+        if logs is None:
+            if self._read_only:
+                self._rediscover()
+                logs = self._topics.get(topic)
+            if logs is None:
+                if not isinstance(topic, str):
+                    raise errors.InvalidTopicError(f"topic name must be str, not {topic!r}")
+                raise errors.TopicNotFoundError(f"topic {topic!r} does not exist")
+        return logs
+
+    def _log(self, topic: str, partition: int) -> PartitionLog:
+        logs = self._logs(topic)
+        log = logs[self._check_partition(topic, partition, len(logs))]
+        if self._read_only:
+            log.refresh()
+        return log
+
+    # ----- writes -----
+    def _writable_logs(self, topic: str) -> list[PartitionLog]:
+        if self._closed:
+            raise errors.StoreClosedError(f"store at {self.path} is closed")
+        if self._read_only:
+            raise errors.ReadOnlyStoreError(f"store at {self.path} was opened read_only")
+        logs = self._topics.get(topic)
+        if logs is None or topic == fmt.CONSUMER_OFFSETS_TOPIC:
+            if topic == fmt.CONSUMER_OFFSETS_TOPIC:
+                raise errors.InvalidTopicError(f"{topic!r} is internal; use commit_offset")
+            return self._logs(topic)
+        return logs
+
+    def append(self, topic: str, value: bytes, *, key: bytes | None = None,
+               partition: int | None = None, timestamp_ms: int | None = None,
+               headers: Mapping[str, bytes] | None = None,
+               tag: str | None = None) -> RecordMetadata:
+        """Append one record as a one-record batch (see :meth:`Store.append`)."""
+        logs = self._writable_logs(topic)
+        if (type(value) is bytes and key is None and headers is None and tag is None
+                and (timestamp_ms is None or (type(timestamp_ms) is int and timestamp_ms >= 0))):
+            ts = now_ms() if timestamp_ms is None else timestamp_ms
+        else:
+            msg = normalize_message(Message(value, key, timestamp_ms, headers, tag),
+                                    now_ms() if timestamp_ms is None else 0)
+            value, key, headers, tag, ts = msg.value, msg.key, msg.headers, msg.tag, msg.timestamp_ms
+            if headers and fmt.TAG_HEADER in headers:
+                raise errors.InvalidRecordError(f"header name {fmt.TAG_HEADER!r} is reserved for tag=")
+        count = len(logs)
+        if partition is not None:
+            p = self._check_partition(topic, partition, count)
+        elif key is not None:
+            p = partition_for_key(key, count)
+        else:
+            p = self._next_round_robin(topic, count) if count > 1 else 0
+        body = encode_one(ts, key, value, headers, tag)
+        if body.size > self._max_message_bytes:
+            raise errors.RecordTooLargeError(
+                f"batch of {body.size} bytes exceeds max_message_bytes={self._max_message_bytes}")
+        log = logs[p]
+        gc = self._gc
+        with log.lock:
+            if self._closed:
+                raise errors.StoreClosedError(f"store at {self.path} is closed")
+            base = log.append(body)
+            ticket = gc.written() if gc is not None else 0
+        if gc is not None:
+            gc.wait_durable(ticket)
+        return RecordMetadata(topic, p, base, ts)
+
+    def append_batch(self, topic: str, messages: Iterable[bytes | Message], *,
+                     partition: int | None = None) -> list[RecordMetadata]:
+        """One RecordBatch per partition group; all groups are encoded and size-checked
+        before anything is written."""
+        logs = self._writable_logs(topic)
+        groups = self._group_by_partition(topic, messages, partition, len(logs))
+        encoded = []
+        total = 0
+        for p, items in groups.items():
+            rows = []
+            for _i, m in items:
+                if m.headers and fmt.TAG_HEADER in m.headers:
+                    raise errors.InvalidRecordError(
+                        f"header name {fmt.TAG_HEADER!r} is reserved for tag=")
+                rows.append((m.timestamp_ms, m.key, m.value, m.headers, m.tag))
+            body = encode_messages(rows)
+            if body.size > self._max_message_bytes:
+                raise errors.RecordTooLargeError(
+                    f"batch of {body.size} bytes for partition {p} exceeds "
+                    f"max_message_bytes={self._max_message_bytes}")
+            encoded.append((p, items, body))
+            total += len(items)
+        out: list[RecordMetadata | None] = [None] * total
+        gc = self._gc
+        ticket = 0
+        for p, items, body in encoded:
+            log = logs[p]
+            with log.lock:
+                if self._closed:
+                    raise errors.StoreClosedError(f"store at {self.path} is closed")
+                base = log.append(body)
+                if gc is not None:
+                    ticket = gc.written()
+            for j, (i, m) in enumerate(items):
+                out[i] = RecordMetadata(topic, p, base + j, m.timestamp_ms)  # type: ignore[arg-type]
+        if gc is not None:
+            gc.wait_durable(ticket)
+        return out  # type: ignore[return-value]
+
+    # ----- reads -----
+    def read(self, topic: str, partition: int, offset: int, *,
+             max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
+             tags: Iterable[str] | None = None) -> list[Record]:
+        log = self._log(topic, partition)
+        if max_records < 1:
+            log.check_offset(offset)
+            return []
+        wanted = None if tags is None else frozenset(tags)
+        recs = log.read(offset, max_records, max_bytes, wanted)
+        return [Record(topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers,
+                       r.tag) for r in recs]
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        return self._log(topic, partition).log_start_offset
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        return self._log(topic, partition).next_offset
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        return self._log(topic, partition).offset_for_time(timestamp_ms)
+
+    def lookup_key(self, topic: str, key: bytes, *, start_ms: int | None = None,
+                   end_ms: int | None = None, limit: int = 64) -> list[Record]:
+        """Scan every partition of ``topic`` (Kafka has no key index): cost is proportional
+        to the bytes between the time bounds; batches not containing the key's bytes are
+        skipped undecoded. Order: partition, then offset."""
+        logs = self._logs(topic)
+        if not isinstance(key, (bytes, bytearray, memoryview)):
+            raise errors.InvalidRecordError(f"key must be bytes-like, not {type(key).__name__}")
+        key = bytes(key)
+        out: list[Record] = []
+        for p, log in enumerate(logs):
+            if len(out) >= limit:
+                break
+            if self._read_only:
+                log.refresh()
+            for r in log.scan_key(key, start_ms, end_ms, limit - len(out)):
+                out.append(Record(topic, p, r.offset, r.timestamp_ms, r.key, r.value,
+                                  r.headers, r.tag))
+        return out
+
+    def transfer_to(self, sock: socket.socket, topic: str, partition: int, offset: int,
+                    max_bytes: int) -> tuple[int, int]:
+        """``os.sendfile`` whole batches (Kafka's bytes on disk) from the batch holding
+        ``offset``; the first batch is sent even if larger than ``max_bytes``."""
+        log = self._log(topic, partition)
+        return log.transfer_to(sock.fileno(), offset, max_bytes)
+
+    # ----- consumer offsets -----
+    def _offsets_log(self, create: bool) -> PartitionLog | None:
+        logs = self._topics.get(fmt.CONSUMER_OFFSETS_TOPIC)
+        if logs is None and self._read_only:
+            self._rediscover()
+            logs = self._topics.get(fmt.CONSUMER_OFFSETS_TOPIC)
+        if logs is None:
+            if not create:
+                return None
+            try:
+                logs = self._create(fmt.CONSUMER_OFFSETS_TOPIC, 1)
+            except errors.TopicExistsError:
+                logs = self._topics[fmt.CONSUMER_OFFSETS_TOPIC]
+        return logs[0]
+
+    def _load_committed(self) -> None:
+        """Replay ``__consumer_offsets`` from where the last call stopped (latest wins)."""
+        log = self._offsets_log(create=False)
+        if log is None:
+            return
+        log.refresh()
+        pos = max(self._offsets_read_to, log.log_start_offset)
+        while pos < log.next_offset:
+            recs = log.read(pos, 10_000, 64 * MiB, None)
+            if not recs:
+                break
+            for r in recs:
+                try:
+                    group, topic, part = r.key.decode("utf-8").rsplit("/", 2)
+                    self._committed[(group, topic, int(part))] = int(r.value)
+                except (AttributeError, ValueError):
+                    continue  # not ours: ignore
+            pos = recs[-1].offset + 1
+        self._offsets_read_to = pos
+
+    def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        self._check_writable()
+        if not isinstance(group, str) or not group:
+            raise errors.InvalidRecordError(f"group must be a non-empty str: {group!r}")
+        logs = self._logs(topic)
+        self._check_partition(topic, partition, len(logs))
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise errors.InvalidRecordError(f"offset must be a non-negative int: {offset!r}")
+        log = self._offsets_log(create=True)
+        assert log is not None
+        body = encode_one(now_ms(), f"{group}/{topic}/{partition}".encode("utf-8"),
+                          str(offset).encode("ascii"), None, None)
+        gc = self._gc
+        with log.lock:
+            log.append(body)
+            self._committed[(group, topic, partition)] = offset
+            ticket = gc.written() if gc is not None else 0
+        if gc is not None:
+            gc.wait_durable(ticket)
+
+    def committed_offset(self, group: str, topic: str, partition: int) -> int | None:
+        self._check_open()
+        if self._read_only:
+            self._load_committed()
+        return self._committed.get((group, topic, partition))
+
+    # ----- maintenance -----
+    def _all_logs(self) -> list[PartitionLog]:
+        return [log for logs in list(self._topics.values()) for log in logs]
+
+    def _any_unflushed(self) -> bool:
+        return any(log.has_unflushed for log in self._all_logs())
+
+    def _sync_all(self) -> None:
+        for log in self._all_logs():
+            if log.has_unflushed:
+                log.flush()
+
+    def _write_checkpoints(self) -> None:
+        logs = self._all_logs()
+        write_checkpoint(os.path.join(self.path, fmt.RECOVERY_POINT_CHECKPOINT),
+                         {(lg.topic, lg.partition): lg.recovery_point for lg in logs})
+        write_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
+                         {(lg.topic, lg.partition): lg.log_start_offset for lg in logs})
+        self._fsyncs += 6  # two files and the directory each time (write_atomic)
+
+    def flush(self) -> None:
+        self._check_open()
+        if self._read_only:
+            return
+        with self._store_lock:
+            self._sync_all()
+            self._write_checkpoints()
+        if self._gc is not None:
+            self._gc.mark_all_durable()
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        self._check_writable()
+        from mqstore.api import now_ms as _now
+
+        now = _now() if now_ms is None else now_ms
+        freed = 0
+        with self._store_lock:
+            for topic, logs in list(self._topics.items()):
+                if topic == fmt.CONSUMER_OFFSETS_TOPIC:
+                    continue  # Kafka compacts it; mqstore keeps it whole
+                for log in logs:
+                    freed += log.delete_old_segments(now)
+            if freed:
+                write_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
+                                 {(lg.topic, lg.partition): lg.log_start_offset
+                                  for lg in self._all_logs()})
+        return freed
+
+    def stats(self) -> dict[str, Any]:
+        self._check_open()
+        logs = self._all_logs()
+        files = 0
+        on_disk = 0
+        apparent = 0
+        for root, _dirs, names in os.walk(self.path):
+            for n in names:
+                try:
+                    st = os.stat(os.path.join(root, n))
+                except FileNotFoundError:
+                    continue
+                files += 1
+                on_disk += st.st_blocks * 512
+                apparent += st.st_size
+        user = [lg for lg in logs if lg.topic != fmt.CONSUMER_OFFSETS_TOPIC]
+        return {
+            "engine": self.engine_name,
+            "native_backend": native.backend,
+            "bytes_on_disk": on_disk,
+            "bytes_apparent": apparent,
+            "log_bytes": sum(lg.size_bytes for lg in logs),
+            "files": files,
+            "fsyncs": self._fsyncs + sum(lg.fsyncs for lg in logs),
+            "group_syncs": self._gc.group_syncs if self._gc is not None else 0,
+            "appended_records": sum(lg.appended_records for lg in user),
+            "appended_bytes": sum(lg.appended_bytes for lg in user),
+            "segments": sum(len(lg.segments) for lg in logs),
+            "partitions": len(user),
+            "topics": len({lg.topic for lg in user}),
+            "recovered_bytes_truncated": sum(lg.recovered_bytes for lg in logs),
+        }
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._store_lock:
+            if self._closed:
+                return
+            if self._flusher is not None:
+                self._flusher.stop()
+            try:
+                if self._writable:
+                    for log in self._all_logs():
+                        log.close()
+                        log.recovery_point = log.next_offset
+                    self._write_checkpoints()
+                    write_clean_shutdown(self.path)
+                else:
+                    for log in self._all_logs():
+                        log.close()
+            finally:
+                self._closed = True
+                if self._gc is not None:
+                    self._gc.mark_all_durable()
+                self._release()
+
+    def _release(self) -> None:
+        if self._flusher is not None:
+            self._flusher.stop()
+        if self._dirlock is not None:
+            self._dirlock.release()
+            self._dirlock = None
