@@ -40,6 +40,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 + 12
 FLUSH_MODES = ("sync", "async", "os")
 COMMON_OPTIONS = ("flush", "flush_interval_ms", "read_only", "max_message_bytes")
 _TOP_SECTIONS = ("store", "flush")
+#: engine options where -1 means "unlimited" (Kafka's retention.ms / retention.bytes)
+UNLIMITED_OPTIONS = frozenset({"retention_ms", "retention_bytes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return value
     elif isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
+            if value < 0 and not (value == -1 and name in UNLIMITED_OPTIONS):
                 raise ConfigError(f"{name}: must not be negative, got {value}")
             return value
     elif isinstance(default, float):
