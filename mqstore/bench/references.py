@@ -197,9 +197,11 @@ class SqliteTarget(Target):
     kind = "reference"
     name = "sqlite-wal"
 
-    def __init__(self, directory: str, flush: str, flush_interval_ms: int):
+    def __init__(self, directory: str, flush: str, flush_interval_ms: int, *,
+                 index_keys: bool = False):
         super().__init__(directory, flush, flush_interval_ms)
         os.makedirs(directory, exist_ok=True)
+        self.index_keys = index_keys
         self.db_path = os.path.join(directory, "peer.db")
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
@@ -229,7 +231,9 @@ class SqliteTarget(Target):
                 "ts INTEGER NOT NULL, key BLOB, tag TEXT, value BLOB NOT NULL)"
             )
             self._conn.execute(f'CREATE INDEX "i_{topic}_part" ON {t}(part, id)')
-            self._conn.execute(f'CREATE INDEX "i_{topic}_key" ON {t}(key)')
+            if self.index_keys:  # only where keys are looked up (the lookup suite)
+                self._conn.execute(f'CREATE INDEX "i_{topic}_key" ON {t}(key)')
+                self._conn.execute(f'CREATE INDEX "i_{topic}_ts" ON {t}(part, ts)')
             self._counts[topic] = partitions
 
     def produce(self, topic: str, messages: Sequence[Message]) -> None:
@@ -268,6 +272,14 @@ class SqliteTarget(Target):
             ).fetchall()
         return [r[0] for r in rows]
 
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        """The first row id of ``partition`` with ``ts >= timestamp_ms`` (None if none)."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT min(id) FROM {self._table(topic)} WHERE part = ? AND ts >= ?",
+                (partition, timestamp_ms)).fetchone()
+        return row[0]
+
     def read_tagged(self, topic: str, partition: int, tags: set[str]) -> int:
         """Count rows of one partition carrying one of ``tags`` (reads their values)."""
         marks = ",".join("?" * len(tags))
@@ -302,12 +314,14 @@ class SqliteTarget(Target):
             self._conn.close()
 
 
-def make_reference(name: str, directory: str, flush: str, flush_interval_ms: int) -> Target:
-    """Build a reference target by name (``raw-files``, ``raw-shared``, ``sqlite-wal``)."""
+def make_reference(name: str, directory: str, flush: str, flush_interval_ms: int,
+                   **kwargs: Any) -> Target:
+    """Build a reference target by name (``raw-files``, ``raw-shared``, ``sqlite-wal``);
+    ``kwargs`` go to the sqlite peer (``index_keys``)."""
     if name == "raw-files":
         return RawFileTarget(directory, flush, flush_interval_ms, shared=False)
     if name == "raw-shared":
         return RawFileTarget(directory, flush, flush_interval_ms, shared=True)
     if name == "sqlite-wal":
-        return SqliteTarget(directory, flush, flush_interval_ms)
+        return SqliteTarget(directory, flush, flush_interval_ms, **kwargs)
     raise ValueError(f"unknown reference {name!r}; known: {REFERENCES}")

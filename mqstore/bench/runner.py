@@ -39,6 +39,8 @@ from mqstore.bench.workload import Workload
 POLL_RECORDS = 500
 IDLE_SLEEP_S = 0.0005
 DRAIN_TIMEOUT_S = 60.0
+#: stats window for the per-interval series (OMB uses 10 s; runs here are short)
+SAMPLE_NS = 1_000_000_000
 Progress = Callable[[float], None]
 
 
@@ -65,6 +67,7 @@ class RunResult:
     series: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    spec: Workload | None = None  # the workload as run (after overrides)
 
     @property
     def publish_rate(self) -> float:
@@ -120,8 +123,8 @@ class _Producer:
         self.target, self.topic, self.source, self.wl = target, topic, source, wl
         self.first, self.step, self.count, self.rate = first, step, count, rate
         self.shared = shared
-        self.latency = LatencyHistogram()
-        self.delay = LatencyHistogram()
+        self.latency: dict[int, LatencyHistogram] = {}  # window -> publish latency
+        self.delay: dict[int, LatencyHistogram] = {}  # window -> publish delay
         self.sent = 0
         self.sent_bytes = 0
         self.batches = 0
@@ -161,7 +164,7 @@ class _Producer:
                     _sleep_until(intended)
                     now = perf()
                 if now >= sh.measure_ns:
-                    self.delay.record(now - intended)
+                    _hist(self.delay, sh.window(now)).record(now - intended)
                 t_born = intended
             else:
                 t_born = now
@@ -185,13 +188,29 @@ class _Producer:
         done = time.perf_counter_ns()
         self.batches += 1
         measure = self.shared.measure_ns
+        hist = _hist(self.latency, self.shared.window(done))
         for m, t in zip(batch, born):
             if t >= measure:
-                self.latency.record(done - t)
+                hist.record(done - t)
                 self.sent += 1
                 self.sent_bytes += len(m.value)
         self.shared.add_progress(len(batch))
         return 0
+
+
+def _hist(windows: dict[int, LatencyHistogram], w: int) -> LatencyHistogram:
+    h = windows.get(w)
+    if h is None:
+        h = windows[w] = LatencyHistogram()
+    return h
+
+
+def merge_windows(windows: dict[int, LatencyHistogram]) -> LatencyHistogram:
+    """One histogram of every window."""
+    out = LatencyHistogram()
+    for h in windows.values():
+        out.merge(h)
+    return out
 
 
 def _sleep_until(t_ns: int) -> None:
@@ -208,9 +227,15 @@ class _Shared:
         self.producers_done = threading.Event()
         self.measure_ns = 0
         self.end_ns = 0
+        self.t0 = 0
+        self.sample_ns = SAMPLE_NS
         self.final_ends: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self.progress = 0
+
+    def window(self, t_ns: int) -> int:
+        """The sampling window (OMB's stats interval) that ``t_ns`` falls in."""
+        return max(0, (t_ns - self.t0) // self.sample_ns)
 
     def add_progress(self, n: int) -> None:
         with self._lock:
@@ -224,7 +249,7 @@ class ConsumerStats:
 
     consumed: int = 0
     consumed_bytes: int = 0
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    latency: dict[int, LatencyHistogram] = field(default_factory=dict)  # window -> e2e
     last_ns: int = 0
     missing: int = 0
     error: str | None = None
@@ -233,7 +258,8 @@ class ConsumerStats:
 def consume_loop(poll: Callable[[str, int, int], tuple[list[bytes], int]],
                  assignment: list[tuple[str, int, int]], done: Callable[[], bool],
                  final_end: Callable[[str, int], int], measure_ns: int,
-                 stop: Callable[[], bool], deadline_s: float = DRAIN_TIMEOUT_S) -> ConsumerStats:
+                 stop: Callable[[], bool], deadline_s: float = DRAIN_TIMEOUT_S,
+                 t0: int = 0, sample_ns: int = SAMPLE_NS) -> ConsumerStats:
     """Poll the assigned ``(topic, partition, start)`` until every partition reaches its
     final end (known once ``done()``), ``stop()`` is true, or ``deadline_s`` after done."""
     st = ConsumerStats()
@@ -254,13 +280,14 @@ def consume_loop(poll: Callable[[str, int, int], tuple[list[bytes], int]],
                 progressed = True
                 pos[tp] = nxt
                 now = perf()
+                hist = _hist(st.latency, max(0, (now - t0) // sample_ns))
                 for v in values:
                     t = read_stamp(v)
                     if t is None or t >= measure_ns:
                         st.consumed += 1
                         st.consumed_bytes += len(v)
                         if t is not None:
-                            st.latency.record(now - t)
+                            hist.record(now - t)
                 st.last_ns = now
             if is_done and pos[tp] >= final_end(*tp):
                 finished.add(tp)
@@ -286,7 +313,7 @@ def _assignments(wl: Workload, target: Target) -> list[list[tuple[str, int, int]
     return out
 
 
-def _consumer_process(engine: str, directory: str, assignment, measure_ns: int,
+def _consumer_process(engine: str, directory: str, assignment, measure_ns: int, t0: int,
                       done_event, ends, ends_index, result_queue) -> None:
     """Body of a consumer process: open the store read_only and follow the writer."""
     import mqstore
@@ -300,12 +327,14 @@ def _consumer_process(engine: str, directory: str, assignment, measure_ns: int,
                 return ([r.value for r in recs], recs[-1].offset + 1) if recs else ([], position)
 
             st = consume_loop(poll, assignment, done_event.is_set,
-                              lambda t, p: ends[ends_index[(t, p)]], measure_ns, lambda: False)
+                              lambda t, p: ends[ends_index[(t, p)]], measure_ns, lambda: False,
+                              t0=t0)
         finally:
             store.close()
     except BaseException as exc:  # reported to the parent
         st.error = f"{type(exc).__name__}: {exc}"
-    result_queue.put((st.consumed, st.consumed_bytes, st.latency.to_dict(), st.last_ns,
+    result_queue.put((st.consumed, st.consumed_bytes,
+                      {w: h.to_dict() for w, h in st.latency.items()}, st.last_ns,
                       st.missing, st.error))
 
 
@@ -323,7 +352,7 @@ def run_workload(workload: Workload, target_name: str, *, base_dir: str | None =
     wl = workload
     directory = tempfile.mkdtemp(prefix=f"mqbench-{target_name}-", dir=base_dir)
     res = RunResult(workload=wl.name, target=target_name,
-                    kind="reference" if target_name in REFERENCES else "engine")
+                    kind="reference" if target_name in REFERENCES else "engine", spec=wl)
     try:
         target = make_target(target_name, directory, wl)
         try:
@@ -369,6 +398,7 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
     snap0 = ResourceSnapshot.take()
     peak_files, peak_maps = snap0.open_files, snap0.maps
     t0 = time.perf_counter_ns()
+    sh.t0 = t0
     sh.measure_ns = t0 + int(warmup_s * 1e9)
     sh.end_ns = sh.measure_ns + int(duration_s * 1e9)
 
@@ -436,12 +466,19 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
     f1 = target.fsyncs()
     res.fsyncs = None if f1 is None or fsyncs0 is None else f1 - fsyncs0
 
+    pub_w: dict[int, LatencyHistogram] = {}
+    delay_w: dict[int, LatencyHistogram] = {}
+    e2e_w: dict[int, LatencyHistogram] = {}
     for p in producers:
         res.produced += p.sent
         res.produced_bytes += p.sent_bytes
         res.batches += p.batches
-        res.publish_latency.merge(p.latency)
-        res.publish_delay.merge(p.delay)
+        for w, h in p.latency.items():
+            _hist(pub_w, w).merge(h)
+        for w, h in p.delay.items():
+            _hist(delay_w, w).merge(h)
+    res.publish_latency = merge_windows(pub_w)
+    res.publish_delay = merge_windows(delay_w)
     res.publish_s = (t_prod_end - sh.measure_ns) / 1e9 if planned is None else \
         (t_prod_end - t0) / 1e9
     missing = 0
@@ -449,13 +486,17 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
     for st in results:
         res.consumed += st.consumed
         res.consumed_bytes += st.consumed_bytes
-        res.end_to_end.merge(st.latency)
+        for w, h in st.latency.items():
+            _hist(e2e_w, w).merge(h)
         missing += st.missing
         last = max(last, st.last_ns)
         if st.error:
             res.notes.append(f"consumer error: {st.error}")
     start = consume_start if wl.catchup else max(consume_start, sh.measure_ns)
     res.consume_s = max(0.0, (last - start) / 1e9) if results else 0.0
+    res.end_to_end = merge_windows(e2e_w)
+    res.series = _series(pub_w, delay_w, e2e_w, sh.sample_ns / 1e9,
+                         wl.subscriptionsPerTopic)
     if missing:
         res.notes.append(f"consumers did not drain: {missing} messages missing")
     res.extra["wall_s"] = (t_end - t0) / 1e9
@@ -472,7 +513,7 @@ def _start_consumers(wl: Workload, target: Target, sh: _Shared, use_procs: bool,
             results.append(consume_loop(
                 lambda t, p, pos: target.poll(t, p, pos, POLL_RECORDS), assignment,
                 sh.producers_done.is_set, lambda t, p: sh.final_ends[(t, p)], sh.measure_ns,
-                sh.stop.is_set))
+                sh.stop.is_set, t0=sh.t0, sample_ns=sh.sample_ns))
 
         for a in assignments:
             th = threading.Thread(target=body, args=(a,), name="consumer", daemon=True)
@@ -491,8 +532,8 @@ def _start_consumers(wl: Workload, target: Target, sh: _Shared, use_procs: bool,
     queue = ctx.Queue()
     for a in assignments:
         proc = ctx.Process(target=_consumer_process, daemon=True,
-                           args=(target.name, target.directory, a, sh.measure_ns, done, ends,
-                                 index, queue))
+                           args=(target.name, target.directory, a, sh.measure_ns, sh.t0,
+                                 done, ends, index, queue))
         proc.start()
         consumers.append(proc)
     return {"ends": ends, "index": index, "done": done, "queue": queue}
@@ -511,8 +552,9 @@ def _join_consumers(consumers: list, results: list[ConsumerStats], mp_state,
         for _ in consumers:
             consumed, nbytes, hist, last, missing, err = mp_state["queue"].get(
                 timeout=DRAIN_TIMEOUT_S * 2)
-            results.append(ConsumerStats(consumed, nbytes, LatencyHistogram.from_dict(hist),
-                                         last, missing, err))
+            results.append(ConsumerStats(
+                consumed, nbytes, {int(w): LatencyHistogram.from_dict(h) for w, h in hist.items()},
+                last, missing, err))
         for proc in consumers:
             proc.join(timeout=10)
         return
@@ -540,3 +582,29 @@ def evict_files(paths: list[str]) -> int:
         finally:
             os.close(fd)
     return n
+
+
+def _series(pub: dict[int, LatencyHistogram], delay: dict[int, LatencyHistogram],
+            e2e: dict[int, LatencyHistogram], window_s: float,
+            subscriptions: int) -> list[dict[str, Any]]:
+    """Per-window rates and latency summaries (OMB's 10-second series, here 1 s windows).
+
+    Rates count the messages whose latency was recorded in the window: published (acked)
+    and consumed (per subscription, like OMB's consume rate)."""
+    windows = sorted(set(pub) | set(e2e) | set(delay))
+    out = []
+    produced = consumed = 0
+    for w in windows:
+        p, d, e = pub.get(w), delay.get(w), e2e.get(w)
+        produced += p.count if p else 0
+        consumed += e.count if e else 0
+        out.append({
+            "window": w,
+            "publishRate": (p.count if p else 0) / window_s,
+            "consumeRate": (e.count if e else 0) / window_s,
+            "backlog": max(0, produced * max(1, subscriptions) - consumed),
+            "publishLatency": p.summary_ms() if p else None,
+            "publishDelayLatency": d.summary_ms() if d else None,
+            "endToEndLatency": e.summary_ms() if e else None,
+        })
+    return out
