@@ -1,0 +1,338 @@
+"""CommitLog: the one log every topic and queue appends to (RocketMQ's CommitLog).
+
+A sequence of :class:`MappedFile` of ``mapped_file_size`` bytes each, named by the offset of
+their first byte, with no holes between them. Messages are V1 entries (``format.py``); a
+message never spans files: when ``size + 8`` does not fit in what is left of the last file,
+an 8-byte blank (TOTALSIZE = bytes left, BLANK_MAGIC) ends it and the message goes to the
+start of the next file. ``max_offset`` is the end of the data; ``flushed_offset`` the end of
+what was made durable.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from mqstore import errors, native
+from mqstore.api import Damage
+from mqstore.storedir import fsync_dir
+
+from . import format as fmt
+from . import message as msgcodec
+from .mapped_file import MappedFile, file_name, parse_file_name
+
+_SCAN_NAMES = {native.SCAN_TORN: "torn tail", native.SCAN_CORRUPT: "corrupt message"}
+
+
+class RecoveryResult(NamedTuple):
+    """Where the recovery scan started and ended, and the damage it dropped."""
+
+    start_offset: int
+    valid_end: int
+    damage: list[Damage]
+    scanned_messages: int
+
+
+class CommitLog:
+    """The shared log: put, flush, read slices, recover, delete old files.
+
+    Thread-safety: appends run under ``put_lock`` (RocketMQ's putMessageLock), which the
+    store holds while it assigns queue offsets; :meth:`flush` may run concurrently with
+    appends (group commit leader, periodic flusher); reads of bytes below ``max_offset`` are
+    safe from any thread. Retention and recovery run under ``put_lock``.
+    """
+
+    def __init__(self, directory: str, file_size: int, *, write_mode: str = "mmap",
+                 read_only: bool = False):
+        self.dir = directory
+        self.file_size = file_size
+        self.write_mode = write_mode
+        self.read_only = read_only
+        self.files: list[MappedFile] = []
+        self.put_lock = threading.Lock()
+        self._files_lock = threading.Lock()
+        self.max_offset = 0
+        self.flushed_offset = 0
+        self.last_store_timestamp = 0
+        self.flushed_store_timestamp = 0
+        self.fsyncs = 0
+        self._dir_dirty = False
+
+    # ----- loading and recovery -----
+    def load(self) -> None:
+        """Map every existing file (RocketMQ ``MappedFileQueue#doLoad``): names must be
+        20-digit offsets without holes and every file must have the configured size; a
+        trailing zero-length file (a crash during creation) is deleted."""
+        if not self.read_only:
+            os.makedirs(self.dir, exist_ok=True)
+        elif not os.path.isdir(self.dir):
+            return
+        names = sorted(n for n in os.listdir(self.dir) if parse_file_name(n) is not None)
+        files: list[MappedFile] = []
+        for i, name in enumerate(names):
+            path = os.path.join(self.dir, name)
+            size = os.path.getsize(path)
+            if size != self.file_size and i == len(names) - 1 and size == 0:
+                if not self.read_only:
+                    os.unlink(path)
+                continue
+            if files and parse_file_name(name) != files[-1].file_end_offset:
+                raise errors.CorruptRecordError(
+                    f"commitlog files are not contiguous: {name} does not follow "
+                    f"{os.path.basename(files[-1].path)}", path, 0)
+            mf = MappedFile(path, self.file_size, write_mode=self.write_mode,
+                            read_only=self.read_only)
+            mf.wrote_position = mf.flushed_position = self.file_size
+            files.append(mf)
+        self.files = files
+        if files:
+            self.max_offset = self.flushed_offset = files[-1].file_end_offset
+
+    def recovery_start_normal(self) -> int:
+        """Index of the file a normal recovery scans from: the third-last (RocketMQ 4.x)."""
+        return max(0, len(self.files) - 3)
+
+    def recovery_start_abnormal(self, min_timestamp: int) -> int:
+        """Index of the file an abnormal recovery scans from: the newest whose first message
+        is valid and was stored at or before ``min_timestamp`` (else the first file)."""
+        for i in range(len(self.files) - 1, -1, -1):
+            mm = self.files[i].mm
+            size, magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from(mm, 0)
+            if magic != fmt.MESSAGE_MAGIC_V1 or size < fmt.MSG_FIXED_OVERHEAD:
+                continue
+            ts = fmt.STORETIMESTAMP.unpack_from(mm, fmt.POS_STORETIMESTAMP)[0]
+            if 0 < ts <= min_timestamp:
+                return i
+        return 0
+
+    def recover(self, start_index: int) -> RecoveryResult:
+        """Scan from file ``start_index`` with full checks (size, magic, recomputed length,
+        body CRC), truncate at the first invalid message and drop every later file.
+
+        A torn or corrupt message is reported in ``damage`` (a torn tail is the normal
+        result of a crash; a corrupt one means lost data after it).
+        """
+        damage: list[Damage] = []
+        if not self.files:
+            self.max_offset = self.flushed_offset = 0
+            return RecoveryResult(0, 0, damage, 0)
+        start = self.files[start_index].file_from_offset
+        valid_end = start
+        count = 0
+        last_ts = 0
+        for mf in self.files[start_index:]:
+            scan = native.scan_commitlog(mf.mm, 0, self.file_size)
+            count += len(scan.positions)
+            if len(scan.store_timestamps):
+                last_ts = int(scan.store_timestamps[-1])
+            if scan.status in (native.SCAN_BLANK, native.SCAN_OK):
+                valid_end = mf.file_end_offset
+                continue
+            valid_end = mf.file_from_offset + scan.valid_end
+            if scan.status in _SCAN_NAMES:
+                problem = msgcodec.check(mf.mm, scan.valid_end, self.file_size) or "bad message"
+                damage.append(Damage(mf.path, scan.valid_end,
+                                     f"{_SCAN_NAMES[scan.status]}: {problem}"))
+            break
+        self.truncate_to(valid_end)
+        if last_ts == 0 and self.files and start_index > 0:
+            last_ts = self._first_store_timestamp(self.files[start_index])
+        self.last_store_timestamp = self.flushed_store_timestamp = last_ts
+        return RecoveryResult(start, valid_end, damage, count)
+
+    def truncate_to(self, offset: int) -> None:
+        """Make ``offset`` the end of the log: zero what follows in its file, delete later
+        files (RocketMQ ``truncateDirtyFiles``)."""
+        keep: list[MappedFile] = []
+        for mf in self.files:
+            if mf.file_from_offset > offset:
+                mf.destroy()
+                self._dir_dirty = True
+                continue
+            if mf.file_end_offset > offset:
+                mf.zero_from(offset - mf.file_from_offset)
+                mf.force()
+            keep.append(mf)
+        with self._files_lock:
+            self.files = keep
+        self.max_offset = self.flushed_offset = offset
+
+    # ----- appends -----
+    def put_locked(self, messages: Sequence[bytearray], queue_offsets: Sequence[int],
+                   born_defaulted: Sequence[bool]) -> tuple[list[int], int]:
+        """Append encoded messages (caller holds ``put_lock``); return their commitlog
+        offsets and the store timestamp given to them.
+
+        The messages of one call are written contiguously, one write per file touched;
+        a message that does not fit with 8 bytes to spare ends the file with a blank.
+        """
+        size = self.file_size
+        store_ts = max(time.time_ns() // 1_000_000, self.last_store_timestamp)
+        mf = self._file_for_append()
+        chunk = bytearray()
+        chunk_start = mf.wrote_position
+        phys_out: list[int] = []
+        patch = msgcodec.patch
+        for buf, qoff, defaulted in zip(messages, queue_offsets, born_defaulted):
+            n = len(buf)
+            pos = chunk_start + len(chunk)
+            if pos + n + fmt.END_FILE_MIN_BLANK_LENGTH > size:
+                chunk += fmt.BLANK.pack(size - pos, fmt.BLANK_MAGIC)
+                mf.write_at(chunk_start, chunk)
+                mf.wrote_position = size
+                mf = self._roll()
+                chunk = bytearray()
+                chunk_start = 0
+                pos = 0
+            phys = mf.file_from_offset + pos
+            p = len(chunk)
+            chunk += buf
+            patch(chunk, p, qoff, phys, store_ts, store_ts if defaulted else None)
+            phys_out.append(phys)
+        mf.write_at(chunk_start, chunk)
+        self.last_store_timestamp = store_ts
+        self.max_offset = mf.file_from_offset + mf.wrote_position
+        return phys_out, store_ts
+
+    def _file_for_append(self) -> MappedFile:
+        if not self.files:
+            return self._roll()
+        mf = self.files[-1]
+        if mf.wrote_position + fmt.END_FILE_MIN_BLANK_LENGTH > self.file_size:
+            return self._roll()
+        return mf
+
+    def _roll(self) -> MappedFile:
+        start = self.files[-1].file_end_offset if self.files else self.max_offset
+        mf = MappedFile(os.path.join(self.dir, file_name(start)), self.file_size,
+                        write_mode=self.write_mode, create=True)
+        with self._files_lock:
+            self.files.append(mf)
+        self._dir_dirty = True
+        return mf
+
+    # ----- flush -----
+    def flush(self) -> int:
+        """Make everything appended so far durable; return the number of syncs issued."""
+        ts = self.last_store_timestamp
+        target = self.max_offset
+        syncs = 0
+        with self._files_lock:
+            files = [mf for mf in self.files if mf.file_end_offset > self.flushed_offset]
+        for mf in files:
+            if mf.flush():
+                syncs += 1
+        if self._dir_dirty:
+            self._dir_dirty = False
+            fsync_dir(self.dir)
+            syncs += 1
+        if target > self.flushed_offset:
+            self.flushed_offset = target
+            self.flushed_store_timestamp = ts
+        self.fsyncs += syncs
+        return syncs
+
+    def dirty(self) -> bool:
+        """True if bytes were appended since the last flush."""
+        return self.max_offset > self.flushed_offset or self._dir_dirty
+
+    # ----- reads -----
+    @property
+    def min_offset(self) -> int:
+        """The first offset still stored (the first file's start)."""
+        files = self.files
+        return files[0].file_from_offset if files else self.max_offset
+
+    def find_file(self, offset: int) -> MappedFile | None:
+        """The file holding ``offset``, or None (deleted by retention, or not yet created)."""
+        files = self.files
+        if not files:
+            return None
+        idx = (offset - files[0].file_from_offset) // self.file_size
+        if 0 <= idx < len(files):
+            return files[idx]
+        if self.read_only and idx >= len(files):
+            self.refresh()
+            files = self.files
+            if files:
+                idx = (offset - files[0].file_from_offset) // self.file_size
+                if 0 <= idx < len(files):
+                    return files[idx]
+        return None
+
+    def refresh(self) -> None:
+        """Read-only follower: map files the writer created, forget the ones it deleted."""
+        if not os.path.isdir(self.dir):
+            return
+        names = sorted(n for n in os.listdir(self.dir) if parse_file_name(n) is not None)
+        known = {os.path.basename(mf.path): mf for mf in self.files}
+        files: list[MappedFile] = []
+        for name in names:
+            mf = known.pop(name, None)
+            if mf is None:
+                path = os.path.join(self.dir, name)
+                try:
+                    if os.path.getsize(path) != self.file_size:
+                        break  # being created right now
+                    mf = MappedFile(path, self.file_size, read_only=True)
+                except FileNotFoundError:
+                    continue
+            if files and mf.file_from_offset != files[-1].file_end_offset:
+                break
+            files.append(mf)
+        for gone in known.values():
+            gone.close()
+        with self._files_lock:
+            self.files = files
+
+    # ----- retention -----
+    def sealed_timestamp(self, index: int) -> int:
+        """When file ``index`` was sealed: the store timestamp of the next file's first
+        message (>= this file's last one), or the file's mtime if there is none."""
+        if index + 1 < len(self.files):
+            ts = self._first_store_timestamp(self.files[index + 1])
+            if ts > 0:
+                return ts
+        return int(os.stat(self.files[index].path).st_mtime * 1000)
+
+    @staticmethod
+    def _first_store_timestamp(mf: MappedFile) -> int:
+        size, magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from(mf.mm, 0)
+        if magic != fmt.MESSAGE_MAGIC_V1 or size < fmt.MSG_FIXED_OVERHEAD:
+            return 0
+        return fmt.STORETIMESTAMP.unpack_from(mf.mm, fmt.POS_STORETIMESTAMP)[0]
+
+    def delete_expired_files(self, now_ms: int, reserved_ms: int, retention_bytes: int,
+                             limit_offset: int) -> int:
+        """Delete files oldest first while they are older than ``reserved_ms`` (when > 0) or
+        the log is larger than ``retention_bytes`` (when > 0). Never the last file, never a
+        file not fully dispatched (end > ``limit_offset``), and stop at the first file that
+        is kept, so no hole appears. Returns the bytes deleted. Caller holds ``put_lock``."""
+        deleted = 0
+        total = len(self.files) * self.file_size
+        while len(self.files) > 1:
+            mf = self.files[0]
+            if mf.file_end_offset > limit_offset:
+                break
+            expired = reserved_ms > 0 and self.sealed_timestamp(0) + reserved_ms <= now_ms
+            too_big = retention_bytes > 0 and total > retention_bytes
+            if not (expired or too_big):
+                break
+            with self._files_lock:
+                self.files = self.files[1:]
+            deleted += mf.destroy()
+            total -= self.file_size
+            self._dir_dirty = True
+        return deleted
+
+    # ----- accounting -----
+    def allocated_bytes(self) -> int:
+        """Bytes on disk (the files are sparse)."""
+        return sum(mf.allocated_bytes() for mf in list(self.files))
+
+    def close(self) -> None:
+        """Unmap every file."""
+        for mf in self.files:
+            mf.close()

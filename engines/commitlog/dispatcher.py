@@ -1,0 +1,194 @@
+"""Dispatcher: builds the ConsumeQueues and the IndexFile from the CommitLog
+(RocketMQ's ReputMessageService and its CommitLogDispatchers).
+
+It reads the CommitLog from ``reput_from_offset`` up to the confirm offset (the flushed offset
+under ``flush="sync"``, the written offset otherwise, as RocketMQ's ``getConfirmOffset``),
+parses each message (header, topic and properties; the body is skipped and not CRC-checked,
+as in RocketMQ) and writes its ConsumeQueue unit and index keys. Both writes are idempotent,
+so recovery may re-dispatch a range that was already dispatched.
+
+``mode="async"`` runs a background thread woken by appends (RocketMQ polls every 1 ms);
+``mode="sync"`` dispatches inline in the appending thread. Either way :meth:`wait_until`
+gives read-your-writes: a read past the dispatched position waits for the dispatcher.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from mqstore import errors, native
+
+from . import format as fmt
+from . import message as msgcodec
+from .commitlog import CommitLog
+from .consume_queue import ConsumeQueue
+from .index_file import IndexService
+
+_HEADER = fmt.MSG_HEADER
+
+
+class Dispatcher:
+    """The reput service. Thread-safety: :meth:`dispatch` is serialised by an internal lock,
+    so inline dispatch from several appenders, the background thread and recovery may all
+    call it; :meth:`wait_until` may be called from any thread."""
+
+    def __init__(self, commitlog: CommitLog, consume_queue: Callable[[str, int], ConsumeQueue],
+                 index: IndexService | None, confirm_offset: Callable[[], int], *,
+                 mode: str = "async"):
+        self.commitlog = commitlog
+        self.consume_queue = consume_queue
+        self.index = index
+        self.confirm_offset = confirm_offset
+        self.mode = mode
+        self.reput_from_offset = 0
+        self.last_dispatched_timestamp = 0
+        self.dispatched_messages = 0
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._progress = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._tag_hashes: dict[str, int] = {}
+
+    # ----- the background service -----
+    def start(self) -> None:
+        """Start the background thread (``mode="async"`` only)."""
+        if self.mode == "async" and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mqstore-reput", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(0.01)
+            self._wake.clear()
+            try:
+                self.dispatch()
+            except BaseException as exc:  # keep it: reads and appends report it
+                self.error = exc
+                with self._progress:
+                    self._progress.notify_all()
+                return
+
+    def wakeup(self) -> None:
+        """Tell the background thread there is something new (or dispatch inline)."""
+        if self.mode == "sync":
+            self.dispatch()
+        else:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the thread after it dispatched everything confirmed so far."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.error is None:
+            self.dispatch()
+
+    def check(self) -> None:
+        """Raise the error that stopped the dispatcher, if any."""
+        if self.error is not None:
+            raise errors.CorruptRecordError(f"the dispatcher stopped: {self.error!r}") \
+                from self.error
+
+    @property
+    def lag(self) -> int:
+        """CommitLog bytes written but not yet dispatched (RocketMQ ``dispatchBehindBytes``)."""
+        return max(0, self.commitlog.max_offset - self.reput_from_offset)
+
+    def wait_until(self, offset: int, timeout: float = 30.0) -> None:
+        """Block until everything below commitlog ``offset`` is dispatched."""
+        if self.reput_from_offset >= offset:
+            return
+        if self.mode == "sync" or self._thread is None:
+            self.dispatch(offset)
+            return
+        self._wake.set()
+        with self._progress:
+            ok = self._progress.wait_for(
+                lambda: self.reput_from_offset >= offset or self.error is not None, timeout)
+        self.check()
+        if not ok:
+            raise TimeoutError(f"dispatcher did not reach offset {offset} in {timeout} s")
+
+    # ----- the work -----
+    def dispatch(self, end: int | None = None) -> int:
+        """Dispatch every message from ``reput_from_offset`` up to ``end`` (default: the
+        confirm offset); return how many were dispatched."""
+        with self._lock:
+            if end is None:
+                end = self.confirm_offset()
+            return self._do_reput(end)
+
+    def _do_reput(self, end: int) -> int:
+        cl = self.commitlog
+        off = self.reput_from_offset
+        if off < cl.min_offset:  # files deleted while lagging: RocketMQ jumps forward too
+            off = cl.min_offset
+        done = 0
+        while off < end:
+            mf = cl.find_file(off)
+            if mf is None:
+                break
+            pos = off - mf.file_from_offset
+            limit = min(mf.file_size, end - mf.file_from_offset)
+            n, pos, blank = self._dispatch_block(mf.mm, pos, limit)
+            done += n
+            off = mf.file_end_offset if blank else mf.file_from_offset + pos
+            self._publish(off)
+            if not blank and pos < limit:
+                break  # a partial message: stop, retry later
+        self._publish(off)
+        return done
+
+    def _dispatch_block(self, mm, pos: int, limit: int) -> tuple[int, int, bool]:
+        unpack_head = _HEADER.unpack_from
+        size_magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from
+        topic_props = msgcodec.topic_and_properties
+        index = self.index
+        n = 0
+        last_ts = 0
+        while pos + 8 <= limit:
+            size, magic = size_magic(mm, pos)
+            if magic == fmt.BLANK_MAGIC:
+                return n, pos, True
+            if magic != fmt.MESSAGE_MAGIC_V1 or size < fmt.MSG_FIXED_OVERHEAD or \
+                    pos + size > limit:
+                break
+            head = unpack_head(mm, pos)
+            queue_id, queue_offset, phys, store_ts = head[3], head[5], head[6], head[10]
+            topic, props = topic_props(mm, pos)
+            tag = props.tag
+            tag_hash = 0 if tag is None else self._tag_hash(tag)
+            self.consume_queue(topic, queue_id).put(queue_offset, phys, size, tag_hash)
+            if index is not None:
+                keys = []
+                if props.keys_text is not None:
+                    keys.append(props.keys_text)
+                if props.uniq_key:
+                    keys.append(props.uniq_key)
+                if keys:
+                    index.build_index(topic, phys, store_ts, keys)
+            last_ts = store_ts
+            n += 1
+            pos += size
+        if n:
+            self.last_dispatched_timestamp = last_ts
+            self.dispatched_messages += n
+        return n, pos, False
+
+    def _tag_hash(self, tag: str) -> int:
+        h = self._tag_hashes.get(tag)
+        if h is None:
+            h = native.java_string_hash(tag)
+            if len(self._tag_hashes) < 4096:
+                self._tag_hashes[tag] = h
+        return h
+
+    def _publish(self, off: int) -> None:
+        if off != self.reput_from_offset:
+            self.reput_from_offset = off
+            with self._progress:
+                self._progress.notify_all()

@@ -1,0 +1,378 @@
+"""IndexFile and IndexService: the key index over the CommitLog (RocketMQ's index/).
+
+An IndexFile is ``40 + hash_slots * 4 + index_entries * 20`` bytes, created sparse and
+memory-mapped::
+
+    header (40)   int64 beginTimestamp, endTimestamp, beginPhyOffset, endPhyOffset,
+                  int32 hashSlotCount (slots ever used), int32 indexCount (next entry, from 1)
+    slots         int32 per slot: number of the newest entry whose key hashes there, 0 = none
+    entries (20)  int32 keyHash, int64 commitlog offset, int32 timeDiff (seconds since
+                  beginTimestamp), int32 previous entry in the same slot (0 = end of chain)
+
+Keys are ``topic#KEYS`` and ``topic#UNIQ_KEY``; keyHash = ``abs(java_string_hash(key))``
+(Integer.MIN_VALUE -> 0), slot = keyHash % hash_slots. Entry 0 is never used, so a file holds
+``index_entries - 1`` keys; then a new file is created, named by its creation time
+``yyyyMMddHHmmssSSS``. Hashes collide: a lookup returns candidate offsets and the store
+re-checks topic and key on the messages.
+"""
+from __future__ import annotations
+
+import datetime
+import mmap
+import os
+import threading
+from collections.abc import Callable
+
+from mqstore import native
+from mqstore.storedir import fsync_dir
+
+from . import format as fmt
+
+_INT_MAX = 0x7FFFFFFF
+
+
+def key_hash(key: str) -> int:
+    """RocketMQ ``indexKeyHashMethod``: abs of Java's String.hashCode, MIN_VALUE -> 0."""
+    h = native.java_string_hash(key)
+    return 0 if h == -0x80000000 else abs(h)
+
+
+class IndexFile:
+    """One IndexFile. Thread-safety: one writer (the dispatcher) under the service lock;
+    readers may run concurrently and see a consistent chain because an entry is written
+    before the slot that points at it, and the header last."""
+
+    def __init__(self, path: str, hash_slots: int, index_entries: int, *, create: bool = False,
+                 read_only: bool = False, end_phy_offset: int = 0, end_timestamp: int = 0):
+        self.path = path
+        self.hash_slots = hash_slots
+        self.index_entries = index_entries
+        self.file_size = fmt.INDEX_HEADER_SIZE + hash_slots * 4 + index_entries * 20
+        flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
+        self._fd = os.open(path, flags, 0o644)
+        try:
+            if create:
+                os.ftruncate(self._fd, self.file_size)
+            if os.fstat(self._fd).st_size != self.file_size:
+                from mqstore import errors
+                raise errors.CorruptRecordError(
+                    f"index file is {os.fstat(self._fd).st_size} bytes, expected "
+                    f"{self.file_size} (hash_slots={hash_slots}, index_entries={index_entries})",
+                    path, 0)
+            access = mmap.ACCESS_READ if read_only else mmap.ACCESS_WRITE
+            self.mm = mmap.mmap(self._fd, self.file_size, access=access)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.entries_pos = fmt.INDEX_HEADER_SIZE + hash_slots * 4
+        if create:
+            self.begin_timestamp = end_timestamp
+            self.end_timestamp = end_timestamp
+            self.begin_phy_offset = end_phy_offset
+            self.end_phy_offset = end_phy_offset
+            self.hash_slot_count = 0
+            self.index_count = 1
+            self._write_header()
+        else:
+            self.read_header()
+        self.dirty = create
+
+    def read_header(self) -> None:
+        """Load the header fields from the file."""
+        (self.begin_timestamp, self.end_timestamp, self.begin_phy_offset, self.end_phy_offset,
+         self.hash_slot_count, self.index_count) = fmt.INDEX_HEADER.unpack_from(self.mm, 0)
+        if self.index_count < 1:
+            self.index_count = 1
+
+    def _write_header(self) -> None:
+        fmt.INDEX_HEADER.pack_into(self.mm, 0, self.begin_timestamp, self.end_timestamp,
+                                   self.begin_phy_offset, self.end_phy_offset,
+                                   self.hash_slot_count, self.index_count)
+
+    @property
+    def is_full(self) -> bool:
+        return self.index_count >= self.index_entries
+
+    @property
+    def entry_count(self) -> int:
+        """Keys stored (indexCount - 1)."""
+        return self.index_count - 1
+
+    def put_key(self, key: str, phy_offset: int, store_timestamp: int) -> bool:
+        """Add ``key`` for the message at ``phy_offset``; False if the file is full."""
+        if self.is_full:
+            return False
+        h = key_hash(key)
+        slot_pos = fmt.INDEX_HEADER_SIZE + (h % self.hash_slots) * 4
+        prev = fmt.INDEX_SLOT.unpack_from(self.mm, slot_pos)[0]
+        if prev <= fmt.INDEX_INVALID or prev > self.index_count:
+            prev = fmt.INDEX_INVALID
+        if self.begin_timestamp <= 0:
+            diff = 0
+        else:
+            diff = min(max((store_timestamp - self.begin_timestamp) // 1000, 0), _INT_MAX)
+        n = self.index_count
+        fmt.INDEX_ENTRY.pack_into(self.mm, self.entries_pos + n * 20, h, phy_offset, diff, prev)
+        fmt.INDEX_SLOT.pack_into(self.mm, slot_pos, n)
+        if n <= 1:
+            self.begin_phy_offset = phy_offset
+            self.begin_timestamp = store_timestamp
+        if prev == fmt.INDEX_INVALID:
+            self.hash_slot_count += 1
+        self.index_count = n + 1
+        self.end_phy_offset = phy_offset
+        self.end_timestamp = store_timestamp
+        self._write_header()
+        self.dirty = True
+        return True
+
+    def time_matched(self, begin: int, end: int) -> bool:
+        """True if this file's [beginTimestamp, endTimestamp] overlaps [begin, end]."""
+        return self.begin_timestamp <= end and self.end_timestamp + 1000 > begin
+
+    def select(self, key: str, begin: int, end: int, limit: int) -> list[int]:
+        """Commitlog offsets of entries whose hash equals ``key``'s and whose time (second
+        precision) may lie in [begin, end], newest first (RocketMQ ``selectPhyOffset``)."""
+        h = key_hash(key)
+        slot_pos = fmt.INDEX_HEADER_SIZE + (h % self.hash_slots) * 4
+        count = fmt.INDEX_HEADER.unpack_from(self.mm, 0)[5]
+        n = fmt.INDEX_SLOT.unpack_from(self.mm, slot_pos)[0]
+        out: list[int] = []
+        seen = 0
+        begin_ts = self.begin_timestamp
+        while fmt.INDEX_INVALID < n < count and len(out) < limit and seen < count:
+            seen += 1
+            eh, phy, diff, prev = fmt.INDEX_ENTRY.unpack_from(self.mm, self.entries_pos + n * 20)
+            t = begin_ts + diff * 1000
+            if eh == h and t <= end and t + 1000 > begin:
+                out.append(phy)
+            if t + 1000 <= begin:  # the chain only gets older
+                break
+            if prev >= n:
+                break
+            n = prev
+        return out
+
+    def truncate_from(self, phy_offset: int, store_timestamp_at: Callable[[int], int]) -> int:
+        """Undo, newest first, every entry for a message at or after ``phy_offset``; slots go
+        back to the entry each one replaced. Returns the entries removed."""
+        removed = 0
+        n = self.index_count - 1
+        while n >= 1:
+            eh, phy, _diff, prev = fmt.INDEX_ENTRY.unpack_from(self.mm, self.entries_pos + n * 20)
+            if phy < phy_offset:
+                break
+            slot_pos = fmt.INDEX_HEADER_SIZE + (eh % self.hash_slots) * 4
+            fmt.INDEX_SLOT.pack_into(self.mm, slot_pos, prev if 0 < prev < n else 0)
+            if not (0 < prev < n):
+                self.hash_slot_count = max(0, self.hash_slot_count - 1)
+            self.mm[self.entries_pos + n * 20:self.entries_pos + (n + 1) * 20] = bytes(20)
+            removed += 1
+            n -= 1
+        if removed:
+            self.index_count = n + 1
+            if n >= 1:
+                self.end_phy_offset = fmt.INDEX_ENTRY.unpack_from(
+                    self.mm, self.entries_pos + n * 20)[1]
+                self.end_timestamp = store_timestamp_at(self.end_phy_offset) or self.end_timestamp
+            else:
+                self.end_phy_offset = self.begin_phy_offset
+                self.end_timestamp = self.begin_timestamp
+            self._write_header()
+            self.dirty = True
+        return removed
+
+    def flush(self) -> bool:
+        """msync the file if it changed; True if a sync was issued."""
+        if not self.dirty:
+            return False
+        self.dirty = False
+        self.mm.flush()
+        return True
+
+    def allocated_bytes(self) -> int:
+        return os.fstat(self._fd).st_blocks * 512
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+        os.close(self._fd)
+        self._fd = -1
+
+    def destroy(self) -> int:
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        return self.file_size
+
+
+def _index_file_name(ms: int) -> str:
+    dt = datetime.datetime.fromtimestamp(ms / 1000)
+    return dt.strftime(fmt.INDEX_FILE_NAME_FORMAT) + "%03d" % (ms % 1000)
+
+
+class IndexService:
+    """The IndexFiles of a store: build, query, truncate after a crash, delete old files.
+
+    Thread-safety: every method takes the service lock, so the dispatcher (writer), readers
+    (``query``) and retention can run in different threads.
+    """
+
+    def __init__(self, directory: str, hash_slots: int, index_entries: int, *,
+                 read_only: bool = False):
+        self.dir = directory
+        self.hash_slots = hash_slots
+        self.index_entries = index_entries
+        self.read_only = read_only
+        self.files: list[IndexFile] = []
+        self._lock = threading.RLock()
+        self._dir_dirty = False
+        #: commitlog offset of the newest message indexed (-1: none); re-dispatch skips
+        #: messages at or below it (idempotence)
+        self.indexed_end = -1
+        self.last_flushed_timestamp = 0
+
+    def load(self) -> None:
+        """Map the existing index files, oldest first (names sort by creation time)."""
+        if not os.path.isdir(self.dir):
+            if not self.read_only:
+                os.makedirs(self.dir, exist_ok=True)
+            return
+        for name in sorted(os.listdir(self.dir)):
+            if len(name) != 17 or not name.isdigit():
+                continue
+            self.files.append(IndexFile(os.path.join(self.dir, name), self.hash_slots,
+                                        self.index_entries, read_only=self.read_only))
+        self._update_indexed_end()
+
+    def _update_indexed_end(self) -> None:
+        self.indexed_end = -1
+        for f in reversed(self.files):
+            if f.entry_count > 0:
+                self.indexed_end = f.end_phy_offset
+                break
+
+    def build_index(self, topic: str, phy_offset: int, store_timestamp: int,
+                    keys: list[str]) -> None:
+        """Index ``topic#k`` for each of ``keys`` of the message at ``phy_offset``."""
+        if phy_offset <= self.indexed_end:
+            return
+        with self._lock:
+            for k in keys:
+                full = topic + fmt.INDEX_KEY_SEPARATOR + k
+                f = self._writable_file(store_timestamp)
+                if not f.put_key(full, phy_offset, store_timestamp):
+                    f = self._roll(store_timestamp)
+                    f.put_key(full, phy_offset, store_timestamp)
+            self.indexed_end = phy_offset
+
+    def _writable_file(self, now: int) -> IndexFile:
+        if not self.files or self.files[-1].is_full:
+            return self._roll(now)
+        return self.files[-1]
+
+    def _roll(self, now: int) -> IndexFile:
+        last = self.files[-1] if self.files else None
+        ms = max(now, 0)
+        name = _index_file_name(ms)
+        while (last is not None and name <= os.path.basename(last.path)) or os.path.exists(
+                os.path.join(self.dir, name)):
+            ms += 1
+            name = _index_file_name(ms)
+        os.makedirs(self.dir, exist_ok=True)
+        f = IndexFile(os.path.join(self.dir, name), self.hash_slots, self.index_entries,
+                      create=True,
+                      end_phy_offset=last.end_phy_offset if last else 0,
+                      end_timestamp=last.end_timestamp if last else 0)
+        self.files.append(f)
+        self._dir_dirty = True
+        return f
+
+    def query(self, topic: str, key: str, begin: int, end: int, limit: int) -> list[int]:
+        """Candidate commitlog offsets for ``topic#key`` in [begin, end], newest file first,
+        newest entry first within a file."""
+        full = topic + fmt.INDEX_KEY_SEPARATOR + key
+        out: list[int] = []
+        with self._lock:
+            files = list(self.files)
+        for f in reversed(files):
+            if self.read_only:
+                f.read_header()
+            if f.entry_count <= 0 or not f.time_matched(begin, end):
+                if f.begin_timestamp and f.begin_timestamp < begin:
+                    break
+                continue
+            out.extend(f.select(full, begin, end, limit - len(out)))
+            if len(out) >= limit or f.begin_timestamp < begin:
+                break
+        return out
+
+    def truncate_from(self, phy_offset: int, store_timestamp_at: Callable[[int], int]) -> int:
+        """Remove every entry for messages at or after ``phy_offset`` (newest files first);
+        delete files left empty. Returns entries removed."""
+        removed = 0
+        with self._lock:
+            while self.files:
+                f = self.files[-1]
+                removed += f.truncate_from(phy_offset, store_timestamp_at)
+                if f.entry_count > 0:
+                    break
+                self.files.pop()
+                f.destroy()
+                self._dir_dirty = True
+            self._update_indexed_end()
+        return removed
+
+    def flush(self) -> tuple[int, int]:
+        """msync changed files; return (syncs, store time of the newest entry flushed)."""
+        syncs = 0
+        with self._lock:
+            ts = self.files[-1].end_timestamp if self.files else 0
+            for f in self.files[-2:]:
+                if f.flush():
+                    syncs += 1
+            if self._dir_dirty:
+                self._dir_dirty = False
+                fsync_dir(self.dir)
+                syncs += 1
+        if ts:
+            self.last_flushed_timestamp = ts
+        return syncs, ts
+
+    def delete_expired(self, min_phy: int) -> int:
+        """Delete files (never the last) whose endPhyOffset is below ``min_phy``."""
+        deleted = 0
+        with self._lock:
+            while len(self.files) > 1 and self.files[0].end_phy_offset < min_phy:
+                deleted += self.files.pop(0).destroy()
+                self._dir_dirty = True
+        return deleted
+
+    def refresh(self) -> None:
+        """Read-only follower: map index files the writer created since."""
+        if not os.path.isdir(self.dir):
+            return
+        with self._lock:
+            known = {os.path.basename(f.path) for f in self.files}
+            for name in sorted(os.listdir(self.dir)):
+                if len(name) == 17 and name.isdigit() and name not in known:
+                    try:
+                        self.files.append(IndexFile(os.path.join(self.dir, name),
+                                                    self.hash_slots, self.index_entries,
+                                                    read_only=True))
+                    except Exception:  # being created right now; next time
+                        break
+            self.files.sort(key=lambda f: os.path.basename(f.path))
+
+    def allocated_bytes(self) -> int:
+        return sum(f.allocated_bytes() for f in list(self.files))
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()

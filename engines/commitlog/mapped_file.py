@@ -1,0 +1,182 @@
+"""MappedFile: one fixed-size, preallocated, memory-mapped file (RocketMQ's MappedFile).
+
+The CommitLog and every ConsumeQueue are sequences of these. A file is named by the offset of
+its first byte in the whole sequence, 20 digits zero-padded (``00000000001073741824``), and
+is created at its full size with ``ftruncate`` so it is sparse until written.
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import threading
+
+from mqstore import errors
+
+from . import format as fmt
+
+PAGE_SIZE = mmap.PAGESIZE
+_ZERO_CHUNK = bytes(1 << 16)
+
+
+def file_name(offset: int) -> str:
+    """The 20-digit name of a file that starts at ``offset`` (RocketMQ offset2FileName)."""
+    return "%020d" % offset
+
+
+def parse_file_name(name: str) -> int | None:
+    """The start offset a file name stands for, or None if it is not a 20-digit name."""
+    if len(name) == fmt.FILE_NAME_DIGITS and name.isdigit():
+        return int(name)
+    return None
+
+
+class MappedFile:
+    """A file of exactly ``file_size`` bytes, mapped whole.
+
+    Writes go through the mapping (``write_mode="mmap"``, RocketMQ's default) or through
+    ``os.pwrite`` on the descriptor (``write_mode="write"``, like RocketMQ's
+    ``writeWithoutMmap``); reads always use the mapping (the page cache is shared, so both
+    paths see the same bytes). ``wrote_position`` is the end of the data written by this
+    process; ``flushed_position`` the end of what was last made durable.
+
+    Thread-safety: callers serialise writes (the CommitLog's put lock, the dispatcher's lock);
+    :meth:`flush` may run concurrently with a write, and reads of already written bytes may
+    run anywhere.
+    """
+
+    __slots__ = ("path", "file_from_offset", "file_size", "write_mode", "read_only", "_fd",
+                 "mm", "wrote_position", "flushed_position", "_flush_lock")
+
+    def __init__(self, path: str, file_size: int, *, write_mode: str = "mmap",
+                 create: bool = False, read_only: bool = False):
+        self.path = path
+        start = parse_file_name(os.path.basename(path))
+        if start is None:
+            raise errors.CorruptRecordError(f"not a mapped-file name: {path}")
+        self.file_from_offset = start
+        self.file_size = file_size
+        self.write_mode = write_mode
+        self.read_only = read_only
+        flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
+        self._fd = os.open(path, flags, 0o644)
+        try:
+            if create:
+                os.ftruncate(self._fd, file_size)  # preallocated, sparse
+            actual = os.fstat(self._fd).st_size
+            if actual != file_size:
+                raise errors.CorruptRecordError(
+                    f"mapped file is {actual} bytes, the store's files are {file_size} bytes",
+                    path, 0)
+            access = mmap.ACCESS_READ if read_only else mmap.ACCESS_WRITE
+            self.mm = mmap.mmap(self._fd, file_size, access=access)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.wrote_position = 0
+        self.flushed_position = 0
+        self._flush_lock = threading.Lock()
+
+    @property
+    def file_end_offset(self) -> int:
+        """The offset just past this file in the whole sequence."""
+        return self.file_from_offset + self.file_size
+
+    def write_at(self, pos: int, data) -> None:
+        """Write ``data`` at ``pos`` and move ``wrote_position`` past it if needed."""
+        n = len(data)
+        if self.write_mode == "write":
+            view = memoryview(data)
+            done = 0
+            while done < n:
+                done += os.pwrite(self._fd, view[done:], pos + done)
+        else:
+            self.mm[pos:pos + n] = data
+        if pos + n > self.wrote_position:
+            self.wrote_position = pos + n
+
+    def append(self, data) -> int:
+        """Write ``data`` at ``wrote_position``; return the position it went to."""
+        pos = self.wrote_position
+        self.write_at(pos, data)
+        return pos
+
+    def flush(self) -> bool:
+        """Make the bytes up to ``wrote_position`` durable; True if a sync was issued."""
+        with self._flush_lock:
+            target = self.wrote_position
+            if target <= self.flushed_position:
+                return False
+            if self.write_mode == "write":
+                os.fdatasync(self._fd)
+            else:
+                start = (self.flushed_position // PAGE_SIZE) * PAGE_SIZE
+                self.mm.flush(start, target - start)
+            self.flushed_position = target
+            return True
+
+    def force(self) -> None:
+        """Sync the whole file whatever the positions say (used after recovery writes)."""
+        with self._flush_lock:
+            if self.write_mode == "write":
+                os.fdatasync(self._fd)
+            else:
+                self.mm.flush()
+            self.flushed_position = self.wrote_position
+
+    def view(self, pos: int, size: int) -> memoryview:
+        """A zero-copy view of ``size`` bytes at ``pos`` (release it before closing)."""
+        return memoryview(self.mm)[pos:pos + size]
+
+    def zero_from(self, pos: int) -> None:
+        """Overwrite every written byte from ``pos`` to the end with zeros, so a later scan
+        cannot mistake stale bytes for messages. Holes (never written) are skipped."""
+        end = self.file_size
+        p = pos
+        while p < end:
+            try:
+                data = os.lseek(self._fd, p, os.SEEK_DATA)
+                hole = min(os.lseek(self._fd, data, os.SEEK_HOLE), end)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after p
+                    break
+                data, hole = p, end  # SEEK_DATA unsupported: look at everything
+            q = max(data, pos)
+            while q < hole:
+                n = min(len(_ZERO_CHUNK), hole - q)
+                if any(self.mm[q:q + n]):
+                    self.mm[q:q + n] = _ZERO_CHUNK[:n]
+                q += n
+            p = hole
+        if self.wrote_position > pos:
+            self.wrote_position = pos
+        if self.flushed_position > pos:
+            self.flushed_position = pos
+
+    def allocated_bytes(self) -> int:
+        """Bytes the file really occupies on disk (it is sparse)."""
+        return os.fstat(self._fd).st_blocks * 512
+
+    def close(self) -> None:
+        """Unmap and close (idempotent). A mapping still exported to a reader is left to the
+        garbage collector instead of failing."""
+        if self._fd < 0:
+            return
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+        os.close(self._fd)
+        self._fd = -1
+
+    def destroy(self) -> int:
+        """Close and delete the file; return its size."""
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        return self.file_size
+
+    def __repr__(self) -> str:
+        return f"<MappedFile {self.path} wrote={self.wrote_position}>"

@@ -1,0 +1,728 @@
+"""CommitLogStore: RocketMQ's store design behind mqstore's ``Store`` contract.
+
+Layout under the store root (FORMATS.md, "commitlog engine")::
+
+    commitlog/<20-digit offset>                    CommitLog files (mapped_file_size, sparse)
+    consumequeue/<topic>/<queueId>/<20-digit>      ConsumeQueue files (cq_units_per_file x 20 B)
+    index/<yyyyMMddHHmmssSSS>                      IndexFiles
+    checkpoint                                     StoreCheckpoint (4 KiB)
+    abort                                          exists while a writer has the store open
+    lock                                           the writer's exclusive lock
+    config/topics.json, config/consumerOffset.json metadata (atomic JSON)
+    mqstore.json                                   mqstore's manifest (engine, shape options)
+
+A partition is a RocketMQ queue (queueId). Appends of every topic go to the one CommitLog
+under one lock; a dispatcher builds the ConsumeQueues and the IndexFile from it.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from mqstore import api, errors, native, registry
+from mqstore.api import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_RECORDS,
+    Damage,
+    Message,
+    Record,
+    RecordMetadata,
+    Store,
+    validate_topic_name,
+)
+from mqstore.config import StoreConfig
+from mqstore.durability import GroupCommit, PeriodicFlusher
+from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
+
+from . import format as fmt
+from . import message as msgcodec
+from .checkpoint import StoreCheckpoint
+from .commitlog import CommitLog, RecoveryResult
+from .consume_queue import ConsumeQueue
+from .dispatcher import Dispatcher
+from .follower import Follower
+from .index_file import IndexService
+from .metadata import ConsumerOffsetManager, TopicConfigManager
+
+_IOV_MAX = 1024
+_INT64_MAX = (1 << 63) - 1
+
+
+class CommitLogStore(Store):
+    """RocketMQ's broker store: one CommitLog, ConsumeQueues, IndexFiles, a dispatcher.
+
+    Thread-safety: appends from any number of threads (one CommitLog put lock, queue offsets
+    assigned under it, group commit outside it); reads, lookups and transfers from any number
+    of threads; ``close`` once. ``read_only=True`` opens a follower that takes no lock, runs
+    no recovery and never writes; it sees the units the writer's dispatcher has completed.
+    """
+
+    engine_name = "commitlog"
+    OPTIONS = {
+        "mapped_file_size": 1 << 30,         # mappedFileSizeCommitLog
+        "cq_units_per_file": 300_000,        # mappedFileSizeConsumeQueue / 20
+        "hash_slots": 5_000_000,             # maxHashSlotNum
+        "index_entries": 20_000_000,         # maxIndexNum
+        "dispatch": "async",                 # "async": ReputMessageService thread; "sync"
+        "write_mode": "mmap",                # "mmap" or "write" (writeWithoutMmap)
+        "message_index": True,               # messageIndexEnable: build the IndexFile
+        "file_reserved_time_hours": 72,      # fileReservedTime
+        "file_reserved_time_ms": 0,          # overrides the hours when > 0
+        "retention_bytes": 0,                # cap on CommitLog bytes (0 = none)
+        "flush_consume_queue_interval_ms": 1000,  # flushIntervalConsumeQueue + checkpoint
+    }
+    SHAPE_OPTIONS = ("mapped_file_size", "cq_units_per_file", "hash_slots", "index_entries")
+    supports_key_index = True
+    supports_zero_copy = True
+    supports_tag_index = True
+
+    @classmethod
+    def looks_like(cls, path: str) -> bool:
+        """A RocketMQ store: ``commitlog/`` plus ``checkpoint`` or ``consumequeue/``."""
+        return os.path.isdir(os.path.join(path, fmt.COMMITLOG_DIR)) and (
+            os.path.isfile(os.path.join(path, fmt.CHECKPOINT_FILE))
+            or os.path.isdir(os.path.join(path, fmt.CONSUMEQUEUE_DIR)))
+
+    @classmethod
+    def inspect_files(cls, path: str, target: str | None = None) -> Iterator[str]:
+        from .tools import inspect_files
+        return inspect_files(path, target)
+
+    @classmethod
+    def verify_files(cls, path: str) -> list[Damage]:
+        from .tools import verify_files
+        return verify_files(path)
+
+    # ----- open -----
+    def __init__(self, path: str, config: StoreConfig):
+        super().__init__(path, config)
+        if not os.path.exists(os.path.join(path, registry.MANIFEST_NAME)):
+            other = registry.detect(path)
+            if other is not None and other != self.engine_name:
+                raise errors.EngineMismatchError(
+                    f"{path} holds a {other!r} store; it cannot be opened with engine "
+                    f"{self.engine_name!r}")
+        self.config = config = check_manifest(path, config, self.SHAPE_OPTIONS)
+        self._validate_options(config)
+        o = config.options
+        self._read_only = config.read_only
+        self._dir_lock = None if config.read_only else DirectoryLock(path, fmt.LOCK_FILE)
+        self._gc: GroupCommit | None = None
+        self._flushers: list[PeriodicFlusher] = []
+        self._queues: dict[tuple[str, int], ConsumeQueue] = {}
+        self._queue_next: dict[tuple[str, int], int] = {}
+        self._uniq_prefix = os.urandom(8).hex().upper()
+        self._uniq_counter = itertools.count()
+        self.appended_records = 0
+        self.appended_bytes = 0
+        self.fsyncs = 0
+        self.recovery: dict[str, Any] = {}
+        self.dispatcher: Dispatcher | None = None
+        self.follower: Follower | None = None
+        self.commitlog = CommitLog(os.path.join(path, fmt.COMMITLOG_DIR), o["mapped_file_size"],
+                                   write_mode=o["write_mode"], read_only=config.read_only)
+        self.index = IndexService(os.path.join(path, fmt.INDEX_DIR), o["hash_slots"],
+                                  o["index_entries"], read_only=config.read_only)
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    @staticmethod
+    def _validate_options(config: StoreConfig) -> None:
+        o = config.options
+        if not fmt.MSG_FIXED_OVERHEAD + 8 <= o["mapped_file_size"] <= 0x7FFFFFFF:
+            raise errors.ConfigError(
+                f"mapped_file_size: must be between {fmt.MSG_FIXED_OVERHEAD + 8} and 2^31-1 bytes, "
+                f"got {o['mapped_file_size']}")
+        for name, low in (("cq_units_per_file", 1), ("hash_slots", 1), ("index_entries", 2),
+                          ("flush_consume_queue_interval_ms", 1)):
+            if o[name] < low:
+                raise errors.ConfigError(f"{name}: must be at least {low}, got {o[name]}")
+        if o["dispatch"] not in ("async", "sync"):
+            raise errors.ConfigError(f"dispatch: must be 'async' or 'sync', not {o['dispatch']!r}")
+        if o["write_mode"] not in ("mmap", "write"):
+            raise errors.ConfigError(
+                f"write_mode: must be 'mmap' or 'write', not {o['write_mode']!r}")
+
+    def _open(self) -> None:
+        path, o = self.path, self.config.options
+        cfg_dir = os.path.join(path, fmt.CONFIG_DIR)
+        self.topic_config = TopicConfigManager(os.path.join(cfg_dir, fmt.TOPICS_FILE),
+                                               read_only=self._read_only)
+        self.offsets = ConsumerOffsetManager(os.path.join(cfg_dir, fmt.CONSUMER_OFFSET_FILE),
+                                             read_only=self._read_only)
+        self.commitlog.load()
+        self._load_queues()
+        self.index.load()
+        self.checkpoint = StoreCheckpoint(os.path.join(path, fmt.CHECKPOINT_FILE),
+                                          read_only=self._read_only)
+        if self._read_only:
+            self.follower = Follower(self)
+            return
+        self.dispatcher = Dispatcher(
+            self.commitlog, self._consume_queue,
+            self.index if o["message_index"] else None, self._confirm_offset,
+            mode=o["dispatch"])
+        self._recover()
+        self._create_abort()
+        mode = self.config.flush.mode
+        if mode == "sync":
+            self._gc = GroupCommit(self._sync_commitlog)
+        elif mode == "async":
+            self._flushers.append(PeriodicFlusher(
+                self._sync_commitlog, self.config.flush.interval_ms, self.commitlog.dirty,
+                name="mqstore-flush-commitlog"))
+        if mode != "os":
+            self._flushers.append(PeriodicFlusher(
+                self._flush_logics, o["flush_consume_queue_interval_ms"], self._logics_dirty,
+                name="mqstore-flush-consumequeue"))
+        self.dispatcher.start()
+
+    def _load_queues(self) -> None:
+        root = os.path.join(self.path, fmt.CONSUMEQUEUE_DIR)
+        found: dict[str, int] = {}
+        if os.path.isdir(root):
+            for topic in sorted(os.listdir(root)):
+                tdir = os.path.join(root, topic)
+                if not os.path.isdir(tdir):
+                    continue
+                for qid in os.listdir(tdir):
+                    if not qid.isdigit():
+                        continue
+                    cq = ConsumeQueue(root, topic, int(qid), self.config.options[
+                        "cq_units_per_file"], read_only=self._read_only)
+                    cq.load()
+                    self._queues[(topic, int(qid))] = cq
+                    found[topic] = max(found.get(topic, 0), int(qid) + 1)
+        self.topic_config.adopt(found)
+
+    def _consume_queue(self, topic: str, queue_id: int) -> ConsumeQueue:
+        """The ConsumeQueue of (topic, queue), created on first use."""
+        cq = self._queues.get((topic, queue_id))
+        if cq is None:
+            cq = ConsumeQueue(os.path.join(self.path, fmt.CONSUMEQUEUE_DIR), topic, queue_id,
+                              self.config.options["cq_units_per_file"], read_only=self._read_only)
+            cq.load()
+            self._queues[(topic, queue_id)] = cq
+        return cq
+
+    def _recover(self) -> None:
+        """RocketMQ ``DefaultMessageStore#recover``: ConsumeQueues, then the CommitLog (normal
+        or abnormal), then cut the derived files to the log and re-dispatch the rest."""
+        cl = self.commitlog
+        abnormal = os.path.exists(os.path.join(self.path, fmt.ABORT_FILE))
+        for cq in self._queues.values():
+            cq.recover()
+        if abnormal:
+            start_idx = cl.recovery_start_abnormal(self.checkpoint.min_timestamp())
+        else:
+            start_idx = cl.recovery_start_normal()
+        res: RecoveryResult = cl.recover(start_idx)
+        for cq in self._queues.values():
+            cq.truncate_dirty(res.valid_end)
+        # abnormal: index entries newer than the recovery start are redone; normal: only those
+        # pointing past the end of the log
+        cut = res.start_offset if abnormal else res.valid_end
+        removed = self.index.truncate_from(cut, self._store_timestamp_at)
+        if abnormal:
+            reput = res.start_offset
+        else:
+            ends = [cq.max_phys_end for cq in self._queues.values() if cq.max_units]
+            reput = min(max(ends, default=cl.min_offset), res.valid_end)
+        self.dispatcher.reput_from_offset = max(reput, cl.min_offset)
+        redispatched = self.dispatcher.dispatch(res.valid_end)
+        for (topic, qid), cq in self._queues.items():
+            cq.correct_min_offset(cl.min_offset)
+            self._queue_next[(topic, qid)] = cq.max_units
+        self.recovery = {
+            "abnormal": abnormal, "start_offset": res.start_offset, "end_offset": res.valid_end,
+            "scanned_messages": res.scanned_messages, "redispatched_messages": redispatched,
+            "index_entries_removed": removed, "damage": [str(d) for d in res.damage],
+        }
+        if redispatched or removed or res.damage:
+            self._flush_logics()
+
+    def _store_timestamp_at(self, phys: int) -> int:
+        mf = self.commitlog.find_file(phys)
+        if mf is None:
+            return 0
+        return fmt.STORETIMESTAMP.unpack_from(
+            mf.mm, phys - mf.file_from_offset + fmt.POS_STORETIMESTAMP)[0]
+
+    def _create_abort(self) -> None:
+        p = os.path.join(self.path, fmt.ABORT_FILE)
+        with open(p, "w") as f:
+            f.write(str(os.getpid()))
+        fsync_dir(self.path)
+
+    # ----- flushing -----
+    def _confirm_offset(self) -> int:
+        """How far the dispatcher may go: flushed under flush="sync" (RocketMQ's confirm
+        offset: a consumer never sees an unflushed message), written otherwise."""
+        if self._gc is not None:
+            return self.commitlog.flushed_offset
+        return self.commitlog.max_offset
+
+    def _sync_commitlog(self) -> None:
+        self.fsyncs += self.commitlog.flush()
+
+    def _logics_dirty(self) -> bool:
+        d = self.dispatcher
+        return d is not None and (
+            d.last_dispatched_timestamp != self.checkpoint.logics_msg_timestamp
+            or self.commitlog.flushed_store_timestamp != self.checkpoint.physic_msg_timestamp)
+
+    def _flush_logics(self) -> None:
+        """Flush ConsumeQueues and IndexFiles, then record how far each part is durable in
+        the checkpoint (RocketMQ's FlushConsumeQueueService + checkpoint flush)."""
+        ts = self.dispatcher.last_dispatched_timestamp if self.dispatcher else 0
+        syncs = 0
+        for cq in list(self._queues.values()):
+            syncs += cq.flush()
+        idx_syncs, _ = self.index.flush()
+        ck = self.checkpoint
+        if ts:
+            ck.logics_msg_timestamp = ts
+            ck.index_msg_timestamp = ts
+        ck.physic_msg_timestamp = self.commitlog.flushed_store_timestamp
+        ck.flush()
+        self.fsyncs += syncs + idx_syncs + 1
+
+    def flush(self) -> None:
+        """Sync the CommitLog, then the ConsumeQueues, IndexFiles and checkpoint."""
+        self._check_open()
+        if self._read_only:
+            return
+        self._sync_commitlog()
+        if self._gc is not None:
+            self._gc.mark_all_durable()
+        self.dispatcher.dispatch()
+        self._flush_logics()
+
+    # ----- topics -----
+    def _refresh_topics(self) -> None:
+        if self._read_only and self.topic_config.changed():
+            self.topic_config.reload()
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        validate_topic_name(name)
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+            raise errors.InvalidPartitionError(f"partitions must be an int >= 1: {partitions!r}")
+        self._check_writable()
+        with self.commitlog.put_lock:
+            if name in self.topic_config.topics:
+                raise errors.TopicExistsError(f"topic {name!r} already exists")
+            self.topic_config.add(name, partitions)
+
+    def topics(self) -> list[str]:
+        self._check_open()
+        self._refresh_topics()
+        return sorted(self.topic_config.topics)
+
+    def partitions(self, topic: str) -> int:
+        self._check_open()
+        n = self.topic_config.topics.get(topic)
+        if n is None:
+            self._refresh_topics()
+            n = self.topic_config.topics.get(topic)
+            if n is None:
+                raise errors.TopicNotFoundError(f"topic {topic!r} does not exist")
+        return n
+
+    # ----- appends -----
+    def append_batch(self, topic: str, messages: Iterable[bytes | Message], *,
+                     partition: int | None = None) -> list[RecordMetadata]:
+        """Append a producer batch: one CommitLog message per record, written contiguously
+        under one lock acquisition, with one flush wait (RocketMQ stores no batches)."""
+        self._check_writable()
+        count = self.partitions(topic)
+        msgs = list(messages)
+        defaulted = [not isinstance(m, Message) or m.timestamp_ms is None for m in msgs]
+        groups = self._group_by_partition(topic, msgs, partition, count)
+        order = sorted((i, p, m) for p, items in groups.items() for i, m in items)
+        topic_b = topic.encode("ascii")
+        limit = self.config.max_message_bytes
+        room = self.commitlog.file_size - fmt.END_FILE_MIN_BLANK_LENGTH
+        bufs, keys, flags = [], [], []
+        for i, p, m in order:
+            uniq = "%s%016X" % (self._uniq_prefix, next(self._uniq_counter))
+            props = msgcodec.encode_properties(m.tag, m.key, uniq, m.headers)
+            buf = msgcodec.encode(topic_b, p, m.timestamp_ms, m.value, props)
+            if len(buf) > limit or len(buf) > room:
+                which = "max_message_bytes" if len(buf) > limit else "mapped_file_size"
+                raise errors.RecordTooLargeError(
+                    f"message {i} of the batch is {len(buf)} bytes as a CommitLog entry; "
+                    f"{which} allows {min(limit, room)}")
+            bufs.append(buf)
+            keys.append((topic, p))
+            flags.append(defaulted[i])
+        cl = self.commitlog
+        with cl.put_lock:
+            self._check_open()
+            nxt: dict[tuple[str, int], int] = {}
+            qoffs = []
+            for k in keys:
+                q = nxt.get(k)
+                if q is None:
+                    q = self._queue_next.get(k, 0)
+                qoffs.append(q)
+                nxt[k] = q + 1
+            _phys, store_ts = cl.put_locked(bufs, qoffs, flags)
+            self._queue_next.update(nxt)
+            self.appended_records += len(bufs)
+            self.appended_bytes += sum(map(len, bufs))
+            ticket = self._gc.written() if self._gc is not None else 0
+        if self._gc is not None:
+            self._gc.wait_durable(ticket)
+        self.dispatcher.check()
+        self.dispatcher.wakeup()
+        out: list[RecordMetadata | None] = [None] * len(msgs)
+        for (i, p, m), q in zip(order, qoffs):
+            out[i] = RecordMetadata(topic, p, q, store_ts if defaulted[i] else m.timestamp_ms)
+        return out  # type: ignore[return-value]
+
+    # ----- reads -----
+    def _queue_for_read(self, topic: str, partition: int) -> tuple[ConsumeQueue | None, int]:
+        """The queue and its end offset; waits for the dispatcher (read-your-writes)."""
+        self._check_open()
+        count = self.partitions(topic)
+        self._check_partition(topic, partition, count)
+        key = (topic, partition)
+        if self.follower is not None:
+            return self.follower.queue(topic, partition)
+        end = self._queue_next.get(key, 0)
+        cq = self._queues.get(key)
+        if end and (cq is None or cq.max_units < end):
+            self.dispatcher.check()
+            self.dispatcher.wait_until(self._confirm_offset())
+            cq = self._queues.get(key)
+        return cq, end
+
+    def _check_offset(self, cq: ConsumeQueue | None, offset: object, end: int) -> int:
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise errors.OffsetOutOfRangeError(f"offset must be an int: {offset!r}")
+        start = cq.min_logic_offset if cq is not None else 0
+        if offset < start or offset > end:
+            raise errors.OffsetOutOfRangeError(
+                f"offset {offset} is outside [{start}, {end}] (start offset, end offset)")
+        return offset
+
+    def read(self, topic: str, partition: int, offset: int, *,
+             max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
+             tags: Iterable[str] | None = None) -> list[Record]:
+        """ConsumeQueue units from ``offset``, then the CommitLog slices they point at.
+        With ``tags``, units whose tag hash matches none of the tags are skipped without
+        touching the CommitLog; candidates are re-checked on the real tag."""
+        cq, end = self._queue_for_read(topic, partition)
+        offset = self._check_offset(cq, offset, end)
+        out: list[Record] = []
+        if cq is None or offset >= end or max_records <= 0:
+            return out
+        visible = min(end, cq.max_units)
+        tagset = None
+        hashes = None
+        if tags is not None:
+            tagset = set(tags)
+            hashes = [native.java_string_hash(t) for t in tagset]
+            if not hashes:
+                return out
+        total = 0
+        q = offset
+        while q < visible and len(out) < max_records:
+            blk = cq.unit_block(q, visible)
+            if blk is None:
+                break
+            arr, mf = blk
+            if hashes is not None:
+                rel = native.cq_tag_scan(mf.mm, q % cq.units_per_file, len(arr), hashes)
+                rel = rel[:max_records - len(out)]
+                pairs = zip((q + rel).tolist(), arr[rel].tolist())
+            else:
+                pairs = zip(itertools.count(q), arr[:max_records - len(out)].tolist())
+            for qq, (phys, size, _tag) in pairs:
+                if size == fmt.CQ_FILLER_SIZE:
+                    continue
+                rec = self._record_at(phys, size, topic, partition, qq)
+                if rec is None or (tagset is not None and rec.tag not in tagset):
+                    continue
+                if out and total + len(rec.value) > max_bytes:
+                    return out
+                out.append(rec)
+                total += len(rec.value)
+                if len(out) >= max_records:
+                    break
+            q += len(arr)
+        return out
+
+    def _record_at(self, phys: int, size: int, topic: str, partition: int,
+                   queue_offset: int) -> Record | None:
+        mf = self.commitlog.find_file(phys)
+        if mf is None:
+            return None  # MESSAGE_WAS_REMOVING: retention took it
+        pos = phys - mf.file_from_offset
+        m = msgcodec.decode(mf.mm, pos)
+        if m.total_size != size or m.magic != fmt.MESSAGE_MAGIC_V1:
+            raise errors.CorruptRecordError(
+                f"ConsumeQueue unit {topic}/{partition}@{queue_offset} points at a message of "
+                f"size {m.total_size} (magic 0x{m.magic:08X}), expected {size}", mf.path, pos)
+        return Record(topic, partition, queue_offset, m.born_timestamp, m.properties.key,
+                      m.body, m.properties.headers, m.properties.tag)
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        cq, _end = self._queue_for_read(topic, partition)
+        return cq.min_logic_offset if cq is not None else 0
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        self._check_open()
+        self._check_partition(topic, partition, self.partitions(topic))
+        if self.follower is not None:
+            return self.follower.queue(topic, partition)[1]
+        return self._queue_next.get((topic, partition), 0)
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        """Binary search of the queue by the STORETIMESTAMP of the messages its units point
+        at (RocketMQ ``getOffsetInQueueByTime``): the first offset stored at or after
+        ``timestamp_ms``."""
+        cq, end = self._queue_for_read(topic, partition)
+        if cq is None:
+            return None
+        lo, hi = cq.min_logic_offset, min(end, cq.max_units)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            phys, size, _ = cq.unit(mid)
+            ts = self._store_timestamp_at(phys) if size != fmt.CQ_FILLER_SIZE else -1
+            if ts < timestamp_ms:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < min(end, cq.max_units) else None
+
+    def lookup_key(self, topic: str, key: bytes, *, start_ms: int | None = None,
+                   end_ms: int | None = None, limit: int = 64) -> list[Record]:
+        """Records of ``topic`` with ``key`` through the IndexFile, newest first; the time
+        range applies to store timestamps. Candidates are re-checked on topic and key."""
+        self._check_open()
+        self.partitions(topic)
+        if not isinstance(key, (bytes, bytearray, memoryview)):
+            raise errors.InvalidRecordError(f"key must be bytes-like, not {type(key).__name__}")
+        key = bytes(key)
+        if not self.config.options["message_index"]:
+            raise errors.UnsupportedOperation(
+                "lookup_key needs the IndexFile; this store runs with message_index=False")
+        begin = 0 if start_ms is None else start_ms
+        end = _INT64_MAX if end_ms is None else end_ms
+        if self.follower is not None:
+            self.index.refresh()
+        else:
+            self.dispatcher.wait_until(self._confirm_offset())
+        text = msgcodec.escape_value(key, is_key=True)
+        want = max(2 * limit + 8, 64)
+        while True:
+            cands = self.index.query(topic, text, begin, end, want)
+            out = self._recheck(cands, topic, key, begin, end, limit)
+            if len(out) >= limit or len(cands) < want:
+                return out
+            want *= 4
+
+    def _recheck(self, cands: list[int], topic: str, key: bytes, begin: int, end: int,
+                 limit: int) -> list[Record]:
+        out: list[Record] = []
+        seen: set[int] = set()
+        for phys in cands:
+            if phys in seen:
+                continue
+            seen.add(phys)
+            mf = self.commitlog.find_file(phys)
+            if mf is None:
+                continue
+            pos = phys - mf.file_from_offset
+            if msgcodec.check(mf.mm, pos, mf.file_size) is not None:
+                continue
+            m = msgcodec.decode(mf.mm, pos)
+            if m.topic != topic or m.properties.key != key or not (
+                    begin <= m.store_timestamp <= end):
+                continue
+            out.append(Record(topic, m.queue_id, m.queue_offset, m.born_timestamp, key, m.body,
+                              m.properties.headers, m.properties.tag))
+            if len(out) >= limit:
+                break
+        return out
+
+    def transfer_to(self, sock: socket.socket, topic: str, partition: int, offset: int,
+                    max_bytes: int) -> tuple[int, int]:
+        """Send the stored messages from ``offset`` as memoryview slices of the mapped
+        CommitLog, message by message, with batched ``socket.sendmsg`` (RocketMQ's
+        ManyMessageTransfer). At least one message is sent so a consumer makes progress."""
+        cq, end = self._queue_for_read(topic, partition)
+        offset = self._check_offset(cq, offset, end)
+        if cq is None or offset >= end:
+            return 0, offset
+        visible = min(end, cq.max_units)
+        views: list[memoryview] = []
+        total = 0
+        q = offset
+        while q < visible:
+            blk = cq.unit_block(q, visible)
+            if blk is None:
+                break
+            arr, _mf = blk
+            stop = False
+            for phys, size, _tag in arr.tolist():
+                if size == fmt.CQ_FILLER_SIZE:
+                    q += 1
+                    continue
+                if views and total + size > max_bytes:
+                    stop = True
+                    break
+                mf = self.commitlog.find_file(phys)
+                if mf is not None:
+                    views.append(mf.view(phys - mf.file_from_offset, size))
+                    total += size
+                q += 1
+            if stop:
+                break
+        try:
+            sent = _sendmsg_all(sock, views)
+        finally:
+            for v in views:
+                v.release()
+        return sent, q
+
+    # ----- consumer offsets -----
+    def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Persist ``offset`` in config/consumerOffset.json (written atomically)."""
+        self._check_writable()
+        self._check_group(group)
+        self._check_partition(topic, partition, self.partitions(topic))
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise errors.OffsetOutOfRangeError(f"offset must be an int >= 0: {offset!r}")
+        self.offsets.commit(group, topic, partition, offset)
+
+    def committed_offset(self, group: str, topic: str, partition: int) -> int | None:
+        self._check_open()
+        self._check_group(group)
+        self._check_partition(topic, partition, self.partitions(topic))
+        return self.offsets.get(group, topic, partition)
+
+    @staticmethod
+    def _check_group(group: object) -> None:
+        if not isinstance(group, str) or not group:
+            raise errors.InvalidRecordError(f"group must be a non-empty str: {group!r}")
+
+    # ----- retention -----
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Delete CommitLog files oldest first while older than the reserved time or while
+        the log exceeds ``retention_bytes`` (never the last file, never leaving a hole), then
+        the ConsumeQueue and index files entirely below the new minimum offset."""
+        self._check_writable()
+        o = self.config.options
+        now = now_ms if now_ms is not None else api.now_ms()
+        reserved = o["file_reserved_time_ms"] or o["file_reserved_time_hours"] * 3_600_000
+        cl = self.commitlog
+        self.dispatcher.wait_until(self._confirm_offset())
+        with cl.put_lock:
+            deleted = cl.delete_expired_files(now, reserved, o["retention_bytes"],
+                                              self.dispatcher.reput_from_offset)
+            if deleted:
+                self.fsyncs += cl.flush()
+                for cq in list(self._queues.values()):
+                    deleted += cq.delete_expired(cl.min_offset)
+                deleted += self.index.delete_expired(cl.min_offset)
+        return deleted
+
+    # ----- stats, close -----
+    def stats(self) -> dict[str, Any]:
+        self._check_open()
+        cl = self.commitlog
+        queues = list(self._queues.values())
+        cq_files = sum(len(cq.files) for cq in queues)
+        return {
+            "engine": self.engine_name,
+            "bytes_on_disk": cl.allocated_bytes() + sum(cq.allocated_bytes() for cq in queues)
+            + self.index.allocated_bytes(),
+            "files": len(cl.files) + cq_files + len(self.index.files),
+            "fsyncs": self.fsyncs,
+            "appended_records": self.appended_records,
+            "appended_bytes": self.appended_bytes,
+            "dispatch_lag": self.dispatcher.lag if self.dispatcher else 0,
+            "dispatched_messages": self.dispatcher.dispatched_messages if self.dispatcher else 0,
+            "commitlog_files": len(cl.files),
+            "commitlog_min_offset": cl.min_offset,
+            "commitlog_max_offset": cl.max_offset,
+            "commitlog_flushed_offset": cl.flushed_offset,
+            "consume_queues": len(queues),
+            "consume_queue_files": cq_files,
+            "index_files": len(self.index.files),
+            "group_syncs": self._gc.group_syncs if self._gc else 0,
+            "write_mode": cl.write_mode,
+            "dispatch": self.config.options["dispatch"],
+            "recovery": dict(self.recovery),
+        }
+
+    def close(self) -> None:
+        """Stop the flushers, let the dispatcher catch up, flush everything, write the
+        checkpoint, delete ``abort`` (only if dispatch caught up) and release the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self._read_only:
+                for f in self._flushers:
+                    f.stop()
+                clean = False
+                if self.dispatcher is not None:
+                    self.fsyncs += self.commitlog.flush()
+                    self.dispatcher.stop()
+                    clean = self.dispatcher.error is None and self.dispatcher.lag == 0
+                    self._flush_logics()
+                if clean:
+                    try:
+                        os.unlink(os.path.join(self.path, fmt.ABORT_FILE))
+                        fsync_dir(self.path)
+                    except FileNotFoundError:
+                        pass
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for f in self._flushers:
+            f.stop()
+        if self.dispatcher is not None and self.dispatcher._thread is not None:
+            self.dispatcher._stop = True
+            self.dispatcher._wake.set()
+            self.dispatcher._thread.join()
+        for cq in list(self._queues.values()):
+            cq.close()
+        self.index.close()
+        self.commitlog.close()
+        ck = getattr(self, "checkpoint", None)
+        if ck is not None:
+            ck.close()
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+            self._dir_lock = None
+        self._closed = True
+
+
+def _sendmsg_all(sock: socket.socket, views: list[memoryview]) -> int:
+    """Send every view, IOV_MAX buffers per ``sendmsg`` call, resuming after short sends."""
+    sent_total = 0
+    i = 0
+    while i < len(views):
+        batch = views[i:i + _IOV_MAX]
+        n = sock.sendmsg(batch)
+        sent_total += n
+        # advance over fully sent views; trim a partly sent one
+        for v in batch:
+            if n >= len(v):
+                n -= len(v)
+                i += 1
+            else:
+                views[i] = v[n:]
+                break
+    return sent_total
