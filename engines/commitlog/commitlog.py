@@ -248,12 +248,11 @@ class CommitLog:
     def find_file(self, offset: int) -> MappedFile | None:
         """The file holding ``offset``, or None (deleted by retention, or not yet created)."""
         files = self.files
-        if not files:
-            return None
-        idx = (offset - files[0].file_from_offset) // self.file_size
-        if 0 <= idx < len(files):
-            return files[idx]
-        if self.read_only and idx >= len(files):
+        if files:
+            idx = (offset - files[0].file_from_offset) // self.file_size
+            if 0 <= idx < len(files):
+                return files[idx]
+        if self.read_only and (not files or idx >= len(files)):
             self.refresh()
             files = self.files
             if files:

@@ -387,21 +387,24 @@ class CommitLogStore(Store):
         return out  # type: ignore[return-value]
 
     # ----- reads -----
-    def _queue_for_read(self, topic: str, partition: int) -> tuple[ConsumeQueue | None, int]:
-        """The queue and its end offset; waits for the dispatcher (read-your-writes)."""
+    def _queue_for_read(self, topic: str, partition: int
+                        ) -> tuple[ConsumeQueue | None, int, int, list]:
+        """(queue, end offset, end of its units in files, in-memory tail units). A writer
+        waits here for its dispatcher (read-your-writes); a follower has no end beyond what
+        it can see."""
         self._check_open()
         count = self.partitions(topic)
         self._check_partition(topic, partition, count)
-        key = (topic, partition)
         if self.follower is not None:
             return self.follower.queue(topic, partition)
+        key = (topic, partition)
         end = self._queue_next.get(key, 0)
         cq = self._queues.get(key)
         if end and (cq is None or cq.max_units < end):
             self.dispatcher.check()
             self.dispatcher.wait_until(self._confirm_offset())
             cq = self._queues.get(key)
-        return cq, end
+        return cq, end, (min(end, cq.max_units) if cq is not None else 0), []
 
     def _check_offset(self, cq: ConsumeQueue | None, offset: object, end: int) -> int:
         if not isinstance(offset, int) or isinstance(offset, bool):
@@ -412,39 +415,54 @@ class CommitLogStore(Store):
                 f"offset {offset} is outside [{start}, {end}] (start offset, end offset)")
         return offset
 
+    @staticmethod
+    def _unit_batches(cq: ConsumeQueue | None, q: int, cq_end: int, tail: list,
+                      hashes: list[int] | None, step: int = 512) -> Iterator[list]:
+        """(queue offset, commitlog offset, size, tag hash) of the units from ``q``, in
+        batches; with ``hashes`` only units whose tag hash is one of them (numpy scan of the
+        mapped ConsumeQueue, no CommitLog access)."""
+        while cq is not None and q < cq_end:
+            blk = cq.unit_block(q, cq_end)
+            if blk is None:
+                break
+            arr, mf = blk
+            if hashes is not None:
+                rel = native.cq_tag_scan(mf.mm, q % cq.units_per_file, len(arr), hashes)
+                if len(rel):
+                    yield [(qq, *u) for qq, u in zip((q + rel).tolist(), arr[rel].tolist())]
+                q += len(arr)
+            else:
+                part = arr[:step].tolist()
+                yield [(qq, *u) for qq, u in zip(range(q, q + len(part)), part)]
+                q += len(part)
+        units = [u for u in tail if u[0] >= q]
+        if hashes is not None:
+            units = [u for u in units if u[3] in hashes]
+        if units:
+            yield units
+
     def read(self, topic: str, partition: int, offset: int, *,
              max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
              tags: Iterable[str] | None = None) -> list[Record]:
         """ConsumeQueue units from ``offset``, then the CommitLog slices they point at.
         With ``tags``, units whose tag hash matches none of the tags are skipped without
         touching the CommitLog; candidates are re-checked on the real tag."""
-        cq, end = self._queue_for_read(topic, partition)
+        cq, end, cq_end, tail = self._queue_for_read(topic, partition)
         offset = self._check_offset(cq, offset, end)
         out: list[Record] = []
-        if cq is None or offset >= end or max_records <= 0:
+        if offset >= end or max_records <= 0:
             return out
-        visible = min(end, cq.max_units)
-        tagset = None
-        hashes = None
+        tagset = hashes = None
         if tags is not None:
+            if isinstance(tags, str):
+                tags = [tags]
             tagset = set(tags)
             hashes = [native.java_string_hash(t) for t in tagset]
             if not hashes:
                 return out
         total = 0
-        q = offset
-        while q < visible and len(out) < max_records:
-            blk = cq.unit_block(q, visible)
-            if blk is None:
-                break
-            arr, mf = blk
-            if hashes is not None:
-                rel = native.cq_tag_scan(mf.mm, q % cq.units_per_file, len(arr), hashes)
-                rel = rel[:max_records - len(out)]
-                pairs = zip((q + rel).tolist(), arr[rel].tolist())
-            else:
-                pairs = zip(itertools.count(q), arr[:max_records - len(out)].tolist())
-            for qq, (phys, size, _tag) in pairs:
+        for batch in self._unit_batches(cq, offset, cq_end, tail, hashes):
+            for qq, phys, size, _tag in batch:
                 if size == fmt.CQ_FILLER_SIZE:
                     continue
                 rec = self._record_at(phys, size, topic, partition, qq)
@@ -455,8 +473,7 @@ class CommitLogStore(Store):
                 out.append(rec)
                 total += len(rec.value)
                 if len(out) >= max_records:
-                    break
-            q += len(arr)
+                    return out
         return out
 
     def _record_at(self, phys: int, size: int, topic: str, partition: int,
@@ -474,8 +491,10 @@ class CommitLogStore(Store):
                       m.body, m.properties.headers, m.properties.tag)
 
     def start_offset(self, topic: str, partition: int) -> int:
-        cq, _end = self._queue_for_read(topic, partition)
-        return cq.min_logic_offset if cq is not None else 0
+        cq, _end, _cq_end, tail = self._queue_for_read(topic, partition)
+        if cq is not None:
+            return cq.min_logic_offset
+        return tail[0][0] if tail else 0
 
     def end_offset(self, topic: str, partition: int) -> int:
         self._check_open()
@@ -488,19 +507,22 @@ class CommitLogStore(Store):
         """Binary search of the queue by the STORETIMESTAMP of the messages its units point
         at (RocketMQ ``getOffsetInQueueByTime``): the first offset stored at or after
         ``timestamp_ms``."""
-        cq, end = self._queue_for_read(topic, partition)
-        if cq is None:
-            return None
-        lo, hi = cq.min_logic_offset, min(end, cq.max_units)
+        cq, end, cq_end, tail = self._queue_for_read(topic, partition)
+        tail_phys = {u[0]: u[1] for u in tail}
+        lo = cq.min_logic_offset if cq is not None else (tail[0][0] if tail else 0)
+        hi = end
         while lo < hi:
             mid = (lo + hi) // 2
-            phys, size, _ = cq.unit(mid)
-            ts = self._store_timestamp_at(phys) if size != fmt.CQ_FILLER_SIZE else -1
+            if mid < cq_end:
+                phys, size, _ = cq.unit(mid)
+                ts = self._store_timestamp_at(phys) if size != fmt.CQ_FILLER_SIZE else -1
+            else:
+                ts = self._store_timestamp_at(tail_phys[mid])
             if ts < timestamp_ms:
                 lo = mid + 1
             else:
                 hi = mid
-        return lo if lo < min(end, cq.max_units) else None
+        return lo if lo < end else None
 
     def lookup_key(self, topic: str, key: bytes, *, start_ms: int | None = None,
                    end_ms: int | None = None, limit: int = 64) -> list[Record]:
@@ -558,34 +580,24 @@ class CommitLogStore(Store):
         """Send the stored messages from ``offset`` as memoryview slices of the mapped
         CommitLog, message by message, with batched ``socket.sendmsg`` (RocketMQ's
         ManyMessageTransfer). At least one message is sent so a consumer makes progress."""
-        cq, end = self._queue_for_read(topic, partition)
+        cq, end, cq_end, tail = self._queue_for_read(topic, partition)
         offset = self._check_offset(cq, offset, end)
-        if cq is None or offset >= end:
-            return 0, offset
-        visible = min(end, cq.max_units)
         views: list[memoryview] = []
         total = 0
         q = offset
-        while q < visible:
-            blk = cq.unit_block(q, visible)
-            if blk is None:
-                break
-            arr, _mf = blk
-            stop = False
-            for phys, size, _tag in arr.tolist():
-                if size == fmt.CQ_FILLER_SIZE:
-                    q += 1
-                    continue
-                if views and total + size > max_bytes:
-                    stop = True
-                    break
-                mf = self.commitlog.find_file(phys)
-                if mf is not None:
-                    views.append(mf.view(phys - mf.file_from_offset, size))
-                    total += size
-                q += 1
-            if stop:
-                break
+        for batch in self._unit_batches(cq, offset, cq_end, tail, None):
+            for qq, phys, size, _tag in batch:
+                if size != fmt.CQ_FILLER_SIZE:
+                    if views and total + size > max_bytes:
+                        break
+                    mf = self.commitlog.find_file(phys)
+                    if mf is not None:
+                        views.append(mf.view(phys - mf.file_from_offset, size))
+                        total += size
+                q = qq + 1
+            else:
+                continue
+            break
         try:
             sent = _sendmsg_all(sock, views)
         finally:
