@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="workload files: producerRate override (0 = unthrottled)")
     b.add_argument("--max-backlog-mb", type=int, metavar="MB", default=64,
                    help="workload files: cap for consumerBacklogSizeGB (default 64)")
+    b.add_argument("--max-partitions", type=int, metavar="N",
+                   help="partitions suite: stop at N partitions")
+    b.add_argument("--scale", type=float, default=1.0, metavar="X",
+                   help="multiply every suite's message counts by X (default 1)")
     b.add_argument("--seed", type=int, default=42, help="payload and key seed (default 42)")
     b.add_argument("--list", action="store_true", help="list the suites and their claims")
 
@@ -266,7 +270,8 @@ def _bench_suite(name: str, engines: list[str], refs: list[str], args, size: str
     from mqstore.bench.suites import SUITES, SuiteContext, run_suite
 
     ctx = SuiteContext(engines=engines, references=refs, size=size, base_dir=args.dir,
-                       processes=args.processes, seed=args.seed)
+                       processes=args.processes, seed=args.seed, scale=args.scale,
+                       max_partitions=args.max_partitions)
     total = SUITES[name].count_steps(ctx)
     with _progress(console) as prog:
         task = prog.add_task(name, total=total)

@@ -101,7 +101,10 @@ class Receiver:
         self.port = q.get(timeout=timeout)
 
     def connect(self) -> socket.socket:
+        """A blocking connection (``os.sendfile`` needs one: a socket with a timeout is
+        non-blocking underneath). The receiver's own timeout bounds a stalled transfer."""
         s = socket.create_connection((LOOPBACK, self.port), timeout=RECEIVER_TIMEOUT_S)
+        s.settimeout(None)
         return s
 
     @staticmethod
@@ -149,7 +152,7 @@ def delivery_suite(ctx: SuiteContext) -> SuiteResult:
         Column("wire_mb_s", "wire MiB/s", "{:,.1f}"),
         Column("cpu_s_per_gb", "CPU s/GiB", "{:.2f}"), Column("ok", "bytes ok", "{}"),
     ])
-    n = ctx.pick(8192, 32768, 131072)  # 1 KiB messages: 8, 32, 128 MiB
+    n = ctx.n(8192, 32768, 131072)  # 1 KiB messages: 8, 32, 128 MiB
     size, chunk = 1024, 1 << 20
     targets = list(ctx.engines) + (["raw-files"] if "raw-files" in ctx.references else [])
     receiver = Receiver(connections=2 * len(targets))
@@ -249,7 +252,7 @@ def catchup_suite(ctx: SuiteContext) -> SuiteResult:
         Column("disk_read_mb", "disk read MiB", "{:,.2f}"),
         Column("read_amp", "disk read/consumed", "{:.2f}"),
     ])
-    parts, n, size = 16, ctx.pick(8192, 32768, 131072), 1024
+    parts, n, size = 16, ctx.n(8192, 32768, 131072), 1024
     targets = list(ctx.engines) + [r for r in ctx.references if r.startswith("raw")]
     for target in targets:
         ctx.step(f"catchup {target}")
@@ -334,7 +337,7 @@ def lookup_suite(ctx: SuiteContext) -> SuiteResult:
         Column("per_s", "lookups/s", "{:,.0f}", ratio=True),
         Column("us", "µs/lookup", "{:,.1f}"), Column("found", "found", "{}"),
     ])
-    n, q, parts = ctx.pick(4000, 20000, 100000), ctx.pick(100, 300, 1000), 4
+    n, q, parts = ctx.n(4000, 20000, 100000), ctx.n(100, 300, 1000, 8), 4
     targets = list(ctx.engines) + (["sqlite-wal"] if "sqlite-wal" in ctx.references else [])
     for target in targets:
         ctx.step(f"lookup {target}")
@@ -352,8 +355,7 @@ def lookup_suite(ctx: SuiteContext) -> SuiteResult:
                 t0 = time.perf_counter()
                 try:
                     for k in keys:
-                        found += bool(store.lookup_key("t", k, limit=4) if target ==
-                                      "sqlite-wal" else store.lookup_key("t", k, limit=4))
+                        found += bool(store.lookup_key("t", k, limit=4))
                     el = time.perf_counter() - t0
                     res.rows.append(Row("key", target, kind, {
                         "per_s": q / el, "us": el / q * 1e6, "found": f"{found}/{q}"}))
@@ -404,7 +406,7 @@ def tags_suite(ctx: SuiteContext) -> SuiteResult:
         Column("scan_s", "scanned msg/s", "{:,.0f}", ratio=True),
         Column("ms", "ms to filter", "{:,.1f}"), Column("matched", "matched", "{}"),
     ], plot_x="selectivity")
-    n, size = ctx.pick(6000, 30000, 120000), 512
+    n, size = ctx.n(6000, 30000, 120000, 200), 512
     targets = list(ctx.engines) + (["sqlite-wal"] if "sqlite-wal" in ctx.references else [])
     for sel in TAG_RATIOS:
         for target in targets:
@@ -487,7 +489,7 @@ def recovery_suite(ctx: SuiteContext) -> SuiteResult:
         except mqstore.ConfigError:
             options = {}
         for mb in sizes_mb:
-            n = mb * 2**20 // size
+            n = max(64, int(mb * 2**20 // size * ctx.scale))
             for clean in (False, True):
                 case = f"{mb} MiB " + ("clean" if clean else "crash")
                 ctx.step(f"recovery {case} {engine}")

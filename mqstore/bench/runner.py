@@ -332,7 +332,9 @@ def _consumer_process(engine: str, directory: str, assignment, measure_ns: int, 
         finally:
             store.close()
     except BaseException as exc:  # reported to the parent
-        st.error = f"{type(exc).__name__}: {exc}"
+        import traceback
+
+        st.error = f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=-2).strip()})"
     result_queue.put((st.consumed, st.consumed_bytes,
                       {w: h.to_dict() for w, h in st.latency.items()}, st.last_ns,
                       st.missing, st.error))

@@ -86,9 +86,17 @@ class SuiteContext:
     seed: int = 42
     on_step: Callable[[str], None] | None = None
     on_progress: Callable[[float], None] | None = None
+    #: multiplies every message count (tests use a small scale to stay fast)
+    scale: float = 1.0
+    #: the partitions suite stops at this many partitions (None: the size decides)
+    max_partitions: int | None = None
 
     def pick(self, quick: Any, default: Any, full: Any) -> Any:
         return {"quick": quick, "default": default, "full": full}[self.size]
+
+    def n(self, quick: int, default: int, full: int, minimum: int = 16) -> int:
+        """A message count for this size, times ``scale``."""
+        return max(minimum, int(self.pick(quick, default, full) * self.scale))
 
     def step(self, label: str) -> None:
         if self.on_step:
@@ -165,7 +173,10 @@ def _engine_pair(ctx: SuiteContext) -> tuple[str, str] | None:
 
 # =========================================================================== partitions
 def _partition_counts(ctx: SuiteContext) -> list[int]:
-    return ctx.pick([1, 10, 100, 1000], [1, 10, 100, 1000], [1, 10, 100, 1000, 10000])
+    counts = ctx.pick([1, 10, 100, 1000], [1, 10, 100, 1000], [1, 10, 100, 1000, 10000])
+    if ctx.max_partitions:
+        counts = [c for c in counts if c <= ctx.max_partitions] or [1]
+    return counts
 
 
 def _partition_modes(ctx: SuiteContext) -> list[str]:
@@ -188,7 +199,7 @@ def partitions_suite(ctx: SuiteContext) -> SuiteResult:
         Column("p99_ms", "p99 ms", "{:.2f}"), Column("fsyncs_per_msg", "fsync/msg", "{:.3f}"),
         Column("files", "open files"), Column("write_amp", "disk/bytes", "{:.2f}"),
     ], plot_x="partitions")
-    n = ctx.pick(3000, 20000, 50000)
+    n = ctx.n(3000, 20000, 50000)
     for mode in _partition_modes(ctx):
         for parts in _partition_counts(ctx):
             wl = Workload(name=f"partitions-{parts}-{mode}", partitionsPerTopic=parts,
@@ -239,7 +250,7 @@ def batching_suite(ctx: SuiteContext) -> SuiteResult:
         Column("batch", "avg batch", "{:,.1f}"), Column("cpu_us_msg", "CPU µs/msg", "{:.1f}"),
         Column("p50_ms", "p50 ms", "{:.2f}"), Column("p99_ms", "p99 ms", "{:.2f}"),
     ], plot_x="batch_records")
-    n = ctx.pick(4096 * 4, 4096 * 16, 4096 * 64)
+    n = ctx.n(4096 * 4, 4096 * 16, 4096 * 64)
     for b in BATCH_SIZES:
         wl = Workload(name=f"batching-{b}", partitionsPerTopic=4, messageSize=100,
                       messages=n, batch_records=b, batch_bytes=1 << 20,
@@ -251,7 +262,7 @@ def batching_suite(ctx: SuiteContext) -> SuiteResult:
     rate = ctx.pick(2000, 5000, 10000)
     for linger in LINGERS:
         wl = Workload(name=f"linger-{linger}", partitionsPerTopic=4, messageSize=100,
-                      messages=ctx.pick(1000, 5000, 20000), producerRate=rate,
+                      messages=ctx.n(1000, 5000, 20000), producerRate=rate,
                       batch_records=4096, batch_bytes=1 << 20, linger_ms=float(linger),
                       subscriptionsPerTopic=0)
         for target in _targets(ctx, BATCHING_REFS):
@@ -297,10 +308,11 @@ def flush_suite(ctx: SuiteContext) -> SuiteResult:
         Column("p99_ms", "p99 ms", "{:.3f}"), Column("fsyncs_per_msg", "fsync/msg", "{:.3f}"),
         Column("cpu_us_msg", "CPU µs/msg", "{:.1f}"),
     ])
-    n = ctx.pick(1600, 8000, 40000)
+    n = ctx.n(1600, 8000, 40000)
     for mode in FLUSH_MODES:
         for prods in _producer_counts(ctx):
-            wl = Workload(name=f"flush-{mode}-{prods}p", partitionsPerTopic=8, messageSize=1024,
+            # one partition: group commit is measured alone, not the per-partition files
+            wl = Workload(name=f"flush-{mode}-{prods}p", partitionsPerTopic=1, messageSize=1024,
                           messages=n, producersPerTopic=prods, batch_records=1, flush=mode,
                           flush_interval_ms=100, subscriptionsPerTopic=0)
             for target in _targets(ctx, FLUSH_REFS):
@@ -317,7 +329,7 @@ def flush_suite(ctx: SuiteContext) -> SuiteResult:
         o = res.value("os 1p", t, "msg_s")
         if None in (f1, f8, s, o):
             continue
-        ok = f8 < f1 and s < o
+        ok = f8 < f1 * 0.8 and s < o
         shown_all.append(ok)
         parts.append(f"{t}: sync/os throughput {s / o:.2f}, fsync/msg {f1:.2f} (1p) -> "
                      f"{f8:.2f} (8p)")
