@@ -2,12 +2,26 @@
 
 ``backend`` is ``"native"`` when the cffi module is loaded and ``"python"`` otherwise.
 ``MQSTORE_NATIVE=off`` forces the pure-Python fallback (``mqstore._purepy``), which defines
-the behaviour every function must have. Engines call only the names exported here.
+the behaviour every function must have; ``MQSTORE_NATIVE=force`` makes a missing compiled
+module an ImportError instead of a warning. ``MQSTORE_CRC32C_HW=off`` keeps the native
+CRC-32C on its portable table path (``crc32c_hardware`` says which one runs). Engines call
+only the names exported here.
+
+Buffers (bytes, bytearray, memoryview including unaligned slices, mmap, numpy arrays) reach
+the C code without a copy through ``ffi.from_buffer``. An argument the C side cannot take
+(a non-contiguous buffer, an integer outside int64) goes to the reference implementation,
+so it gets exactly the reference's result or error. C error codes become exceptions through
+``_ERRORS``, the one table of them.
+
+Thread-safety: every function is pure over caller-owned memory; the C code keeps no state
+after import. The GIL is held during the calls.
 """
 from __future__ import annotations
 
 import os
 import warnings
+
+import numpy as np
 
 from mqstore import _purepy
 from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and result types)
@@ -24,37 +38,203 @@ from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and resu
     BatchScan,
     RecordScan,
 )
+from mqstore.errors import BufferRangeError
 
 _mode = os.environ.get("MQSTORE_NATIVE", "auto").lower()
 _lib = None
+_ffi = None
 if _mode not in ("off", "0", "false", "python"):
     try:
-        from mqstore import _native as _compiled  # type: ignore[attr-defined]
-
-        _lib = _compiled
+        from mqstore._native import ffi as _ffi, lib as _lib  # type: ignore[import-not-found]
     except ImportError as exc:  # pragma: no cover - depends on the build
+        if _mode == "force":
+            raise
         warnings.warn(
             f"mqstore's native helper is not built ({exc}); using the slow pure-Python "
-            "fallback. Fix: pip install -e . with a C compiler present.",
+            "fallback. Fix: install a C compiler and the Python headers, then reinstall "
+            "with `pip install -e .` (or `pip install --force-reinstall mqstore`); set "
+            "MQSTORE_NATIVE=off to silence this warning.",
             RuntimeWarning,
             stacklevel=2,
         )
 
 backend = "native" if _lib is not None else "python"
-
-crc32c = _purepy.crc32c
-java_string_hash = _purepy.java_string_hash
-murmur2 = _purepy.murmur2
-offset_index_floor = _purepy.offset_index_floor
-time_index_floor = _purepy.time_index_floor
-find_batch = _purepy.find_batch
-scan_batches = _purepy.scan_batches
-scan_commitlog = _purepy.scan_commitlog
-cq_tag_scan = _purepy.cq_tag_scan
+crc32c_hardware = False  # True when CRC-32C runs on the SSE4.2 crc32 instruction
 
 __all__ = [
-    "backend", "crc32c", "java_string_hash", "murmur2", "offset_index_floor",
-    "time_index_floor", "find_batch", "scan_batches", "scan_commitlog", "cq_tag_scan",
-    "BatchScan", "RecordScan", "SCAN_OK", "SCAN_TORN", "SCAN_CORRUPT", "SCAN_BLANK",
-    "SCAN_ZERO",
+    "backend", "crc32c_hardware", "crc32c", "java_string_hash", "murmur2",
+    "offset_index_floor", "time_index_floor", "find_batch", "scan_batches", "scan_commitlog",
+    "cq_tag_scan", "BatchScan", "RecordScan", "SCAN_OK", "SCAN_TORN", "SCAN_CORRUPT",
+    "SCAN_BLANK", "SCAN_ZERO",
 ]
+
+# ----- C return codes -> exceptions: the one table (codes from native/mqstore_native.h) -----
+_ERR_RANGE = -2
+_ERR_ARG = -3
+_ERRORS: dict[int, tuple[type[Exception], str]] = {
+    _ERR_RANGE: (BufferRangeError, "position, length or count outside the buffer"),
+    _ERR_ARG: (ValueError, "invalid argument to the native helper"),
+}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_SCAN_FULL = 5  # the output arrays are full: call again from next_pos (never leaves this file)
+_EMPTY = np.empty(0, dtype=np.int64)
+_BAD_BUFFER = (TypeError, BufferError, ValueError)  # what ffi.from_buffer raises
+
+
+def _raise(code: int, what: str):
+    exc_type, text = _ERRORS.get(code, (RuntimeError, f"unknown native error code {code}"))
+    raise exc_type(f"{what}: {text}")
+
+
+def _crc32c_native(data, crc: int = 0) -> int:
+    """CRC-32C of ``data`` (any buffer), continuing from ``crc`` for chunked updates."""
+    try:
+        p = _ffi.from_buffer("uint8_t[]", data)
+    except _BAD_BUFFER:
+        return _purepy.crc32c(data, crc)
+    return _lib.mq_crc32c(crc & 0xFFFFFFFF, p, len(p))
+
+
+def _java_string_hash_native(s: str) -> int:
+    """Java ``String.hashCode``: over UTF-16 code units, 32-bit wrap, signed result."""
+    if not isinstance(s, str):
+        return _purepy.java_string_hash(s)
+    units = s.encode("utf-16-le", "surrogatepass")
+    return _lib.mq_java_string_hash(units, len(units) // 2)
+
+
+def _murmur2_native(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2`` (seed 0x9747b28c), as a signed 32-bit int."""
+    try:
+        p = _ffi.from_buffer("uint8_t[]", data)
+    except _BAD_BUFFER:
+        return _purepy.murmur2(data)
+    return _lib.mq_murmur2(p, len(p))
+
+
+def _index_floor(c_function, reference, entry_bytes: int, buf, n_entries: int, target: int):
+    try:
+        p = _ffi.from_buffer("uint8_t[]", buf)
+        if target < _INT64_MIN:  # rare: let the reference decide (range error or -1)
+            return reference(buf, n_entries, target)
+        slot = c_function(p, len(p), n_entries, min(target, _INT64_MAX))
+    except (*_BAD_BUFFER, OverflowError):
+        return reference(buf, n_entries, target)
+    if slot < -1:
+        _raise(slot, f"{n_entries} index entries of {entry_bytes} bytes in {len(p)} bytes")
+    return slot
+
+
+def _offset_index_floor_native(buf, n_entries: int, target: int) -> int:
+    """Slot of the largest ``.index`` entry whose relative offset <= ``target``, or -1."""
+    return _index_floor(_lib.mq_offset_index_floor, _purepy.offset_index_floor, 8,
+                        buf, n_entries, target)
+
+
+def _time_index_floor_native(buf, n_entries: int, target: int) -> int:
+    """Slot of the largest ``.timeindex`` entry whose timestamp <= ``target``, or -1."""
+    return _index_floor(_lib.mq_time_index_floor, _purepy.time_index_floor, 12,
+                        buf, n_entries, target)
+
+
+def _find_batch_native(buf, pos: int, end: int, target_offset: int) -> int:
+    """Position of the first batch at or after ``pos`` whose last offset >= target, or -1."""
+    try:
+        p = _ffi.from_buffer("uint8_t[]", buf)
+        found = _lib.mq_find_batch(p, len(p), pos, end, target_offset)
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy.find_batch(buf, pos, end, target_offset)
+    if found < -1:
+        _raise(found, f"batch search window [{pos}, {end}) in {len(p)} bytes")
+    return found
+
+
+def _scan(c_function, reference, min_entry: int, buf, pos: int, end: int):
+    """Run a C scan, growing its five output columns until the scan stops; returns the
+    reference's result instead for arguments the C side cannot take."""
+    count = _ffi.new("int64_t[2]")  # count, next_pos
+    chunks = []
+    cap = 0
+    while True:
+        cap = min(cap * 4, 1 << 20) if cap else max(1, min(max(end - pos, 0) // min_entry + 1,
+                                                           4096))
+        cols = np.empty((5, cap), dtype=np.int64)
+        ptrs = [_ffi.from_buffer("int64_t[]", cols[i]) for i in range(5)]
+        if not chunks:
+            try:
+                p = _ffi.from_buffer("uint8_t[]", buf)
+                status = c_function(p, len(p), pos, end, cap, *ptrs, count, count + 1)
+            except (*_BAD_BUFFER, OverflowError):
+                return reference(buf, pos, end)
+        else:
+            status = c_function(p, len(p), pos, end, cap, *ptrs, count, count + 1)
+        if status < 0:
+            _raise(status, f"scan window [{pos}, {end}) in {len(p)} bytes")
+        pos = int(count[1])
+        chunks.append(cols[:, :count[0]])
+        if status != _SCAN_FULL:
+            break
+    rows = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
+    return pos, status, rows
+
+
+def _scan_batches_native(buf, pos: int, end: int) -> BatchScan:
+    """Validate Kafka batches from ``pos`` (size >= 61, magic 2, CRC-32C) up to ``end``."""
+    got = _scan(_lib.mq_scan_batches, _purepy.scan_batches, BATCH_OVERHEAD, buf, pos, end)
+    if isinstance(got, BatchScan):
+        return got
+    valid_end, status, rows = got
+    return BatchScan(valid_end, status, *rows)
+
+
+def _scan_commitlog_native(buf, pos: int, end: int) -> RecordScan:
+    """Validate RocketMQ V1 messages from ``pos``: size, magic, body CRC, recomputed length."""
+    got = _scan(_lib.mq_scan_commitlog, _purepy.scan_commitlog, MSG_FIXED_OVERHEAD,
+                buf, pos, end)
+    if isinstance(got, RecordScan):
+        return got
+    valid_end, status, rows = got
+    return RecordScan(valid_end, status, *rows)
+
+
+def _cq_tag_scan_native(buf, start_unit: int, n_units: int, tag_hashes) -> np.ndarray:
+    """Indexes (relative to ``start_unit``) of the ConsumeQueue units among ``n_units`` whose
+    tag hash is one of ``tag_hashes``, as an int64 array."""
+    wanted = np.unique(np.asarray(list(tag_hashes), dtype=np.int64))
+    try:
+        p = _ffi.from_buffer("uint8_t[]", buf)
+        if n_units <= 0:
+            return _EMPTY.copy()
+        out = np.empty(n_units, dtype=np.int64)
+        k = _lib.mq_cq_tag_scan(p, len(p), start_unit, n_units,
+                                _ffi.from_buffer("int64_t[]", wanted), len(wanted),
+                                _ffi.from_buffer("int64_t[]", out))
+    except (*_BAD_BUFFER, OverflowError, MemoryError):
+        return _purepy.cq_tag_scan(buf, start_unit, n_units, wanted.tolist())
+    if k < 0:
+        _raise(k, f"ConsumeQueue units [{start_unit}, {start_unit + n_units}) in {len(p)} bytes")
+    return out[:k].copy() if k < len(out) // 2 else out[:k]
+
+
+if _lib is None:
+    crc32c = _purepy.crc32c
+    java_string_hash = _purepy.java_string_hash
+    murmur2 = _purepy.murmur2
+    offset_index_floor = _purepy.offset_index_floor
+    time_index_floor = _purepy.time_index_floor
+    find_batch = _purepy.find_batch
+    scan_batches = _purepy.scan_batches
+    scan_commitlog = _purepy.scan_commitlog
+    cq_tag_scan = _purepy.cq_tag_scan
+else:
+    _force_sw = os.environ.get("MQSTORE_CRC32C_HW", "").lower() in ("off", "0", "false")
+    crc32c_hardware = bool(_lib.mq_init(1 if _force_sw else 0))
+    crc32c = _crc32c_native
+    java_string_hash = _java_string_hash_native
+    murmur2 = _murmur2_native
+    offset_index_floor = _offset_index_floor_native
+    time_index_floor = _time_index_floor_native
+    find_batch = _find_batch_native
+    scan_batches = _scan_batches_native
+    scan_commitlog = _scan_commitlog_native
+    cq_tag_scan = _cq_tag_scan_native

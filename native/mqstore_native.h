@@ -1,0 +1,84 @@
+/* mqstore's native helper: the public C interface.
+ *
+ * This file is both the C header (mqstore_internal.h includes it) and the cffi cdef
+ * (native/build_native.py passes its text to ffibuilder.cdef), so it holds only what cffi's
+ * parser accepts: integer #defines, plain prototypes, fixed-width types, no include guards.
+ *
+ * Every function takes the length of every buffer it reads and never reads outside it,
+ * whatever the bytes say. All integers in the buffers are big-endian (Kafka, RocketMQ).
+ * The behaviour of each function is defined by mqstore/_purepy.py; the tests in
+ * tests/native/ check that both give the same results.
+ */
+
+/* ----- status codes of the scans (same values as mqstore._purepy.SCAN_*) ----- */
+#define MQ_SCAN_OK 0       /* the data ended exactly at end */
+#define MQ_SCAN_TORN 1     /* the last entry is incomplete: a torn tail */
+#define MQ_SCAN_CORRUPT 2  /* an entry fails a check (size, magic, CRC, length) */
+#define MQ_SCAN_BLANK 3    /* commitlog: the end-of-file blank marker */
+#define MQ_SCAN_ZERO 4     /* commitlog: zero fill (preallocated, never written) */
+#define MQ_SCAN_FULL 5     /* the output arrays are full: call again from *next_pos */
+
+/* ----- error codes (negative, below -1 which means "no such entry"; mqstore/native.py maps
+   them to exceptions in one table) ----- */
+#define MQ_ERR_RANGE -2    /* a position, length or count reaches outside the buffer */
+#define MQ_ERR_ARG -3      /* an argument is invalid (negative capacity, ...) */
+
+/* ----- setup ----- */
+/* Probe the CPU once and build the tables; force_software=1 ignores the hardware path.
+   Returns 1 when CRC-32C runs on the SSE4.2 crc32 instruction, 0 otherwise. */
+int mq_init(int force_software);
+/* 1 when the hardware CRC-32C path is selected. */
+int mq_crc32c_hardware(void);
+
+/* ----- checksums ----- */
+/* CRC-32C (Castagnoli) of data[0:len), continuing from a previous result crc (0 to start). */
+uint32_t mq_crc32c(uint32_t crc, const uint8_t *data, size_t len);
+/* The same through the portable slicing-by-8 tables only (for tests and benchmarks). */
+uint32_t mq_crc32c_software(uint32_t crc, const uint8_t *data, size_t len);
+/* CRC-32 (zlib's polynomial, zlib.crc32 semantics), for RocketMQ's body CRC. */
+uint32_t mq_crc32(uint32_t crc, const uint8_t *data, size_t len);
+
+/* ----- small hash kernels ----- */
+/* Java String.hashCode over n UTF-16 code units stored little-endian in units[0:2n). */
+int32_t mq_java_string_hash(const uint8_t *units, size_t n);
+/* Kafka's Utils.murmur2 (seed 0x9747b28c). */
+int32_t mq_murmur2(const uint8_t *data, size_t len);
+
+/* ----- Kafka index floor searches (warm section first, like AbstractIndex) ----- */
+/* Slot of the last 8-byte .index entry (int32 relative offset, int32 position) whose
+   relative offset <= target, -1 if none (or n <= 0), MQ_ERR_RANGE if n entries do not fit
+   in buf_len bytes. */
+int64_t mq_offset_index_floor(const uint8_t *buf, size_t buf_len, int64_t n, int64_t target);
+/* Slot of the last 12-byte .timeindex entry (int64 timestamp, int32 relative offset) whose
+   timestamp <= target, or -1, or MQ_ERR_RANGE (same contract). */
+int64_t mq_time_index_floor(const uint8_t *buf, size_t buf_len, int64_t n, int64_t target);
+
+/* ----- Kafka record batch scans ----- */
+/* Position of the first batch at or after pos whose last offset >= target, -1 if none (or at
+   a torn or malformed header), MQ_ERR_RANGE when pos < 0 or end > buf_len. Headers only. */
+int64_t mq_find_batch(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                      int64_t target);
+/* Validate batches (size >= 61, magic 2, CRC-32C, int64 last offset) from pos up to end.
+   Writes at most cap rows into the five arrays, sets *count and *next_pos (the end of the
+   valid prefix so far) and returns an MQ_SCAN_* status, MQ_SCAN_FULL when cap rows were
+   written and more may follow, or a negative MQ_ERR_*. */
+int mq_scan_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end, int64_t cap,
+                    int64_t *positions, int64_t *sizes, int64_t *base_offsets,
+                    int64_t *last_offsets, int64_t *max_timestamps,
+                    int64_t *count, int64_t *next_pos);
+
+/* ----- RocketMQ CommitLog scans ----- */
+/* Validate V1 messages (size, magic, recomputed length, body CRC-32) from pos up to end;
+   same output contract as mq_scan_batches, rows are position, size, queue id, queue offset,
+   store timestamp. */
+int mq_scan_commitlog(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end, int64_t cap,
+                      int64_t *positions, int64_t *sizes, int64_t *queue_ids,
+                      int64_t *queue_offsets, int64_t *store_timestamps,
+                      int64_t *count, int64_t *next_pos);
+
+/* ----- ConsumeQueue tag scans ----- */
+/* Indexes (relative to start_unit) of the 20-byte units [start_unit, start_unit + n_units)
+   whose int64 tag hash (at byte 12) is one of wanted[0:n_wanted]; written to out (room for
+   n_units). Returns how many, or MQ_ERR_RANGE when the units run past the buffer. */
+int64_t mq_cq_tag_scan(const uint8_t *buf, size_t buf_len, int64_t start_unit, int64_t n_units,
+                       const int64_t *wanted, int64_t n_wanted, int64_t *out);
