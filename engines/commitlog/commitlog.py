@@ -132,15 +132,27 @@ class CommitLog:
                 continue
             valid_end = mf.file_from_offset + scan.valid_end
             if scan.status in _SCAN_NAMES:
-                problem = msgcodec.check(mf.mm, scan.valid_end, self.file_size) or "bad message"
-                damage.append(Damage(mf.path, scan.valid_end,
-                                     f"{_SCAN_NAMES[scan.status]}: {problem}"))
+                damage.append(self._classify(mf, scan.valid_end))
             break
         self.truncate_to(valid_end)
         if last_ts == 0 and self.files and start_index > 0:
             last_ts = self._first_store_timestamp(self.files[start_index])
         self.last_store_timestamp = self.flushed_store_timestamp = last_ts
         return RecoveryResult(start, valid_end, damage, count)
+
+    def _classify(self, mf: MappedFile, pos: int) -> Damage:
+        """LevelDB's distinction: a bad message with nothing after it is the torn tail a
+        crash leaves (expected, silently dropped); one followed by more data is corruption
+        in the middle of the log (the data after it is lost, so it is reported)."""
+        problem = msgcodec.check(mf.mm, pos, self.file_size) or "bad message"
+        size = fmt.TOTALSIZE.unpack_from(mf.mm, pos)[0] if pos + 4 <= self.file_size else 0
+        after = pos + max(size, 8) if 0 < size <= self.file_size - pos else pos + 8
+        later = [f for f in self.files if f.file_from_offset > mf.file_from_offset]
+        if (after < self.file_size and mf.has_data_after(after)) or any(
+                f.has_data_after(0) for f in later):
+            return Damage(mf.path, pos, f"corrupt message in the middle of the log: {problem}; "
+                                        "the messages after it are dropped")
+        return Damage(mf.path, pos, f"torn tail: {problem}")
 
     def truncate_to(self, offset: int) -> None:
         """Make ``offset`` the end of the log: zero what follows in its file, delete later

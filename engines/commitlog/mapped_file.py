@@ -153,6 +153,26 @@ class MappedFile:
         if self.flushed_position > pos:
             self.flushed_position = pos
 
+    def has_data_after(self, pos: int) -> bool:
+        """True if any non-zero byte follows ``pos`` (holes are skipped)."""
+        p, end = pos, self.file_size
+        while p < end:
+            try:
+                data = os.lseek(self._fd, p, os.SEEK_DATA)
+                hole = min(os.lseek(self._fd, data, os.SEEK_HOLE), end)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    return False
+                data, hole = p, end
+            q = max(data, pos)
+            while q < hole:
+                n = min(len(_ZERO_CHUNK), hole - q)
+                if any(self.mm[q:q + n]):
+                    return True
+                q += n
+            p = hole
+        return False
+
     def allocated_bytes(self) -> int:
         """Bytes the file really occupies on disk (it is sparse)."""
         return os.fstat(self._fd).st_blocks * 512

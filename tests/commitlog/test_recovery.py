@@ -1,0 +1,269 @@
+"""Recovery, one test per failure mode (named the LevelDB way), plus the blank-marker boundary
+and rebuilding ConsumeQueues from the CommitLog."""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+
+import pytest
+
+import mqstore
+from mqstore.engines.commitlog.store import CommitLogStore
+
+V1 = 0xDAA320A7
+
+
+def messages(store_path):
+    """(file path, position, TOTALSIZE) of every message, read with struct."""
+    d = os.path.join(store_path, "commitlog")
+    out = []
+    for n in sorted(os.listdir(d)):
+        data = open(os.path.join(d, n), "rb").read()
+        pos = 0
+        while pos + 8 <= len(data):
+            total, magic = struct.unpack_from(">iI", data, pos)
+            if magic != V1:
+                break
+            out.append((os.path.join(d, n), pos, total))
+            pos += total
+    return out
+
+
+def patch(path, pos, data):
+    with open(path, "r+b") as f:
+        f.seek(pos)
+        f.write(data)
+
+
+def crash_marker(store_path):
+    open(os.path.join(store_path, "abort"), "w").close()
+
+
+def fill(open_cl, n=20, **opts):
+    s = open_cl(**opts)
+    s.create_topic("t")
+    for i in range(n):
+        s.append("t", b"value-%03d" % i + b"." * 40, key=b"k", partition=0)
+    s.close()
+
+
+def values(s, topic="t", partition=0):
+    out, off = [], s.start_offset(topic, partition)
+    while off < s.end_offset(topic, partition):
+        page = s.read(topic, partition, off)
+        out += [r.value for r in page]
+        off = page[-1].offset + 1
+    return out
+
+
+def test_truncated_trailing_record_is_ignored(open_cl, store_path):
+    """A torn tail (the last message half written) is dropped silently on recovery."""
+    fill(open_cl)
+    path, pos, total = messages(store_path)[-1]
+    patch(path, pos + total // 2, bytes(total - total // 2))
+    crash_marker(store_path)
+    damage = CommitLogStore.verify_files(store_path)
+    assert damage and damage[0].position == pos
+    s = open_cl()
+    assert s.recovery["abnormal"] is True
+    assert [d.split(": ", 1)[1].startswith("torn tail") for d in s.recovery["damage"]] == [True]
+    assert s.end_offset("t", 0) == 19
+    assert values(s) == [b"value-%03d" % i + b"." * 40 for i in range(19)]
+    assert s.append("t", b"next", partition=0).offset == 19
+    assert s.read("t", 0, 19)[0].value == b"next"
+    s.close()
+    assert CommitLogStore.verify_files(store_path) == []
+
+
+def test_checksum_mismatch_truncates_the_log_there(open_cl, store_path):
+    """A bad body CRC in the middle (normal path: no abort marker) cuts the log at that
+    message; it is reported as corruption because data followed it."""
+    fill(open_cl)
+    path, pos, _total = messages(store_path)[12]
+    patch(path, pos + 84 + 4, b"X")  # first body byte
+    s = open_cl()
+    assert s.recovery["abnormal"] is False
+    (damage,) = s.recovery["damage"]
+    assert "corrupt message in the middle" in damage and "CRC" in damage
+    assert s.end_offset("t", 0) == 12
+    assert values(s)[-1] == b"value-011" + b"." * 40
+    assert len(s.lookup_key("t", b"k")) == 12  # index entries past the cut are gone
+    assert s.append("t", b"after", partition=0).offset == 12
+
+
+def test_bad_length_in_the_middle_is_reported(open_cl, store_path):
+    fill(open_cl)
+    path, pos, total = messages(store_path)[5]
+    patch(path, pos, struct.pack(">i", total + 3))
+    crash_marker(store_path)
+    s = open_cl()
+    assert s.end_offset("t", 0) == 5
+    assert "corrupt" in s.recovery["damage"][0]
+
+
+def test_missing_consume_queue_tail_is_redispatched(open_cl, store_path):
+    fill(open_cl, n=30)  # 16 units per ConsumeQueue file: two files
+    qdir = os.path.join(store_path, "consumequeue", "t", "0")
+    before = {n: open(os.path.join(qdir, n), "rb").read() for n in os.listdir(qdir)}
+    os.unlink(os.path.join(qdir, "%020d" % (16 * 20)))
+    patch(os.path.join(qdir, "%020d" % 0), 13 * 20, bytes(3 * 20))
+    crash_marker(store_path)
+    s = open_cl()
+    assert s.recovery["redispatched_messages"] >= 17
+    assert s.end_offset("t", 0) == 30
+    assert len(values(s)) == 30
+    s.close()
+    after = {n: open(os.path.join(qdir, n), "rb").read() for n in os.listdir(qdir)}
+    assert after == before
+
+
+def test_consume_queue_tail_pointing_past_the_log_is_cut(open_cl, store_path):
+    fill(open_cl)
+    msgs = messages(store_path)
+    path, pos, _ = msgs[15]
+    for p2, pos2, total2 in msgs[15:]:  # the last five never reached the disk
+        patch(p2, pos2, bytes(total2))
+    crash_marker(store_path)
+    s = open_cl()
+    assert s.recovery["damage"] == []  # zeros are unwritten space, not damage
+    assert s.end_offset("t", 0) == 15
+    assert s.append("t", b"new-15", partition=0).offset == 15
+    assert values(s)[-2:] == [b"value-014" + b"." * 40, b"new-15"]
+    s.close()
+    assert CommitLogStore.verify_files(store_path) == []
+
+
+def test_index_entries_newer_than_the_checkpoint_are_redone(open_cl, store_path):
+    fill(open_cl, n=10)
+    msgs = messages(store_path)
+    for p2, pos2, total2 in msgs[6:]:  # lost from the log, still in the IndexFile
+        patch(p2, pos2, bytes(total2))
+    crash_marker(store_path)
+    s = open_cl()
+    assert s.recovery["index_entries_removed"] >= 8  # KEYS + UNIQ_KEY of 4 messages
+    assert len(s.lookup_key("t", b"k")) == 6
+    for i in range(3):
+        s.append("t", b"again-%d" % i, key=b"k", partition=0)
+    got = s.lookup_key("t", b"k")
+    # the new messages reuse the lost ones' positions: they must be indexed, not skipped
+    assert sorted(r.value for r in got)[:3] == [b"again-0", b"again-1", b"again-2"]
+    assert len(got) == 9
+    s.close()
+    (name,) = os.listdir(os.path.join(store_path, "index"))
+    hdr = open(os.path.join(store_path, "index", name), "rb").read(40)
+    assert struct.unpack(">qqqqii", hdr)[5] == 1 + 2 * 9  # no duplicate entries
+
+
+def test_redispatch_after_a_crash_is_idempotent(open_cl, store_path):
+    fill(open_cl, n=25)
+    snap = {}
+    for root, _d, files in os.walk(os.path.join(store_path, "consumequeue")):
+        for f in files:
+            snap[os.path.join(root, f)] = open(os.path.join(root, f), "rb").read()
+    crash_marker(store_path)
+    with open(os.path.join(store_path, "checkpoint"), "r+b") as f:
+        f.write(bytes(24))  # the checkpoint says nothing is durable: rescan everything
+    s = open_cl()
+    assert s.recovery["abnormal"] and s.recovery["start_offset"] == 0
+    assert s.recovery["redispatched_messages"] == 25
+    assert len(s.lookup_key("t", b"k")) == 25
+    s.close()
+    for p, data in snap.items():
+        assert open(p, "rb").read() == data
+
+
+def test_trailing_empty_commitlog_file_is_deleted(open_cl, store_path):
+    fill(open_cl, n=5)
+    empty = os.path.join(store_path, "commitlog", "%020d" % 4096)
+    open(empty, "wb").close()
+    s = open_cl()
+    assert not os.path.exists(empty)
+    assert s.end_offset("t", 0) == 5
+
+
+def test_wrong_size_commitlog_file_is_refused(open_cl, store_path):
+    fill(open_cl, n=5)
+    with open(os.path.join(store_path, "commitlog", "%020d" % 0), "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(mqstore.CorruptRecordError, match="4096"):
+        mqstore.open(store_path, "commitlog")
+
+
+# ----- the blank marker at the end of a file -----
+def _sizes(body_len, topic="t"):
+    props = 9 + 32 + 1  # UNIQ_KEY\x01<32 hex>\x02
+    return 91 + body_len + len(topic) + props
+
+
+@pytest.mark.parametrize("slack", [8, 7, 4, 1, 0])
+def test_message_ending_within_7_bytes_of_the_file_end_moves_to_the_next_file(
+        open_cl, store_path, slack):
+    """``slack`` = bytes the second message would leave in the file. It needs 8 (room for
+    the blank), so with 0-7 it goes to the next file and a blank ends the first."""
+    s = open_cl()
+    s.create_topic("t")
+    first = 4096 - 300
+    s.append("t", b"a" * (first - _sizes(0)), partition=0)
+    s.append("t", b"b" * (300 - slack - _sizes(0)), partition=0)
+    s.append("t", b"c", partition=0)
+    assert [r.value[:1] for r in s.read("t", 0, 0)] == [b"a", b"b", b"c"]
+    s.close()
+    f0 = open(os.path.join(store_path, "commitlog", "%020d" % 0), "rb").read()
+    f1 = open(os.path.join(store_path, "commitlog", "%020d" % 4096), "rb").read()
+    assert struct.unpack_from(">i", f0, 0)[0] == first
+    if slack >= 8:
+        size2 = struct.unpack_from(">iI", f0, first)
+        assert size2 == (300 - slack, V1)
+        blank_at = 4096 - slack
+        assert struct.unpack_from(">iI", f0, blank_at) == (slack, 0xCBD43194)
+        assert struct.unpack_from(">iI", f1, 0)[1] == V1  # "c"
+    else:
+        assert struct.unpack_from(">iI", f0, first) == (300, 0xCBD43194)
+        assert struct.unpack_from(">iI", f1, 0) == (300 - slack, V1)  # "b" moved
+    # recovery reads across the blank
+    with mqstore.open(store_path, "commitlog") as s2:
+        assert [r.value[:1] for r in s2.read("t", 0, 0)] == [b"a", b"b", b"c"]
+
+
+def test_message_larger_than_a_file_is_refused(open_cl):
+    s = open_cl()
+    s.create_topic("t")
+    with pytest.raises(mqstore.RecordTooLargeError, match="mapped_file_size"):
+        s.append("t", b"x" * 4096, partition=0)
+    assert s.end_offset("t", 0) == 0
+    s.append("t", b"x" * (4096 - 8 - _sizes(0)), partition=0)  # exactly the largest
+    assert s.end_offset("t", 0) == 1
+
+
+# ----- rebuilding the ConsumeQueues -----
+def _snapshot_cq(store_path):
+    out = {}
+    root = os.path.join(store_path, "consumequeue")
+    for dirpath, _d, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = open(p, "rb").read()
+    return out
+
+
+@pytest.mark.parametrize("path_taken", ["normal", "abnormal"])
+def test_rebuilt_consume_queues_are_byte_identical(open_cl, store_path, path_taken):
+    s = open_cl(hash_slots=16)
+    s.create_topic("a", partitions=3)
+    s.create_topic("b", partitions=2)
+    for i in range(120):
+        s.append("a" if i % 3 else "b", b"v%d" % i * (i % 7 + 1), key=b"k%d" % (i % 11),
+                 tag=[None, "x", "中文", "😀"][i % 4])
+    s.close()
+    before = _snapshot_cq(store_path)
+    assert len(before) > 5
+    shutil.rmtree(os.path.join(store_path, "consumequeue"))
+    if path_taken == "abnormal":
+        crash_marker(store_path)
+        with open(os.path.join(store_path, "checkpoint"), "r+b") as f:
+            f.write(bytes(24))
+    s = open_cl(hash_slots=16)
+    assert s.recovery["redispatched_messages"] == 120
+    s.close()
+    assert _snapshot_cq(store_path) == before
