@@ -23,7 +23,6 @@ SCAN_BLANK = 3  # commitlog: the end-of-file blank marker was reached (the file 
 SCAN_ZERO = 4  # commitlog: zero fill reached (preallocated space never written)
 
 # ----- argument checks shared with the C helper (mqstore.native does the same ones) -----
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -102,54 +101,58 @@ def murmur2(data: bytes) -> int:
 
 
 # ----- Kafka index floor searches -----
-_OFFSET_ENTRY = np.dtype([("relative_offset", ">i4"), ("position", ">i4")])
-_TIME_ENTRY = np.dtype([("timestamp", ">i8"), ("relative_offset", ">i4")])
 # Kafka's AbstractIndex keeps the last 8192 bytes of entries "warm": a lookup near the tail
 # (what consumers and appends do) only touches those pages.
 _WARM_BYTES = 8192
 
 
-def _index_floor(keys: np.ndarray, target: int, warm_entries: int) -> int:
+_OFFSET_KEY = struct.Struct(">i")  # relative offset, first field of an .index entry
+_TIME_KEY = struct.Struct(">q")  # timestamp, first field of a .timeindex entry
+
+
+def _upper_bound(mv: memoryview, key: struct.Struct, entry: int, lo: int, hi: int,
+                 target: int) -> int:
+    """First slot in [lo, hi) whose key > target: numpy's searchsorted(side="right")
+    bisection, step for step (same midpoints), reading only the entries it visits."""
+    unpack = key.unpack_from
+    while lo < hi:
+        mid = lo + ((hi - lo) >> 1)
+        if unpack(mv, mid * entry)[0] <= target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _index_floor(buf, n_entries: int, target: int, key: struct.Struct, entry: int) -> int:
     """Slot of the last key <= target, searching the warm tail section first.
 
-    Kafka's ``indexSlotRangeFor``: if the first warm entry is <= target the answer is in the
-    warm section, otherwise in the cold part before it. For non-decreasing keys this is
-    exactly ``searchsorted(keys, target, "right") - 1``; for damaged (unsorted) keys it is a
-    deterministic bisection of the two sections, which the C helper repeats step for step.
+    Kafka's ``indexSlotRangeFor``: the last 8192 bytes of entries are "warm"; if the first
+    warm entry is <= target the answer is in the warm section, otherwise in the cold part
+    before it. For non-decreasing keys this is exactly the floor entry (the last one <=
+    target); for damaged (unsorted) keys it is a deterministic bisection of the two
+    sections, which the C helper repeats step for step.
     """
-    n = len(keys)
-    first_hot = max(0, n - 1 - warm_entries)
-    if keys[first_hot] <= target:
-        return first_hot + int(np.searchsorted(keys[first_hot:], target, side="right")) - 1
-    return int(np.searchsorted(keys[:first_hot], target, side="right")) - 1
-
-
-def _entries(buf, n_entries: int, dtype: np.dtype) -> np.ndarray:
+    if n_entries <= 0:
+        return -1
     mv = _bytes_view(buf)
-    if n_entries * dtype.itemsize > len(mv):
+    if n_entries * entry > len(mv):
         raise BufferRangeError(
-            f"{n_entries} index entries of {dtype.itemsize} bytes do not fit in {len(mv)} bytes")
-    return np.frombuffer(mv, dtype=dtype, count=n_entries)
+            f"{n_entries} index entries of {entry} bytes do not fit in {len(mv)} bytes")
+    first_hot = max(0, n_entries - 1 - _WARM_BYTES // entry)
+    if key.unpack_from(mv, first_hot * entry)[0] <= target:
+        return _upper_bound(mv, key, entry, first_hot, n_entries, target) - 1
+    return _upper_bound(mv, key, entry, 0, first_hot, target) - 1
 
 
 def offset_index_floor(buf, n_entries: int, target: int) -> int:
     """Slot of the largest ``.index`` entry whose relative offset <= ``target``, or -1."""
-    if n_entries <= 0:
-        return -1
-    keys = _entries(buf, n_entries, _OFFSET_ENTRY)["relative_offset"]
-    if target < INT32_MIN:
-        return -1
-    return _index_floor(keys, min(target, INT32_MAX), _WARM_BYTES // 8)
+    return _index_floor(buf, n_entries, target, _OFFSET_KEY, 8)
 
 
 def time_index_floor(buf, n_entries: int, target: int) -> int:
     """Slot of the largest ``.timeindex`` entry whose timestamp <= ``target``, or -1."""
-    if n_entries <= 0:
-        return -1
-    keys = _entries(buf, n_entries, _TIME_ENTRY)["timestamp"]
-    if target < INT64_MIN:
-        return -1
-    return _index_floor(keys, min(target, INT64_MAX), _WARM_BYTES // 12)
+    return _index_floor(buf, n_entries, target, _TIME_KEY, 12)
 
 
 # ----- Kafka batch scans -----
