@@ -65,11 +65,17 @@ class AbstractIndex:
                 pass
 
     def _map(self) -> None:
+        """Map the file as it is now and swap the new map in before dropping the old one, so
+        a concurrent lookup always finds a buffer holding every valid entry."""
         assert self._fd is not None
-        self._unmap()
         size = os.fstat(self._fd).st_size
-        if size:
-            self._mm = mmap.mmap(self._fd, size)
+        old = self._mm
+        self._mm = mmap.mmap(self._fd, size) if size else None
+        if old is not None:
+            try:
+                old.close()
+            except BufferError:  # a reader thread still holds a view; freed when it lets go
+                pass
 
     def _valid_prefix(self, buf, n: int) -> int:
         if n <= 0:
@@ -150,7 +156,6 @@ class AbstractIndex:
             return
         if self._mm is not None:
             self._mm.flush()
-        self._unmap()
         os.ftruncate(self._fd, want)
         self._map()
 
@@ -160,7 +165,6 @@ class AbstractIndex:
         want = self.max_entries * self.entry_size
         if self._mm is not None and len(self._mm) >= want:
             return
-        self._unmap()
         os.ftruncate(self._fd, max(want, self.entries * self.entry_size))
         self._map()
 

@@ -37,11 +37,18 @@ class OffsetIndex(AbstractIndex):
         """``(offset, position)`` of the largest entry with offset <= target, or
         ``(base_offset, 0)`` when there is none (Kafka's ``OffsetIndex.lookup``)."""
         self.refresh()
-        slot = native.offset_index_floor(self.buffer(), self.entries, target_offset - self.base_offset)
-        if slot < 0:
-            return self.base_offset, 0
-        rel, pos = self.entry_at(slot)
-        return self.base_offset + rel, pos
+        for attempt in range(3):
+            try:
+                slot = native.offset_index_floor(self.buffer(), self.entries,
+                                                 target_offset - self.base_offset)
+                if slot < 0:
+                    return self.base_offset, 0
+                rel, pos = self.entry_at(slot)
+                return self.base_offset + rel, pos
+            except (ValueError, BufferError):  # the map was swapped by a roll: retry
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def last_offset(self) -> int:
         """The offset of the last entry (``base_offset`` when empty)."""

@@ -17,11 +17,18 @@ from dataclasses import dataclass
 
 from mqstore import errors
 from mqstore.engines.segments import format as fmt
-from mqstore.engines.segments.record_batch import BatchBody, batch_prefix, iter_records, read_header
+from mqstore.engines.segments.record_batch import (
+    BatchBody,
+    batch_prefix,
+    decode_records,
+    iter_records,
+    read_header,
+)
 from mqstore.engines.segments.segment import BatchWalk, LogSegment, filename_prefix
 from mqstore.storedir import fsync_dir
 
 _unpack_max_ts = fmt.MAX_TIMESTAMP.unpack_from
+_unpack_header = fmt.BATCH_HEADER.unpack_from
 
 
 @dataclass(frozen=True)
@@ -286,8 +293,9 @@ class PartitionLog:
                     return
                 yield s, bpos, size, base, last, chunk, off
 
-    def read(self, offset: int, max_records: int, max_bytes: int, tags) -> list:
-        """Decoded records from ``offset`` (see ``Store.read`` for the limits)."""
+    def read(self, offset: int, max_records: int, max_bytes: int, tags) -> list[tuple]:
+        """Records from ``offset`` as ``(offset, timestamp_ms, key, value, headers, tag)``
+        tuples (see ``Store.read`` for the limits)."""
         self.check_offset(offset)
         out: list = []
         if offset >= self.next_offset:
@@ -297,10 +305,10 @@ class PartitionLog:
             if last < offset:
                 continue
             batch = chunk[off:off + size]
-            for rec in iter_records(batch, read_header(batch)):
-                if rec.offset < offset or (tags is not None and rec.tag not in tags):
+            for rec in decode_records(batch, _unpack_header(batch, 0)):
+                if rec[0] < offset or (tags is not None and rec[5] not in tags):
                     continue
-                vlen = len(rec.value)
+                vlen = len(rec[3])
                 if out and total + vlen > max_bytes:
                     return out
                 out.append(rec)

@@ -74,6 +74,10 @@ def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
 _NULL = encode_varint(-1)
 _ZERO = encode_varint(0)
 _ATTR0 = b"\x00"
+#: attributes 0, timestampDelta 0, offsetDelta 0, keyLength -1 (null key)
+_SIMPLE_PREFIX = b"\x00\x00\x00\x01"
+#: attributes 0, timestampDelta 0
+_TS0 = b"\x00\x00"
 _TAG_HEADER_KEY = encode_varint(len(fmt.TAG_HEADER_BYTES)) + fmt.TAG_HEADER_BYTES
 _pack_crc_header = fmt.BATCH_CRC_HEADER.pack
 _pack_prefix = fmt.BATCH_PREFIX.pack
@@ -153,11 +157,7 @@ class BatchBody(NamedTuple):
     crc: int
     count: int
     max_timestamp: int
-
-    @property
-    def size(self) -> int:
-        """Total size of the finished batch (header prefix included)."""
-        return len(self.body) + fmt.CRC_START
+    size: int  # total size of the finished batch (header prefix included)
 
 
 def encode_messages(
@@ -174,15 +174,35 @@ def encode_messages(
         recs.append(_mq_record(i, ts - base_ts, key, value, headers, tag))
     n = len(messages)
     body = _pack_crc_header(0, n - 1, base_ts, max_ts, -1, -1, -1, n) + b"".join(recs)
-    return BatchBody(body, _crc32c(body), n, max_ts)
+    return BatchBody(body, _crc32c(body), n, max_ts, len(body) + fmt.CRC_START)
+
+
+def encode_values(values: Sequence[bytes], ts: int) -> BatchBody:
+    """The body of a batch of plain values (no key, headers or tag) sharing one timestamp:
+    the ``append_batch`` fast path. Same bytes as :func:`encode_messages` would write."""
+    ev = encode_varint
+    recs = []
+    append = recs.append
+    for i, value in enumerate(values):
+        rest = b"".join((_TS0, ev(i), _NULL, ev(len(value)), value, _ZERO))
+        append(ev(len(rest)))
+        append(rest)
+    n = len(values)
+    body = _pack_crc_header(0, n - 1, ts, ts, -1, -1, -1, n) + b"".join(recs)
+    return BatchBody(body, _crc32c(body), n, ts, len(body) + fmt.CRC_START)
 
 
 def encode_one(ts: int, key: bytes | None, value: bytes, headers: Mapping[str, bytes] | None,
                tag: str | None) -> BatchBody:
     """The body of a one-record batch (the single-append fast path)."""
-    rec = _mq_record(0, 0, key, value, headers, tag)
+    if key is None and not headers and tag is None:  # value only: no parts list
+        vl = len(value)
+        rest = _SIMPLE_PREFIX + encode_varint(vl) + value + _ZERO
+        rec = encode_varint(len(rest)) + rest
+    else:
+        rec = _mq_record(0, 0, key, value, headers, tag)
     body = _pack_crc_header(0, 0, ts, ts, -1, -1, -1, 1) + rec
-    return BatchBody(body, _crc32c(body), 1, ts)
+    return BatchBody(body, _crc32c(body), 1, ts, len(body) + fmt.CRC_START)
 
 
 def batch_prefix(base_offset: int, body: BatchBody,
@@ -314,59 +334,112 @@ def iter_records(batch: bytes, header: BatchHeader | None = None) -> Iterator[De
     if not isinstance(batch, bytes):
         batch = bytes(batch)
     h = header or read_header(batch)
-    if h.attributes & fmt.CONTROL_FLAG_MASK:
-        return
+    for t in decode_records(batch, h):
+        yield DecodedRecord._make(t)
+
+
+def decode_records(batch: bytes, h: tuple) -> list[tuple]:
+    """The read path's decoder: ``(offset, timestamp_ms, key, value, headers, tag)`` tuples
+    for one whole batch given as ``bytes`` and its unpacked header (``format.BATCH_HEADER``
+    field order). Single-byte varints, the common case, are decoded inline."""
+    attributes = h[5]
+    if attributes & fmt.CONTROL_FLAG_MASK:
+        return []
     data = batch
     pos = fmt.RECORD_BATCH_OVERHEAD
-    end = h.batch_length + fmt.LOG_OVERHEAD
-    if h.attributes & fmt.COMPRESSION_CODEC_MASK:
-        data = _decompress(h.attributes & fmt.COMPRESSION_CODEC_MASK, bytes(batch[pos:end]))
+    end = h[1] + fmt.LOG_OVERHEAD
+    if attributes & fmt.COMPRESSION_CODEC_MASK:
+        data = _decompress(attributes & fmt.COMPRESSION_CODEC_MASK, bytes(batch[pos:end]))
         pos, end = 0, len(data)
-    log_append_time = bool(h.attributes & fmt.TIMESTAMP_TYPE_MASK)
-    base_offset = h.base_offset
-    base_ts = h.base_timestamp
+    log_append_time = bool(attributes & fmt.TIMESTAMP_TYPE_MASK)
+    base_offset = h[0]
+    base_ts = h[7]
+    max_ts = h[8]
     dv = decode_varint
     tag_name = fmt.TAG_HEADER
+    out = []
+    append = out.append
     try:
-        for _ in range(h.records_count):
-            length, pos = dv(data, pos)
-            rec_end = pos + length
-            pos += 1  # attributes
-            ts_delta, pos = dv(data, pos)
-            off_delta, pos = dv(data, pos)
-            klen, pos = dv(data, pos)
-            if klen < 0:
-                key = None
+        for _ in range(h[12]):
+            b = data[pos]
+            if b < 0x80:
+                rec_end = pos + 1 + ((b >> 1) ^ -(b & 1))
+                pos += 2  # length byte, attributes
+            elif data[pos + 1] < 0x80:
+                z = (b & 0x7F) | (data[pos + 1] << 7)
+                rec_end = pos + 2 + ((z >> 1) ^ -(z & 1))
+                pos += 3
             else:
+                length, pos = dv(data, pos)
+                rec_end = pos + length
+                pos += 1
+            b = data[pos]
+            if b < 0x80:
+                ts_delta = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                ts_delta, pos = dv(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                off_delta = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                off_delta, pos = dv(data, pos)
+            b = data[pos]
+            if b == 1:
+                key = None
+                pos += 1
+            else:
+                if b < 0x80:
+                    klen = (b >> 1) ^ -(b & 1)
+                    pos += 1
+                else:
+                    klen, pos = dv(data, pos)
+                if klen < 0:
+                    raise ValueError(f"key length {klen}")
                 key = data[pos:pos + klen]
                 pos += klen
-            vlen, pos = dv(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                vlen = (b >> 1) ^ -(b & 1)
+                pos += 1
+            elif data[pos + 1] < 0x80:
+                z = (b & 0x7F) | (data[pos + 1] << 7)
+                vlen = (z >> 1) ^ -(z & 1)
+                pos += 2
+            else:
+                vlen, pos = dv(data, pos)
             if vlen < 0:
                 value = b""
             else:
                 value = data[pos:pos + vlen]
                 pos += vlen
-            nh, pos = dv(data, pos)
+            nh = data[pos]
             headers: dict[str, bytes] = {}
             tag = None
-            for _h in range(nh):
-                hkl, pos = dv(data, pos)
-                hk = data[pos:pos + hkl].decode("utf-8")
-                pos += hkl
-                hvl, pos = dv(data, pos)
-                if hvl < 0:
-                    hv = b""
-                else:
-                    hv = data[pos:pos + hvl]
-                    pos += hvl
-                if hk == tag_name:
-                    tag = hv.decode("utf-8")
-                else:
-                    headers[hk] = hv
+            if nh == 0:
+                pos += 1
+            else:
+                nh, pos = dv(data, pos)
+                for _h in range(nh):
+                    hkl, pos = dv(data, pos)
+                    hk = data[pos:pos + hkl].decode("utf-8")
+                    pos += hkl
+                    hvl, pos = dv(data, pos)
+                    if hvl < 0:
+                        hv = b""
+                    else:
+                        hv = data[pos:pos + hvl]
+                        pos += hvl
+                    if hk == tag_name:
+                        tag = hv.decode("utf-8")
+                    else:
+                        headers[hk] = hv
             if pos != rec_end or pos > end:
-                raise ValueError(f"record length {length} does not match its fields")
-            ts = h.max_timestamp if log_append_time else base_ts + ts_delta
-            yield DecodedRecord(base_offset + off_delta, ts, key, value, headers, tag)
+                raise ValueError(f"record length does not match its fields at {pos}")
+            append((base_offset + off_delta, max_ts if log_append_time else base_ts + ts_delta,
+                    key, value, headers, tag))
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
         raise errors.CorruptRecordError(
             f"batch at offset {base_offset} has malformed records: {exc}") from None
+    return out

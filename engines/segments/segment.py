@@ -242,7 +242,12 @@ class LogSegment:
             raise
         self.size = self.file_size = pos + size
         self.next_offset = last_offset + 1
-        self._index_batch(pos, last_offset, max_timestamp)
+        if max_timestamp > self.max_timestamp_so_far:
+            self.max_timestamp_so_far = max_timestamp
+            self.offset_of_max_timestamp = last_offset
+        if pos - self._last_indexed_pos > self.index_interval_bytes or \
+                self.rolling_based_timestamp is None:
+            self._index_batch(pos, last_offset, max_timestamp)
 
     def should_roll(self, batch_size: int, max_timestamp: int, last_offset: int,
                     segment_bytes: int, segment_ms: int) -> bool:
@@ -250,12 +255,13 @@ class LogSegment:
         longer fits a relative int32."""
         if self.size == 0:
             return False
+        oi, ti = self.offset_index, self.time_index
         return (
             self.size + batch_size > segment_bytes
             or (self.rolling_based_timestamp is not None
                 and max_timestamp - self.rolling_based_timestamp > segment_ms)
-            or self.offset_index.is_full
-            or self.time_index.is_full
+            or oi.entries >= oi.max_entries
+            or ti.entries >= ti.max_entries - 1  # the time index keeps a slot for the final entry
             or last_offset - self.base_offset > fmt.MAX_RELATIVE_OFFSET
         )
 

@@ -50,7 +50,7 @@ from mqstore.engines.segments.checkpoint import (
     write_clean_shutdown,
 )
 from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
-from mqstore.engines.segments.record_batch import encode_messages, encode_one
+from mqstore.engines.segments.record_batch import encode_messages, encode_one, encode_values
 from mqstore.partitioner import partition_for_key
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
@@ -326,6 +326,10 @@ class SegmentsStore(Store):
         """One RecordBatch per partition group; all groups are encoded and size-checked
         before anything is written."""
         logs = self._writable_logs(topic)
+        if not isinstance(messages, (list, tuple)):
+            messages = list(messages)
+        if messages and all(type(m) is bytes for m in messages):
+            return self._append_values(topic, logs, messages, partition)
         groups = self._group_by_partition(topic, messages, partition, len(logs))
         encoded = []
         total = 0
@@ -360,6 +364,31 @@ class SegmentsStore(Store):
             gc.wait_durable(ticket)
         return out  # type: ignore[return-value]
 
+    def _append_values(self, topic: str, logs: list[PartitionLog], values: list[bytes],
+                       partition: int | None) -> list[RecordMetadata]:
+        """``append_batch`` of plain ``bytes`` values: one partition (explicit, else one
+        round-robin choice, as the generic path does for unkeyed messages), one batch."""
+        count = len(logs)
+        if partition is not None:
+            p = self._check_partition(topic, partition, count)
+        else:
+            p = self._next_round_robin(topic, count) if count > 1 else 0
+        ts = now_ms()
+        body = encode_values(values, ts)
+        if body.size > self._max_message_bytes:
+            raise errors.RecordTooLargeError(
+                f"batch of {body.size} bytes exceeds max_message_bytes={self._max_message_bytes}")
+        log = logs[p]
+        gc = self._gc
+        with log.lock:
+            if self._closed:
+                raise errors.StoreClosedError(f"store at {self.path} is closed")
+            base = log.append(body)
+            ticket = gc.written() if gc is not None else 0
+        if gc is not None:
+            gc.wait_durable(ticket)
+        return [RecordMetadata(topic, p, base + j, ts) for j in range(len(values))]
+
     # ----- reads -----
     def read(self, topic: str, partition: int, offset: int, *,
              max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -369,9 +398,8 @@ class SegmentsStore(Store):
             log.check_offset(offset)
             return []
         wanted = None if tags is None else frozenset(tags)
-        recs = log.read(offset, max_records, max_bytes, wanted)
-        return [Record(topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers,
-                       r.tag) for r in recs]
+        return [Record(topic, partition, *r) for r in log.read(offset, max_records, max_bytes,
+                                                                wanted)]
 
     def start_offset(self, topic: str, partition: int) -> int:
         return self._log(topic, partition).log_start_offset
@@ -435,13 +463,13 @@ class SegmentsStore(Store):
             recs = log.read(pos, 10_000, 64 * MiB, None)
             if not recs:
                 break
-            for r in recs:
+            for off, _ts, key, value, _h, _t in recs:
                 try:
-                    group, topic, part = r.key.decode("utf-8").rsplit("/", 2)
-                    self._committed[(group, topic, int(part))] = int(r.value)
+                    group, topic, part = key.decode("utf-8").rsplit("/", 2)
+                    self._committed[(group, topic, int(part))] = int(value)
                 except (AttributeError, ValueError):
                     continue  # not ours: ignore
-            pos = recs[-1].offset + 1
+            pos = recs[-1][0] + 1
         self._offsets_read_to = pos
 
     def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:

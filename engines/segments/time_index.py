@@ -48,11 +48,17 @@ class TimeIndex(AbstractIndex):
         """``(timestamp, offset)`` of the largest entry with timestamp < ``timestamp``: every
         record at or before that offset is older than ``timestamp``. None if there is none."""
         self.refresh()
-        slot = native.time_index_floor(self.buffer(), self.entries, timestamp - 1)
-        if slot < 0:
-            return None
-        ts, rel = self.entry_at(slot)
-        return ts, self.base_offset + rel
+        for attempt in range(3):
+            try:
+                slot = native.time_index_floor(self.buffer(), self.entries, timestamp - 1)
+                if slot < 0:
+                    return None
+                ts, rel = self.entry_at(slot)
+                return ts, self.base_offset + rel
+            except (ValueError, BufferError):  # the map was swapped by a roll: retry
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def sanity_problem(self, last_offset: int) -> str | None:
         """Why this index cannot be trusted for a segment ending at ``last_offset``, or None."""

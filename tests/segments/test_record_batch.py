@@ -16,6 +16,7 @@ from mqstore.engines.segments.record_batch import (
     encode_batch,
     encode_messages,
     encode_one,
+    encode_values,
     encode_record,
     encode_varint,
     iter_records,
@@ -126,6 +127,13 @@ def test_encode_one_equals_general_encoder():
     one = encode_one(77, b"k", b"v", {"x": b"y"}, "tg")
     many = encode_messages([(77, b"k", b"v", {"x": b"y"}, "tg")])
     assert one == many
+    assert encode_one(5, None, b"v" * 200, None, None) == \
+        encode_messages([(5, None, b"v" * 200, None, None)])
+
+
+def test_encode_values_equals_general_encoder():
+    vals = [b"", b"a", b"b" * 70, b"c" * 20000] + [b"d"] * 200
+    assert encode_values(vals, 99) == encode_messages([(99, None, v, None, None) for v in vals])
 
 
 @settings(max_examples=200, deadline=None)
