@@ -88,6 +88,13 @@ def open(  # noqa: A001 - the public name the contract gives
     cfg = load_config(path, engine, config=config, **options)
     cls = registry.load(cfg.engine)
     path = os.fspath(path)
+    found = registry.detect(path)
+    if found is not None and found != cfg.engine:
+        # refuse before the engine creates anything (a lock file, a manifest) in the directory
+        raise EngineMismatchError(
+            f"{path} holds a {found!r} store; it cannot be opened with engine {cfg.engine!r} "
+            f"(open it with engine={found!r}, or without naming an engine)"
+        )
     if cfg.read_only:
         if not os.path.isdir(path):
             raise ConfigError(f"read_only: no store at {path}")
