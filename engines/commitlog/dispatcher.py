@@ -150,10 +150,12 @@ class Dispatcher:
         index = self.index
         n = 0
         last_ts = 0
+        blank = False
         while pos + 8 <= limit:
             size, magic = size_magic(mm, pos)
             if magic == fmt.BLANK_MAGIC:
-                return n, pos, True
+                blank = True
+                break
             if magic != fmt.MESSAGE_MAGIC_V1 or size < fmt.MSG_FIXED_OVERHEAD or \
                     pos + size > limit:
                 break
@@ -177,7 +179,7 @@ class Dispatcher:
         if n:
             self.last_dispatched_timestamp = last_ts
             self.dispatched_messages += n
-        return n, pos, False
+        return n, pos, blank
 
     def _tag_hash(self, tag: str) -> int:
         h = self._tag_hashes.get(tag)

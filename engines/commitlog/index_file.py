@@ -247,8 +247,13 @@ class IndexService:
         for name in sorted(os.listdir(self.dir)):
             if len(name) != 17 or not name.isdigit():
                 continue
-            self.files.append(IndexFile(os.path.join(self.dir, name), self.hash_slots,
-                                        self.index_entries, read_only=self.read_only))
+            path = os.path.join(self.dir, name)
+            if os.path.getsize(path) == 0:  # a crash between create and ftruncate
+                if not self.read_only:
+                    os.unlink(path)
+                continue
+            self.files.append(IndexFile(path, self.hash_slots, self.index_entries,
+                                        read_only=self.read_only))
         self._update_indexed_end()
 
     def _update_indexed_end(self) -> None:
