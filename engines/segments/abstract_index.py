@@ -42,6 +42,7 @@ class AbstractIndex:
         self._cache = b""
         self._fd: int | None = None
         self.entries = 0
+        self.sealed = False  # read-only mode: the writer no longer appends to this file
         if writable:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             size = os.fstat(self._fd).st_size
@@ -98,7 +99,7 @@ class AbstractIndex:
 
     def refresh(self) -> None:
         """Read-only mode: pick up entries appended by the writer since the last call."""
-        if self.writable:
+        if self.writable or self.sealed:
             return
         try:
             fd = os.open(self.path, os.O_RDONLY)
@@ -118,6 +119,11 @@ class AbstractIndex:
             self.entries += good
             if good == n and len(chunk) == 64 * 1024:
                 self.refresh()
+
+    def seal(self) -> None:
+        """Read-only mode: the segment rolled; read its last entries once and stop polling."""
+        self.refresh()
+        self.sealed = True
 
     # ----- entries -----
     def entry_at(self, slot: int) -> tuple[int, int]:

@@ -134,6 +134,9 @@ class PartitionLog:
         else:
             for s in segs:
                 s.load()
+            for s in segs[:-1]:
+                s.offset_index.seal()
+                s.time_index.seal()
         self._set_segments(segs)
         self.next_offset = segs[-1].next_offset
         self.log_start_offset = min(max(log_start_offset, segs[0].base_offset), self.next_offset)
@@ -197,6 +200,8 @@ class PartitionLog:
                 continue
             new = self._open_segment(active.next_offset)
             new.load()
+            active.offset_index.seal()
+            active.time_index.seal()
             self._set_segments(self.segments + [new])
             active = new
             self.next_offset = new.next_offset

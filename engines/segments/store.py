@@ -486,6 +486,8 @@ class SegmentsStore(Store):
                           str(offset).encode("ascii"), None, None)
         gc = self._gc
         with log.lock:
+            if self._closed:
+                raise errors.StoreClosedError(f"store at {self.path} is closed")
             log.append(body)
             self._committed[(group, topic, partition)] = offset
             ticket = gc.written() if gc is not None else 0
@@ -585,6 +587,7 @@ class SegmentsStore(Store):
         with self._store_lock:
             if self._closed:
                 return
+            self._closed = True  # appends check it under their partition lock: none start now
             if self._flusher is not None:
                 self._flusher.stop()
             try:
