@@ -42,6 +42,25 @@ class LogConfig:
     retention_ms: int
     retention_bytes: int
 
+    @classmethod
+    def from_options(cls, o) -> "LogConfig":
+        """Check the engine options' ranges (ConfigError naming the option)."""
+        checks = [
+            ("segment_bytes", fmt.RECORD_BATCH_OVERHEAD, fmt.MAX_SEGMENT_POSITION),
+            ("segment_ms", 1, None),
+            ("index_interval_bytes", 0, None),
+            ("segment_index_bytes", 2 * fmt.TIME_INDEX_ENTRY_SIZE, 2**31 - 1),
+            ("retention_ms", -1, None),
+            ("retention_bytes", -1, None),
+        ]
+        for name, lo, hi in checks:
+            v = o[name]
+            if v < lo or (hi is not None and v > hi):
+                raise errors.ConfigError(
+                    f"{name}={v} is out of range (minimum {lo}" + (f", maximum {hi})" if hi else ")"))
+        return cls(o["segment_bytes"], o["segment_ms"], o["index_interval_bytes"],
+                   o["segment_index_bytes"], o["retention_ms"], o["retention_bytes"])
+
 
 def parse_log_dir_name(name: str) -> tuple[str, int] | None:
     """``"orders-3"`` -> ``("orders", 3)``: the partition follows the **last** ``-``."""

@@ -300,9 +300,11 @@ class LogSegment:
 
     def largest_timestamp(self) -> int:
         """The largest record timestamp in the segment (-1 if it holds none)."""
-        if self.max_timestamp_so_far < 0 and self.size:
-            saved, self.size = self.size, 0
-            self.advance(saved)
+        if self.max_timestamp_so_far < 0 and self.size:  # e.g. loaded without a time index
+            for _pos, _size, _base, last, chunk, off in BatchWalk(self.fd, 0, self.size):
+                ts = _unpack_max_ts(chunk, off + fmt.MAX_TIMESTAMP_POS)[0]
+                if ts > self.max_timestamp_so_far:
+                    self.max_timestamp_so_far, self.offset_of_max_timestamp = ts, last
         return self.max_timestamp_so_far
 
     def find_offset_by_timestamp(self, timestamp: int, start_offset: int) -> int | None:

@@ -49,6 +49,7 @@ from mqstore.engines.segments.checkpoint import (
     write_checkpoint,
     write_clean_shutdown,
 )
+from mqstore.engines.segments.offsets_topic import encode_commit, replay_commits
 from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
 from mqstore.engines.segments.record_batch import encode_messages, encode_one, encode_values
 from mqstore.partitioner import partition_for_key
@@ -99,7 +100,7 @@ class SegmentsStore(Store):
             self._dirlock = DirectoryLock(self.path, fmt.LOCK_FILE)
         try:
             self.config = check_manifest(self.path, config, self.SHAPE_OPTIONS)
-            self._log_config = self._make_log_config(self.config)
+            self._log_config = LogConfig.from_options(self.config.options)
             self._max_message_bytes = self.config.max_message_bytes
             self._open_logs()
             self._load_committed()
@@ -114,25 +115,6 @@ class SegmentsStore(Store):
             raise
 
     # ----- opening -----
-    @staticmethod
-    def _make_log_config(config: StoreConfig) -> LogConfig:
-        o = config.options
-        checks = [
-            ("segment_bytes", fmt.RECORD_BATCH_OVERHEAD, fmt.MAX_SEGMENT_POSITION),
-            ("segment_ms", 1, None),
-            ("index_interval_bytes", 0, None),
-            ("segment_index_bytes", 2 * fmt.TIME_INDEX_ENTRY_SIZE, 2**31 - 1),
-            ("retention_ms", -1, None),
-            ("retention_bytes", -1, None),
-        ]
-        for name, lo, hi in checks:
-            v = o[name]
-            if v < lo or (hi is not None and v > hi):
-                raise errors.ConfigError(
-                    f"{name}={v} is out of range (minimum {lo}" + (f", maximum {hi})" if hi else ")"))
-        return LogConfig(o["segment_bytes"], o["segment_ms"], o["index_interval_bytes"],
-                         o["segment_index_bytes"], o["retention_ms"], o["retention_bytes"])
-
     def _discover(self) -> dict[str, int]:
         """Topic -> partition count, from the ``<topic>-<n>`` directories."""
         found: dict[str, int] = {}
@@ -458,19 +440,7 @@ class SegmentsStore(Store):
         if log is None:
             return
         log.refresh()
-        pos = max(self._offsets_read_to, log.log_start_offset)
-        while pos < log.next_offset:
-            recs = log.read(pos, 10_000, 64 * MiB, None)
-            if not recs:
-                break
-            for off, _ts, key, value, _h, _t in recs:
-                try:
-                    group, topic, part = key.decode("utf-8").rsplit("/", 2)
-                    self._committed[(group, topic, int(part))] = int(value)
-                except (AttributeError, ValueError):
-                    continue  # not ours: ignore
-            pos = recs[-1][0] + 1
-        self._offsets_read_to = pos
+        self._offsets_read_to = replay_commits(log, self._offsets_read_to, self._committed)
 
     def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
         self._check_writable()
@@ -482,8 +452,7 @@ class SegmentsStore(Store):
             raise errors.InvalidRecordError(f"offset must be a non-negative int: {offset!r}")
         log = self._offsets_log(create=True)
         assert log is not None
-        body = encode_one(now_ms(), f"{group}/{topic}/{partition}".encode("utf-8"),
-                          str(offset).encode("ascii"), None, None)
+        body = encode_commit(group, topic, partition, offset)
         gc = self._gc
         with log.lock:
             if self._closed:
