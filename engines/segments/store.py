@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -55,6 +56,8 @@ from mqstore.engines.segments.record_batch import encode_messages, encode_one, e
 from mqstore.partitioner import partition_for_key
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
+_INTERNAL = fmt.CONSUMER_OFFSETS_TOPIC
+_time_ns = time.time_ns
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -271,10 +274,12 @@ class SegmentsStore(Store):
                headers: Mapping[str, bytes] | None = None,
                tag: str | None = None) -> RecordMetadata:
         """Append one record as a one-record batch (see :meth:`Store.append`)."""
-        logs = self._writable_logs(topic)
+        logs = self._topics.get(topic)
+        if logs is None or self._closed or self._read_only or topic == _INTERNAL:
+            logs = self._writable_logs(topic)
         if (type(value) is bytes and key is None and headers is None and tag is None
                 and (timestamp_ms is None or (type(timestamp_ms) is int and timestamp_ms >= 0))):
-            ts = now_ms() if timestamp_ms is None else timestamp_ms
+            ts = _time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
         else:
             msg = normalize_message(Message(value, key, timestamp_ms, headers, tag),
                                     now_ms() if timestamp_ms is None else 0)
@@ -283,7 +288,10 @@ class SegmentsStore(Store):
                 raise errors.InvalidRecordError(f"header name {fmt.TAG_HEADER!r} is reserved for tag=")
         count = len(logs)
         if partition is not None:
-            p = self._check_partition(topic, partition, count)
+            if type(partition) is int and 0 <= partition < count:
+                p = partition
+            else:
+                p = self._check_partition(topic, partition, count)
         elif key is not None:
             p = partition_for_key(key, count)
         else:
