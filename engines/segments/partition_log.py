@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import select
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -403,7 +404,11 @@ class PartitionLog:
             next_offset = last + 1
         sent = 0
         while sent < total:
-            n = os.sendfile(out_fd, seg.fd, pos + sent, total - sent)
+            try:
+                n = os.sendfile(out_fd, seg.fd, pos + sent, total - sent)
+            except BlockingIOError:  # a non-blocking socket: wait until it can take more
+                select.select([], [out_fd], [])
+                continue
             if n == 0:
                 raise BrokenPipeError("socket closed during transfer_to")
             sent += n

@@ -60,6 +60,25 @@ def test_transfer_sends_the_bytes_on_disk(open_segments):
     assert sent <= 200 or len(batches) == 1
 
 
+def test_transfer_to_a_non_blocking_socket(open_segments):
+    s = open_segments(segment_bytes=1 << 22)
+    s.create_topic("t")
+    for i in range(40):
+        s.append_batch("t", [b"%03d" % i * 2000] * 10, partition=0)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(b"".join(iter(lambda: b.recv(1 << 16), b""))))
+    reader.start()
+    try:
+        sent, nxt = s.transfer_to(a, "t", 0, 0, 1 << 30)
+    finally:
+        a.close()
+        reader.join(10)
+        b.close()
+    assert nxt == 400 and sent == len(got[0]) > 400 * 6000
+
+
 def test_transfer_first_batch_even_if_larger_than_max_bytes(open_segments):
     s = open_segments()
     s.create_topic("t")
