@@ -212,6 +212,39 @@ class ConsumeQueue:
             self.max_phys_end = phys_offset + size
         return True
 
+    def put_many(self, units: list[tuple[int, int, int, int]]) -> None:
+        """:meth:`put` for a run of (queue offset, commitlog offset, size, tag hash) in
+        queue order, written with one copy per file when they continue the queue."""
+        i = 0
+        while i < len(units) and units[i][0] < self.max_units:
+            i += 1
+        if i == len(units):
+            return
+        q0 = units[i][0]
+        if not self.files or q0 != self.max_units or units[-1][0] != q0 + len(units) - i - 1:
+            for u in units[i:]:
+                self.put(*u)
+            return
+        pack = fmt.CQ_UNIT.pack
+        data = b"".join([pack(phys, size, tag) for _q, phys, size, tag in units[i:]])
+        with self._lock:
+            upf = self.units_per_file
+            q = q0
+            off = 0
+            while off < len(data):
+                rel = q % upf
+                k = min(upf - rel, (len(data) - off) // fmt.CQ_UNIT_SIZE)
+                idx = (q - self.first_unit) // upf
+                while idx >= len(self.files):
+                    self._new_file(self.first_unit + len(self.files) * upf)
+                self.files[idx].write_at(rel * fmt.CQ_UNIT_SIZE,
+                                         data[off:off + k * fmt.CQ_UNIT_SIZE])
+                q += k
+                off += k * fmt.CQ_UNIT_SIZE
+            last = units[-1]
+            self.max_units = q
+            self.max_phys_end = last[1] + last[2]
+
     def _write_unit(self, q: int, unit: bytes) -> None:
         idx = (q - self.first_unit) // self.units_per_file
         while idx >= len(self.files):

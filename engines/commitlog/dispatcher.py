@@ -34,9 +34,10 @@ class Dispatcher:
 
     def __init__(self, commitlog: CommitLog, consume_queue: Callable[[str, int], ConsumeQueue],
                  index: IndexService | None, confirm_offset: Callable[[], int], *,
-                 mode: str = "async"):
+                 mode: str = "async", queues: dict | None = None):
         self.commitlog = commitlog
         self.consume_queue = consume_queue
+        self.queues = queues if queues is not None else {}
         self.index = index
         self.confirm_offset = confirm_offset
         self.mode = mode
@@ -146,11 +147,13 @@ class Dispatcher:
     def _dispatch_block(self, mm, pos: int, limit: int) -> tuple[int, int, bool]:
         unpack_head = _HEADER.unpack_from
         size_magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from
-        topic_props = msgcodec.topic_and_properties
+        fields = msgcodec.dispatch_fields
+        queues = self.queues
         index = self.index
         n = 0
         last_ts = 0
         blank = False
+        pending: dict[tuple[str, int], list] = {}
         while pos + 8 <= limit:
             size, magic = size_magic(mm, pos)
             if magic == fmt.BLANK_MAGIC:
@@ -161,21 +164,28 @@ class Dispatcher:
                 break
             head = unpack_head(mm, pos)
             queue_id, queue_offset, phys, store_ts = head[3], head[5], head[6], head[10]
-            topic, props = topic_props(mm, pos)
-            tag = props.tag
+            topic, tag, keys_text, uniq = fields(mm, pos)
             tag_hash = 0 if tag is None else self._tag_hash(tag)
-            self.consume_queue(topic, queue_id).put(queue_offset, phys, size, tag_hash)
+            units = pending.get((topic, queue_id))
+            if units is None:
+                units = pending[(topic, queue_id)] = []
+            units.append((queue_offset, phys, size, tag_hash))
             if index is not None:
                 keys = []
-                if props.keys_text is not None:
-                    keys.append(props.keys_text)
-                if props.uniq_key:
-                    keys.append(props.uniq_key)
+                if keys_text is not None:
+                    keys.append(keys_text)
+                if uniq:
+                    keys.append(uniq)
                 if keys:
                     index.build_index(topic, phys, store_ts, keys)
             last_ts = store_ts
             n += 1
             pos += size
+        for key, units in pending.items():
+            cq = queues.get(key)
+            if cq is None:
+                cq = self.consume_queue(*key)
+            cq.put_many(units)
         if n:
             self.last_dispatched_timestamp = last_ts
             self.dispatched_messages += n

@@ -98,8 +98,11 @@ class IndexFile:
         """Keys stored (indexCount - 1)."""
         return self.index_count - 1
 
-    def put_key(self, key: str, phy_offset: int, store_timestamp: int) -> bool:
-        """Add ``key`` for the message at ``phy_offset``; False if the file is full."""
+    def put_key(self, key: str, phy_offset: int, store_timestamp: int, *,
+                header: bool = True) -> bool:
+        """Add ``key`` for the message at ``phy_offset``; False if the file is full. With
+        ``header=False`` the caller writes the header (:meth:`write_header`) afterwards;
+        until then readers do not see the entry."""
         if self.is_full:
             return False
         h = key_hash(key)
@@ -122,9 +125,14 @@ class IndexFile:
         self.index_count = n + 1
         self.end_phy_offset = phy_offset
         self.end_timestamp = store_timestamp
-        self._write_header()
+        if header:
+            self._write_header()
         self.dirty = True
         return True
+
+    def write_header(self) -> None:
+        """Publish the header fields (after ``put_key(..., header=False)``)."""
+        self._write_header()
 
     def time_matched(self, begin: int, end: int) -> bool:
         """True if this file's [beginTimestamp, endTimestamp] overlaps [begin, end]."""
@@ -269,12 +277,14 @@ class IndexService:
         if phy_offset <= self.indexed_end:
             return
         with self._lock:
+            f = self._writable_file(store_timestamp)
             for k in keys:
                 full = topic + fmt.INDEX_KEY_SEPARATOR + k
-                f = self._writable_file(store_timestamp)
-                if not f.put_key(full, phy_offset, store_timestamp):
+                if not f.put_key(full, phy_offset, store_timestamp, header=False):
+                    f.write_header()
                     f = self._roll(store_timestamp)
-                    f.put_key(full, phy_offset, store_timestamp)
+                    f.put_key(full, phy_offset, store_timestamp, header=False)
+            f.write_header()
             self.indexed_end = phy_offset
 
     def _writable_file(self, now: int) -> IndexFile:

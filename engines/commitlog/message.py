@@ -33,7 +33,9 @@ from . import format as fmt
 _SPECIAL = (fmt.NAME_VALUE_SEPARATOR, fmt.PROPERTY_SEPARATOR, fmt.ESCAPE)
 _RESERVED_NAMES = frozenset((fmt.PROPERTY_TAGS, fmt.PROPERTY_KEYS, fmt.PROPERTY_UNIQ_KEY))
 _HEADER = fmt.MSG_HEADER
-_ZERO8 = b"\x00" * 8
+_BODY_LENGTH_PACK = fmt.BODY_LENGTH.pack
+_TOPIC_LENGTH_PACK = fmt.TOPIC_LENGTH.pack
+_PROPERTIES_LENGTH_PACK = fmt.PROPERTIES_LENGTH.pack
 
 
 def _has_special(s: str) -> bool:
@@ -147,7 +149,7 @@ def body_crc(body: bytes | memoryview) -> int:
 
 
 def encode(topic: bytes, queue_id: int, born_timestamp: int, body: bytes,
-           properties: bytes) -> bytearray:
+           properties: bytes) -> bytes:
     """A whole V1 message with QUEUEOFFSET, PHYSICALOFFSET and STORETIMESTAMP left zero.
 
     Raises RecordTooLargeError if the topic or the properties exceed what V1 can hold.
@@ -160,22 +162,12 @@ def encode(topic: bytes, queue_id: int, born_timestamp: int, body: bytes,
             f"key, tag and headers take {len(properties)} bytes of message properties; "
             f"RocketMQ's format allows at most {fmt.PROPERTIES_MAX_BYTES}")
     total = fmt.MSG_FIXED_OVERHEAD + len(body) + len(topic) + len(properties)
-    buf = bytearray(total)
-    _HEADER.pack_into(
-        buf, 0, total, fmt.MESSAGE_MAGIC_V1, body_crc(body), queue_id, 0, 0, 0,
-        fmt.SYSFLAG_NONE, born_timestamp, fmt.BORNHOST, 0, fmt.STOREHOST, 0, 0)
-    p = fmt.POS_BODY
-    fmt.BODY_LENGTH.pack_into(buf, p, len(body))
-    p += 4
-    buf[p:p + len(body)] = body
-    p += len(body)
-    buf[p] = len(topic)
-    p += 1
-    buf[p:p + len(topic)] = topic
-    p += len(topic)
-    fmt.PROPERTIES_LENGTH.pack_into(buf, p, len(properties))
-    buf[p + 2:] = properties
-    return buf
+    return b"".join((
+        _HEADER.pack(total, fmt.MESSAGE_MAGIC_V1, zlib.crc32(body) & fmt.BODY_CRC_MASK,
+                     queue_id, 0, 0, 0, fmt.SYSFLAG_NONE, born_timestamp, fmt.BORNHOST, 0,
+                     fmt.STOREHOST, 0, 0),
+        _BODY_LENGTH_PACK(len(body)), body, _TOPIC_LENGTH_PACK(len(topic)), topic,
+        _PROPERTIES_LENGTH_PACK(len(properties)), properties))
 
 
 def patch(buf: bytearray, pos: int, queue_offset: int, physical_offset: int,
@@ -236,6 +228,41 @@ def topic_and_properties(buf, pos: int) -> tuple[str, Properties]:
     p += 1 + topic_len
     props_len = fmt.PROPERTIES_LENGTH.unpack_from(buf, p)[0]
     return topic, decode_properties(buf[p + 2:p + 2 + props_len])
+
+
+def _property(raw: bytes, name: bytes) -> str | None:
+    """One property's text straight from PROPERTIES bytes (pairs start at 0 or after
+    ``\x02``; escaped names start with ``\x03``, so a user header cannot match)."""
+    if raw.startswith(name):
+        i = len(name)
+    else:
+        i = raw.find(b"\x02" + name)
+        if i < 0:
+            return None
+        i += 1 + len(name)
+    j = raw.find(b"\x02", i)
+    return raw[i:j if j >= 0 else len(raw)].decode("utf-8", "replace")
+
+
+_TAGS_EQ = b"TAGS\x01"
+_KEYS_EQ = b"KEYS\x01"
+_UNIQ_EQ = b"UNIQ_KEY\x01"
+
+
+def dispatch_fields(buf, pos: int) -> tuple[str, str | None, str | None, str | None]:
+    """(topic, tag, KEYS text, UNIQ_KEY) of the message at ``buf[pos:]``: what the
+    dispatcher needs, without decoding the other properties."""
+    p = pos + fmt.POS_BODY
+    p += 4 + fmt.BODY_LENGTH.unpack_from(buf, p)[0]
+    topic_len = buf[p]
+    topic = bytes(buf[p + 1:p + 1 + topic_len]).decode("utf-8", "replace")
+    p += 1 + topic_len
+    props_len = fmt.PROPERTIES_LENGTH.unpack_from(buf, p)[0]
+    raw = bytes(buf[p + 2:p + 2 + props_len])
+    tag = _property(raw, _TAGS_EQ)
+    if tag is not None and tag.startswith(fmt.ESCAPE):
+        tag = unescape_value(tag).decode("utf-8")
+    return topic, tag, _property(raw, _KEYS_EQ), _property(raw, _UNIQ_EQ)
 
 
 def check(buf, pos: int, limit: int) -> str | None:

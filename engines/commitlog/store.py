@@ -31,6 +31,7 @@ from mqstore.api import (
     Record,
     RecordMetadata,
     Store,
+    normalize_message,
     validate_topic_name,
 )
 from mqstore.config import StoreConfig
@@ -167,7 +168,7 @@ class CommitLogStore(Store):
         self.dispatcher = Dispatcher(
             self.commitlog, self._consume_queue,
             self.index if o["message_index"] else None, self._confirm_offset,
-            mode=o["dispatch"])
+            mode=o["dispatch"], queues=self._queues)
         self._recover()
         self._create_abort()
         mode = self.config.flush.mode
@@ -341,26 +342,43 @@ class CommitLogStore(Store):
         under one lock acquisition, with one flush wait (RocketMQ stores no batches)."""
         self._check_writable()
         count = self.partitions(topic)
-        msgs = list(messages)
+        msgs = messages if isinstance(messages, list) else list(messages)
+        # (partition, normalised Message or None for a plain value, value) in call order
+        order: list = [None] * len(msgs)
+        if partition is not None:
+            p = self._check_partition(topic, partition, count)
+            for i, m in enumerate(msgs):
+                if type(m) is bytes:
+                    order[i] = (p, None, m)
+                else:
+                    nm = normalize_message(m, 0)
+                    order[i] = (p, nm, nm.value)
+            if not msgs:
+                raise errors.InvalidRecordError("append_batch needs at least one message")
+        else:
+            for p, items in self._group_by_partition(topic, msgs, None, count).items():
+                for i, m in items:
+                    order[i] = (p, m, m.value)
         defaulted = [not isinstance(m, Message) or m.timestamp_ms is None for m in msgs]
-        groups = self._group_by_partition(topic, msgs, partition, count)
-        order = sorted((i, p, m) for p, items in groups.items() for i, m in items)
         topic_b = topic.encode("ascii")
-        limit = self.config.max_message_bytes
-        room = self.commitlog.file_size - fmt.END_FILE_MIN_BLANK_LENGTH
-        bufs, keys, flags = [], [], []
-        for i, p, m in order:
-            uniq = "%s%016X" % (self._uniq_prefix, next(self._uniq_counter))
-            props = msgcodec.encode_properties(m.tag, m.key, uniq, m.headers)
-            buf = msgcodec.encode(topic_b, p, m.timestamp_ms, m.value, props)
-            if len(buf) > limit or len(buf) > room:
-                which = "max_message_bytes" if len(buf) > limit else "mapped_file_size"
-                raise errors.RecordTooLargeError(
-                    f"message {i} of the batch is {len(buf)} bytes as a CommitLog entry; "
-                    f"{which} allows {min(limit, room)}")
+        limit = min(self.config.max_message_bytes,
+                    self.commitlog.file_size - fmt.END_FILE_MIN_BLANK_LENGTH)
+        prefix = self._uniq_prefix
+        counter = self._uniq_counter
+        encode = msgcodec.encode
+        bufs = []
+        for i, (p, m, value) in enumerate(order):
+            uniq = "%s%016X" % (prefix, next(counter))
+            if m is None:
+                buf = encode(topic_b, p, 0, value, b"UNIQ_KEY\x01%s\x02" % uniq.encode())
+            else:
+                props = msgcodec.encode_properties(m.tag, m.key, uniq, m.headers)
+                buf = encode(topic_b, p, m.timestamp_ms, value, props)
+            if len(buf) > limit:
+                self._too_large(i, len(buf))
             bufs.append(buf)
-            keys.append((topic, p))
-            flags.append(defaulted[i])
+        keys = [(topic, o[0]) for o in order]
+        flags = defaulted
         cl = self.commitlog
         with cl.put_lock:
             self._check_open()
@@ -381,10 +399,16 @@ class CommitLogStore(Store):
             self._gc.wait_durable(ticket)
         self.dispatcher.check()
         self.dispatcher.wakeup()
-        out: list[RecordMetadata | None] = [None] * len(msgs)
-        for (i, p, m), q in zip(order, qoffs):
-            out[i] = RecordMetadata(topic, p, q, store_ts if defaulted[i] else m.timestamp_ms)
-        return out  # type: ignore[return-value]
+        return [RecordMetadata(topic, o[0], q, store_ts if d else o[1].timestamp_ms)
+                for o, q, d in zip(order, qoffs, defaulted)]
+
+    def _too_large(self, i: int, size: int) -> None:
+        limit = self.config.max_message_bytes
+        room = self.commitlog.file_size - fmt.END_FILE_MIN_BLANK_LENGTH
+        which = "max_message_bytes" if size > limit else "mapped_file_size"
+        raise errors.RecordTooLargeError(
+            f"message {i} of the batch is {size} bytes as a CommitLog entry; {which} allows "
+            f"{min(limit, room)} (one message per CommitLog entry, each checked on its own)")
 
     # ----- reads -----
     def _queue_for_read(self, topic: str, partition: int
