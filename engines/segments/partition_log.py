@@ -153,7 +153,7 @@ class PartitionLog:
             segs[-1].time_index.resize_to_max()
         else:
             for s in segs:
-                s.load()
+                s.load_read_only()
             for s in segs[:-1]:
                 s.offset_index.seal()
                 s.time_index.seal()
@@ -219,7 +219,7 @@ class PartitionLog:
             if active.next_offset != int(os.path.basename(nxt)[:fmt.FILENAME_DIGITS]):
                 continue
             new = self._open_segment(active.next_offset)
-            new.load()
+            new.load_read_only()
             active.offset_index.seal()
             active.time_index.seal()
             self._set_segments(self.segments + [new])

@@ -108,6 +108,8 @@ class LogSegment:
                                         writable=writable)
         self.time_index = TimeIndex(self.time_index_path, base_offset, max_index_size,
                                     writable=writable)
+        if not writable:  # a live writer adds index entries after their batch: size them now
+            self.file_size = self.size = os.fstat(self.fd).st_size
         self.max_timestamp_so_far = fmt.NO_TIMESTAMP
         self.offset_of_max_timestamp = -1
         self.rolling_based_timestamp: int | None = None
@@ -145,6 +147,18 @@ class LogSegment:
             return "offset index entry past the end of the log"
         problem = self.time_index.sanity_problem(self.next_offset - 1)
         return problem
+
+    def load_read_only(self) -> None:
+        """Follower: :meth:`load`, and if the indexes cannot be trusted, ignore them (walk
+        batch headers from the start; lookups then scan from position 0)."""
+        if self.load() is None:
+            return
+        for index in (self.offset_index, self.time_index):
+            index.entries = 0
+            index.sealed = True
+        self.size, self.next_offset, self._last_indexed_pos = 0, self.base_offset, 0
+        self.max_timestamp_so_far, self.offset_of_max_timestamp = fmt.NO_TIMESTAMP, -1
+        self.advance(self.file_size)
 
     def advance(self, file_size: int) -> BatchWalk:
         """Extend ``size`` over the whole batches between ``size`` and ``file_size`` (loading,

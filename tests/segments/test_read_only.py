@@ -161,3 +161,26 @@ def test_read_only_open_writes_nothing(open_segments, tmp_path):
     after = {os.path.join(d, n): os.path.getsize(os.path.join(d, n))
              for d, _, names in os.walk(img) for n in names}
     assert after == before
+
+
+def test_read_only_open_of_a_log_without_indexes(tmp_path):
+    """A Kafka log dropped in without indexes, opened read-only: nothing to rebuild (no
+    writes), so the follower walks batch headers instead."""
+    from mqstore.engines.segments.record_batch import batch_prefix, encode_messages
+    pdir = tmp_path / "kafka" / "t-0"
+    pdir.mkdir(parents=True)
+    data, off = b"", 0
+    for n in (3, 5, 2):
+        body = encode_messages([(1000 + off + i, None, b"r%d" % (off + i), None, None)
+                                for i in range(n)])
+        data += batch_prefix(off, body) + body.body
+        off += n
+    (pdir / "00000000000000000000.log").write_bytes(data)
+    r = mqstore.open(str(tmp_path / "kafka"), "segments", read_only=True)
+    try:
+        assert r.end_offset("t", 0) == 10
+        assert [x.value for x in r.read("t", 0, 4)] == [b"r%d" % i for i in range(4, 10)]
+        assert r.offset_for_time("t", 0, 1007) == 7
+    finally:
+        r.close()
+    assert sorted(p.name for p in pdir.iterdir()) == ["00000000000000000000.log"]
