@@ -23,6 +23,7 @@ exact. RocketMQ tools show escaped fields as base64 text, but never misread a se
 from __future__ import annotations
 
 import base64
+import struct
 import zlib
 from typing import NamedTuple
 
@@ -263,6 +264,32 @@ def dispatch_fields(buf, pos: int) -> tuple[str, str | None, str | None, str | N
     if tag is not None and tag.startswith(fmt.ESCAPE):
         tag = unescape_value(tag).decode("utf-8")
     return topic, tag, _property(raw, _KEYS_EQ), _property(raw, _UNIQ_EQ)
+
+
+_EMPTY_HEADERS: dict = {}
+_UNIQ_ONLY = b"UNIQ_KEY\x01"
+_I32 = struct.Struct(">i").unpack_from
+_I64 = struct.Struct(">q").unpack_from
+_I16 = struct.Struct(">h").unpack_from
+_SIZE_MAGIC = fmt.TOTALSIZE_AND_MAGIC.unpack_from
+
+
+def record_fields(mm, pos: int) -> tuple[int, int, int, bytes, Properties | None]:
+    """(TOTALSIZE, magic, BORNTIMESTAMP, body, properties or None when the message carries
+    only its UNIQ_KEY) of the message at ``mm[pos:]``: the read path's decoder. ``mm`` must
+    slice to bytes (an mmap or bytes object)."""
+    size, magic = _SIZE_MAGIC(mm, pos)
+    born = _I64(mm, pos + fmt.POS_BORNTIMESTAMP)[0]
+    p = pos + fmt.POS_BODY
+    blen = _I32(mm, p)[0]
+    body = mm[p + 4:p + 4 + blen]
+    p += 4 + blen
+    p += 1 + mm[p]
+    plen = _I16(mm, p)[0]
+    raw = mm[p + 2:p + 2 + plen]
+    if raw.startswith(_UNIQ_ONLY) and raw.find(b"\x02") == plen - 1:
+        return size, magic, born, body, None
+    return size, magic, born, body, decode_properties(raw)
 
 
 def check(buf, pos: int, limit: int) -> str | None:

@@ -506,13 +506,15 @@ class CommitLogStore(Store):
         if mf is None:
             return None  # MESSAGE_WAS_REMOVING: retention took it
         pos = phys - mf.file_from_offset
-        m = msgcodec.decode(mf.mm, pos)
-        if m.total_size != size or m.magic != fmt.MESSAGE_MAGIC_V1:
+        total, magic, born, body, props = msgcodec.record_fields(mf.mm, pos)
+        if total != size or magic != fmt.MESSAGE_MAGIC_V1:
             raise errors.CorruptRecordError(
                 f"ConsumeQueue unit {topic}/{partition}@{queue_offset} points at a message of "
-                f"size {m.total_size} (magic 0x{m.magic:08X}), expected {size}", mf.path, pos)
-        return Record(topic, partition, queue_offset, m.born_timestamp, m.properties.key,
-                      m.body, m.properties.headers, m.properties.tag)
+                f"size {total} (magic 0x{magic:08X}), expected {size}", mf.path, pos)
+        if props is None:
+            return Record(topic, partition, queue_offset, born, None, body, {}, None)
+        return Record(topic, partition, queue_offset, born, props.key, body, props.headers,
+                      props.tag)
 
     def start_offset(self, topic: str, partition: int) -> int:
         cq, _end, _cq_end, tail = self._queue_for_read(topic, partition)

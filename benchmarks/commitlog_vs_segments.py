@@ -1,0 +1,133 @@
+"""The commitlog and segments engines on the same small workload, at 1 and 100 partitions.
+
+For each message size (100 B and 1 KiB), partition count (1 and 100) and append mode
+(``append``: one call per message; ``batch``: ``append_batch`` of ``--batch`` messages to one
+partition per call), both engines get the same payloads, in a fresh temporary directory each,
+with ``flush="os"`` and their default file sizes. Messages go to partitions in turn (message
+i -> partition i % P; batch j -> partition j % P). Then every partition is read back from
+offset 0 with ``read``. Rates count payload bytes; the last column is the commitlog rate over
+the segments rate measured in the same run. Not a test: run it by hand::
+
+    python benchmarks/commitlog_vs_segments.py --count 20000 [--json out.json]
+
+The commitlog engine's reads include waiting for its dispatcher (read-your-writes): the
+first read after the appends pays for the ConsumeQueue and IndexFile work still pending.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+import mqstore
+
+ENGINES = ("segments", "commitlog")
+
+
+def _payloads(count: int, size: int, seed: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    block = rnd.randbytes(size * 64)
+    return [block[(i % 64) * size:(i % 64 + 1) * size] for i in range(count)]
+
+
+def run_one(engine: str, root: str, payloads: list[bytes], partitions: int,
+            batch: int) -> tuple[float, float, dict]:
+    """(append seconds, read seconds, stats) for one engine, partition count and mode."""
+    with mqstore.open(root, engine, flush="os") as store:
+        store.create_topic("bench", partitions=partitions)
+        t0 = time.perf_counter()
+        if batch <= 1:
+            append = store.append
+            for i, p in enumerate(payloads):
+                append("bench", p, partition=i % partitions)
+        else:
+            for j, i in enumerate(range(0, len(payloads), batch)):
+                store.append_batch("bench", payloads[i:i + batch], partition=j % partitions)
+        t_append = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = 0
+        for part in range(partitions):
+            off, end = 0, store.end_offset("bench", part)
+            while off < end:
+                page = store.read("bench", part, off)
+                got += len(page)
+                off = page[-1].offset + 1
+        t_read = time.perf_counter() - t0
+        assert got == len(payloads), (engine, got, len(payloads))
+        stats = store.stats()
+    return t_append, t_read, stats
+
+
+def measure(sizes: list[int], partitions: list[int], count: int, batch: int,
+            seed: int) -> list[dict]:
+    rows = []
+    for size in sizes:
+        payloads = _payloads(count, size, seed)
+        for parts in partitions:
+            for mode, b in (("append", 1), (f"batch{batch}", batch)):
+                row = {"size": size, "partitions": parts, "mode": mode, "count": count}
+                for engine in ENGINES:
+                    tmp = tempfile.mkdtemp(prefix="mqstore-cmp-")
+                    try:
+                        t_app, t_read, st = run_one(engine, os.path.join(tmp, "s"), payloads,
+                                                    parts, b)
+                    finally:
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    row[engine] = {"append_msgs_s": count / t_app,
+                                   "append_mb_s": count * size / t_app / 1e6,
+                                   "read_msgs_s": count / t_read,
+                                   "read_mb_s": count * size / t_read / 1e6,
+                                   "files": st["files"]}
+                row["append_ratio"] = (row["commitlog"]["append_msgs_s"]
+                                       / row["segments"]["append_msgs_s"])
+                row["read_ratio"] = (row["commitlog"]["read_msgs_s"]
+                                     / row["segments"]["read_msgs_s"])
+                rows.append(row)
+                _print_row(row)
+    return rows
+
+
+def _print_header() -> None:
+    print(f"{'size':>5} {'parts':>5} {'mode':<9} | {'append msg/s seg':>16} {'commitlog':>10} "
+          f"{'cl/seg':>7} | {'read msg/s seg':>14} {'commitlog':>10} {'cl/seg':>7} | "
+          f"{'files seg/cl':>12}")
+
+
+def _print_row(r: dict) -> None:
+    s, c = r["segments"], r["commitlog"]
+    print(f"{r['size']:>5} {r['partitions']:>5} {r['mode']:<9} | {s['append_msgs_s']:>16,.0f} "
+          f"{c['append_msgs_s']:>10,.0f} {r['append_ratio']:>7.2f} | {s['read_msgs_s']:>14,.0f} "
+          f"{c['read_msgs_s']:>10,.0f} {r['read_ratio']:>7.2f} | "
+          f"{s['files']:>5}/{c['files']:<6}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100,1024")
+    ap.add_argument("--partitions", default="1,100")
+    ap.add_argument("--count", type=int, default=20_000)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    args = ap.parse_args(argv)
+    from mqstore import native
+
+    print(f"mqstore {mqstore.__version__}, native backend: {native.backend}, python "
+          f"{sys.version.split()[0]}, count {args.count}, flush=os, default file sizes")
+    _print_header()
+    rows = measure([int(x) for x in args.sizes.split(",")],
+                   [int(x) for x in args.partitions.split(",")], args.count, args.batch,
+                   args.seed)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
