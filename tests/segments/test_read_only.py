@@ -184,3 +184,53 @@ def test_read_only_open_of_a_log_without_indexes(tmp_path):
     finally:
         r.close()
     assert sorted(p.name for p in pdir.iterdir()) == ["00000000000000000000.log"]
+
+
+LIVE_WRITER = textwrap.dedent(
+    """
+    import sys, json, time, mqstore
+    path, opts = sys.argv[1], json.loads(sys.argv[2])
+    s = mqstore.open(path, "segments", **opts)
+    s.create_topic("t")
+    print("ready", flush=True)
+    i, deadline = 0, time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        if i % 7 == 0:
+            s.append_batch("t", [b"%d." % (i + j) * (1 + (i + j) % 9) for j in range(5)], partition=0)
+            i += 5
+        else:
+            s.append("t", b"%d." % i * (1 + i % 9), partition=0)
+            i += 1
+    s.close()
+    print(i, flush=True)
+    """
+)
+
+
+def test_follower_reads_consistently_while_the_writer_appends_and_rolls(tmp_path):
+    path = str(tmp_path / "store")
+    opts = {"segment_bytes": 2048, "index_interval_bytes": 128, "segment_index_bytes": 96}
+    proc = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, path, json.dumps(opts)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    r = mqstore.open(path, "segments", read_only=True)
+    try:
+        off, reads = 0, 0
+        while proc.poll() is None or off < r.end_offset("t", 0):
+            end = r.end_offset("t", 0)
+            assert end >= off
+            if off < end:
+                page = r.read("t", 0, off, max_records=50)
+                assert page and page[0].offset == off
+                for rec in page:
+                    assert rec.value == b"%d." % rec.offset * (1 + rec.offset % 9)
+                assert [x.offset for x in page] == list(range(off, off + len(page)))
+                off = page[-1].offset + 1
+                reads += 1
+            probe = r.offset_for_time("t", 0, 0)
+            assert probe in (None, 0)
+        total = int(proc.stdout.readline())
+        assert off == total and reads > 5
+    finally:
+        proc.wait(10)
+        r.close()
