@@ -62,9 +62,10 @@ def _raw_read(path: str) -> float:
         os.close(fd)
 
 
-def _engine_run(engine: str, root: str, payloads: list[bytes], batch: int) -> tuple[float, float]:
+def _engine_run(engine: str, root: str, payloads: list[bytes], batch: int,
+                flush: str = "os") -> tuple[float, float]:
     """(append seconds, read seconds) for one engine and one append mode."""
-    with mqstore.open(root, engine, flush="os") as store:
+    with mqstore.open(root, engine, flush=flush) as store:
         store.create_topic("bench")
         t0 = time.perf_counter()
         if batch <= 1:
@@ -88,7 +89,8 @@ def _engine_run(engine: str, root: str, payloads: list[bytes], batch: int) -> tu
     return t_append, t_read
 
 
-def measure(engines: list[str], sizes: list[int], count: int, batch: int, seed: int) -> list[dict]:
+def measure(engines: list[str], sizes: list[int], count: int, batch: int, seed: int,
+            flush: str = "os") -> list[dict]:
     rows = []
     for size in sizes:
         payloads = _payloads(count, size, seed)
@@ -98,7 +100,8 @@ def measure(engines: list[str], sizes: list[int], count: int, batch: int, seed: 
                 tmp = tempfile.mkdtemp(prefix="mqstore-rates-")
                 try:
                     try:
-                        t_app, t_read = _engine_run(engine, os.path.join(tmp, "store"), payloads, b)
+                        t_app, t_read = _engine_run(engine, os.path.join(tmp, "store"), payloads, b,
+                                                     flush)
                     except Exception as exc:  # report and continue with the other engines
                         rows.append({"engine": engine, "size": size, "mode": mode,
                                      "error": f"{type(exc).__name__}: {exc}"})
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=20_000, help="messages per measurement")
     ap.add_argument("--batch", type=int, default=100, help="messages per append_batch call")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--flush", default="os", choices=["os", "async", "sync"],
+                    help="the stores' flush mode (the raw baseline never fsyncs)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     engines = args.engine or mqstore.engines()
@@ -152,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     from mqstore import native
 
     print(f"mqstore {mqstore.__version__}, native backend: {native.backend}, "
-          f"python {sys.version.split()[0]}, count {args.count}")
-    rows = measure(engines, sizes, args.count, args.batch, args.seed)
+          f"python {sys.version.split()[0]}, count {args.count}, flush {args.flush}")
+    rows = measure(engines, sizes, args.count, args.batch, args.seed, args.flush)
     _print(rows)
     if args.json:
         with open(args.json, "w") as f:
