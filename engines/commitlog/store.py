@@ -714,7 +714,8 @@ class CommitLogStore(Store):
                     f.stop()
                 clean = False
                 if self.dispatcher is not None:
-                    self.fsyncs += self.commitlog.flush()
+                    with self.commitlog.put_lock:  # appends already past their checks finish
+                        self.fsyncs += self.commitlog.flush()
                     self.dispatcher.stop()
                     clean = self.dispatcher.error is None and self.dispatcher.lag == 0
                     self._flush_logics()
