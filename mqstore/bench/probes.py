@@ -352,6 +352,11 @@ def lookup_suite(ctx: SuiteContext) -> SuiteResult:
                 rng = random.Random(ctx.seed)
                 keys = [src.key(rng.randrange(n)) for _ in range(q)]
                 found, err = 0, None
+                try:  # one untimed lookup of each kind pays lazy set-up (index maps)
+                    store.lookup_key("t", keys[0], limit=1)
+                except UnsupportedOperation:
+                    pass
+                store.offset_for_time("t", 0, t_before)
                 t0 = time.perf_counter()
                 try:
                     for k in keys:
@@ -419,18 +424,11 @@ def tags_suite(ctx: SuiteContext) -> SuiteResult:
                     src = _fill(store, "t", 1, n, size, 64, ctx.seed, tags=["A", "B"],
                                 tag_ratio=sel)
                     expected = sum(1 for i in range(n) if src.tag(i) == "A")
-                    t0 = time.perf_counter()
-                    if target == "sqlite-wal":
-                        matched = store.read_tagged("t", 0, {"A"})
-                    else:
-                        matched = pos = 0
-                        while True:
-                            recs = store.read("t", 0, pos, max_records=500, tags={"A"})
-                            if not recs:
-                                break
-                            matched += len(recs)
-                            pos = recs[-1].offset + 1
-                    el = time.perf_counter() - t0
+                    el = float("inf")
+                    for _attempt in range(2):  # best of two: the first pays lazy set-up
+                        t0 = time.perf_counter()
+                        matched = _filter_tag(store, "A")
+                        el = min(el, time.perf_counter() - t0)
                     res.rows.append(Row(f"{sel:.0%} tagged", target, kind, {
                         "scan_s": n / el, "ms": el * 1e3,
                         "matched": f"{matched}/{expected}" + ("" if matched == expected
@@ -447,6 +445,19 @@ def tags_suite(ctx: SuiteContext) -> SuiteResult:
             return res
     res.verdict = Verdict(None, "needs both engines")
     return res
+
+
+def _filter_tag(store: Any, tag: str) -> int:
+    """Read partition 0 of topic ``t`` keeping only ``tag``; return the matches."""
+    if isinstance(store, SqliteTarget):
+        return store.read_tagged("t", 0, {tag})
+    matched = pos = 0
+    while True:
+        recs = store.read("t", 0, pos, max_records=500, tags={tag})
+        if not recs:
+            return matched
+        matched += len(recs)
+        pos = recs[-1].offset + 1
 
 
 # =========================================================================== recovery
