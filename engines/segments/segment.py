@@ -117,14 +117,16 @@ class LogSegment:
         self._last_indexed_pos = 0
         self.closed = False
         self.inactive = False
+        self.tail_incomplete = False
 
     # ----- loading -----
     def load(self) -> str | None:
         """Trust the indexes, find the end: walk batch headers from the last offset-index
         entry to the end of the file. Returns why the segment needs :meth:`recover`
         (missing or inconsistent index, a tail that is not a whole batch), or None."""
-        if self.indexes_were_missing and self.file_size:
-            return "index files missing"
+        self.tail_incomplete = False
+        if self.indexes_were_missing and self.file_size and self.writable:
+            return "index files missing"  # (a follower reads them as empty: they are hints)
         problem = self.offset_index.sanity_problem(self.file_size)
         if problem:
             return problem
@@ -141,17 +143,20 @@ class LogSegment:
         self.next_offset = self.offset_index.last_offset() + 1 if self.offset_index.entries \
             else self.base_offset
         walk = self.advance(self.file_size)
-        if walk.stop_reason is not None or self.size != self.file_size:
-            return f"log ends with a partial or bad batch at position {walk.stop_position}"
         if self.offset_index.entries and self.next_offset <= self.offset_index.last_offset():
             return "offset index entry past the end of the log"
         problem = self.time_index.sanity_problem(self.next_offset - 1)
-        return problem
+        if problem:
+            return problem
+        if walk.stop_reason is not None or self.size != self.file_size:
+            self.tail_incomplete = True  # a crash, or (for a follower) a batch being written
+            return f"log ends with a partial or bad batch at position {walk.stop_position}"
+        return None
 
     def load_read_only(self) -> None:
         """Follower: :meth:`load`, and if the indexes cannot be trusted, ignore them (walk
         batch headers from the start; lookups then scan from position 0)."""
-        if self.load() is None:
+        if self.load() is None or self.tail_incomplete:
             return
         for index in (self.offset_index, self.time_index):
             index.entries = 0

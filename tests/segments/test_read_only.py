@@ -234,3 +234,23 @@ def test_follower_reads_consistently_while_the_writer_appends_and_rolls(tmp_path
     finally:
         proc.wait(10)
         r.close()
+
+
+def test_follower_uses_the_live_indexes(open_segments):
+    w = open_segments(segment_bytes=1 << 20, index_interval_bytes=64)
+    w.create_topic("t")
+    w.append("t", b"first", partition=0)
+    r = mqstore.open(w.path, "segments", read_only=True)
+    try:
+        assert r.end_offset("t", 0) == 1
+        w.append("t", b"partial-looking", partition=0)
+        for i in range(200):
+            w.append("t", b"v%d" % i * 4, partition=0, timestamp_ms=10_000 + i)
+        assert r.read("t", 0, 150, max_records=1)[0].value == b"v148" * 4
+        assert r.offset_for_time("t", 0, 10_100) == 102
+        (log,) = r._topics["t"]  # white-box: the follower's view of the active segment
+        seg = log.segments[-1]
+        assert seg.offset_index.entries > 10 and not seg.offset_index.sealed
+        assert seg.time_index.entries > 10
+    finally:
+        r.close()
