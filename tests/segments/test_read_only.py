@@ -239,11 +239,11 @@ def test_follower_reads_consistently_while_the_writer_appends_and_rolls(tmp_path
 def test_follower_uses_the_live_indexes(open_segments):
     w = open_segments(segment_bytes=1 << 20, index_interval_bytes=64)
     w.create_topic("t")
-    w.append("t", b"first", partition=0)
+    w.append("t", b"first", partition=0, timestamp_ms=1)
     r = mqstore.open(w.path, "segments", read_only=True)
     try:
         assert r.end_offset("t", 0) == 1
-        w.append("t", b"partial-looking", partition=0)
+        w.append("t", b"second", partition=0, timestamp_ms=2)
         for i in range(200):
             w.append("t", b"v%d" % i * 4, partition=0, timestamp_ms=10_000 + i)
         assert r.read("t", 0, 150, max_records=1)[0].value == b"v148" * 4
