@@ -184,6 +184,11 @@ class LogSegment:
         ``.log`` at the first bad byte and rebuild both indexes (Kafka's
         ``LogSegment.recover``). Returns ``(bytes truncated, what was wrong or None)``; a torn
         final batch is reported as ``"torn tail"``."""
+        head = os.pread(self.fd, 17, 0)
+        if len(head) == 17 and head[16] in (0, 1):
+            raise errors.UnsupportedOperation(
+                f"{self.log_path} holds Kafka message format v{head[16]} (magic {head[16]}); "
+                "mqstore reads RecordBatch v2 only (as Kafka 4.0 does); the file was left untouched")
         self.offset_index.reset()
         self.time_index.reset()
         self.max_timestamp_so_far, self.offset_of_max_timestamp = fmt.NO_TIMESTAMP, -1

@@ -303,3 +303,19 @@ def test_sigkill_under_sync_loses_no_acknowledged_batch(tmp_path):
                 if part == p:
                     assert got.get(o) == v
     assert SegmentsStore.verify_files(path) == []
+
+
+def test_old_message_format_is_refused_not_truncated(tmp_path):
+    """A magic-1 message set (Kafka < 0.11) is not read, and never mistaken for damage."""
+    import zlib
+    root = tmp_path / "old"
+    (root / "legacy-0").mkdir(parents=True)
+    body = b"\x01\x00" + (1_600_000_000_000).to_bytes(8, "big") + b"\xff\xff\xff\xff" + \
+        (3).to_bytes(4, "big") + b"abc"
+    msg = zlib.crc32(body).to_bytes(4, "big") + body
+    data = (0).to_bytes(8, "big") + len(msg).to_bytes(4, "big") + msg
+    log = root / "legacy-0" / "00000000000000000000.log"
+    log.write_bytes(data)
+    with pytest.raises(mqstore.UnsupportedOperation):
+        mqstore.open(str(root), "segments")
+    assert log.read_bytes() == data
