@@ -15,6 +15,7 @@ Not thread-safe for writers (the partition holds a lock around ``append``, ``rol
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 
 from mqstore import errors, native
@@ -184,8 +185,8 @@ class LogSegment:
         ``.log`` at the first bad byte and rebuild both indexes (Kafka's
         ``LogSegment.recover``). Returns ``(bytes truncated, what was wrong or None)``; a torn
         final batch is reported as ``"torn tail"``."""
-        head = os.pread(self.fd, 17, 0)
-        if len(head) == 17 and head[16] in (0, 1):
+        if self._is_legacy_message_set():
+            head = os.pread(self.fd, 17, 0)
             raise errors.UnsupportedOperation(
                 f"{self.log_path} holds Kafka message format v{head[16]} (magic {head[16]}); "
                 "mqstore reads RecordBatch v2 only (as Kafka 4.0 does); the file was left untouched")
@@ -239,6 +240,18 @@ class LogSegment:
         if problem and not truncated:
             problem = None
         return truncated, problem
+
+    def _is_legacy_message_set(self) -> bool:
+        """True if the log starts with a valid magic 0/1 message (CRC-32 checked, so zero
+        fill or garbage left by a crash is not mistaken for one)."""
+        head = os.pread(self.fd, 17, 0)
+        if len(head) < 17 or head[16] not in (0, 1):
+            return False
+        size = int.from_bytes(head[8:12], "big", signed=True)
+        if size < 14:
+            return False
+        msg = os.pread(self.fd, size, 12)
+        return len(msg) == size and zlib.crc32(msg[4:]) == int.from_bytes(msg[:4], "big")
 
     # ----- writes (under the partition lock) -----
     def _index_batch(self, position: int, last_offset: int, max_timestamp: int) -> None:

@@ -132,6 +132,22 @@ def test_garbage_after_last_batch(open_segments, tmp_path):
     assert os.path.getsize(active) == size
 
 
+def test_zero_filled_segment_after_crash_is_emptied(open_segments, tmp_path):
+    """The file system kept the new size of a fresh segment but none of its data."""
+    s = open_segments(segment_bytes=1000)
+    vals = _fill(s, n=40)
+    img = crash_image(s, str(tmp_path / "img"))
+    active = segment_files(img)[-1]
+    base = int(os.path.basename(active)[:20])
+    size = os.path.getsize(active)
+    with open(active, "r+b") as f:
+        f.write(b"\x00" * size)
+    r = open_segments(img, segment_bytes=1000)
+    assert r.end_offset("t", 0) == base
+    assert _values(r) == vals[:base]
+    assert os.path.getsize(active) == 0
+
+
 def test_zero_fill_after_last_batch(open_segments, tmp_path):
     """A file system may extend the inode before the data lands: zeros after the log."""
     s = open_segments()
