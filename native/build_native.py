@@ -56,7 +56,7 @@ def make_builder(absolute_paths: bool = False) -> FFI:
     builder.cdef(_cdef())
     builder.set_source(
         "mqstore._native",
-        '#include "mqstore_internal.h"\n',
+        '#include "mqstore_internal.h"\n#include "mqstore_gil.h"\n',
         sources=[path(HERE / name) for name in SOURCES],
         include_dirs=[path(HERE)],
         extra_compile_args=_compile_args(),

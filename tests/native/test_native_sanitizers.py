@@ -1,0 +1,105 @@
+"""The native helper under valgrind and under AddressSanitizer: run by hand.
+
+    MQSTORE_VALGRIND=1 python -m pytest tests/native/test_native_sanitizers.py -k valgrind
+    MQSTORE_ASAN=1 python -m pytest tests/native/test_native_sanitizers.py -k asan
+
+valgrind runs ``sanitizer_driver.py`` (every function over damaged inputs, native ==
+python) on the installed build and fails on any error report whose stack passes through the
+helper (valgrind also reports the dynamic loader and CPython, which are not ours). The ASan
+test builds a separate copy of the helper with ``-fsanitize=address``, then runs the driver
+and the whole native suite against it, with libasan preloaded and ``PYTHONMALLOC=malloc`` so
+every Python buffer is its own heap block. Both take minutes, so they are skipped unless
+asked for.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nativelogs import NATIVE_MISSING
+
+from mqstore import native
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DRIVER = HERE / "sanitizer_driver.py"
+
+needs_native = pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
+
+
+def _errors_in_helper(log: str) -> list[str]:
+    """valgrind error blocks whose stack has a frame in the helper (mq_* or _native)."""
+    blocks = re.split(r"\n==\d+== \n", log)
+    return [b for b in blocks
+            if re.search(r"==\d+== [A-Z][^\n]*", b)
+            and re.search(r"(?:at|by) 0x[0-9A-F]+: (?:mq_|_cffi_[fd]_mq_)|_native|"
+                          r"\((?:crc|scan|index|kernels)\.c:\d+\)", b)]
+
+
+@needs_native
+@pytest.mark.skipif(os.environ.get("MQSTORE_VALGRIND") != "1",
+                    reason="run by hand: MQSTORE_VALGRIND=1 (takes a few minutes)")
+def test_native_under_valgrind(tmp_path):
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        pytest.skip("valgrind is not installed")
+    log = tmp_path / "valgrind.log"
+    rounds = os.environ.get("MQSTORE_SANITIZER_ROUNDS", "150")
+    proc = subprocess.run(
+        [valgrind, f"--log-file={log}", "--error-limit=no", sys.executable, str(DRIVER),
+         rounds],
+        env={**os.environ, "PYTHONMALLOC": "malloc"}, capture_output=True, text=True,
+        timeout=3600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "native == python, no crash" in proc.stdout
+    text = log.read_text()
+    ours = _errors_in_helper(text)
+    assert not ours, "\n\n".join(ours[:5])
+    summary = re.findall(r"ERROR SUMMARY: (\d+) errors", text)
+    print(f"valgrind: {summary[-1] if summary else '?'} errors in total, none in the helper")
+
+
+def _build_asan_copy(dest: Path) -> Path:
+    """A copy of the mqstore package holding an AddressSanitizer build of the helper."""
+    import mqstore
+
+    pkg = dest / "mqstore"
+    shutil.copytree(Path(mqstore.__file__).parent, pkg,
+                    ignore=shutil.ignore_patterns("_native*", "__pycache__"))
+    env = {**os.environ, "MQSTORE_NATIVE_SANITIZE": "address"}
+    subprocess.run([sys.executable, str(ROOT / "native" / "build_native.py"), str(pkg)],
+                   env=env, check=True, capture_output=True, cwd=dest)
+    return pkg
+
+
+@needs_native
+@pytest.mark.skipif(os.environ.get("MQSTORE_ASAN") != "1",
+                    reason="run by hand: MQSTORE_ASAN=1 (builds an ASan copy of the helper)")
+def test_native_under_asan(tmp_path):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the ASan run is set up for Linux + gcc")
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                             text=True).stdout.strip()
+    if not libasan or not os.path.exists(libasan):
+        pytest.skip("libasan is not installed")
+    _build_asan_copy(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "LD_PRELOAD": libasan,
+           "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", "PYTHONMALLOC": "malloc",
+           "MQSTORE_NATIVE": "force"}
+    where = subprocess.run(
+        [sys.executable, "-c", "import mqstore._native as m; print(m.__file__)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(tmp_path)), where.stdout  # the ASan copy is in use
+    drive = subprocess.run([sys.executable, str(DRIVER), "1000"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=1800)
+    assert drive.returncode == 0, drive.stdout + drive.stderr[-4000:]
+    suite = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE),
+         "-k", "not sanitizers", "--rootdir", str(ROOT)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-4000:]
