@@ -498,9 +498,13 @@ class SegmentsStore(Store):
         self._fsyncs += 6  # two files and the directory each time (write_atomic)
 
     def flush(self) -> None:
+        """fsync every segment written since the last sync and write the checkpoints. Raises
+        the background flusher's error, if it failed (flush="async")."""
         self._check_open()
         if self._read_only:
             return
+        if self._flusher is not None and self._flusher.error is not None:
+            raise self._flusher.error
         with self._store_lock:
             self._sync_all()
             self._write_checkpoints()
