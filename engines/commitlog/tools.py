@@ -104,7 +104,7 @@ def inspect_files(root: str, target: str | None = None) -> Iterator[str]:
         rel = os.path.relpath(path, root).split(os.sep)
         if os.path.isdir(path) and rel[0] == fmt.CONSUMEQUEUE_DIR:
             for qpath in ([path] if len(rel) == 3 else
-                          [q for _t, _i, q in _queue_dirs(root) if q.startswith(path)]):
+                          [q for _t, _i, q in _queue_dirs(root) if q.startswith(path + os.sep)]):
                 yield f"{qpath}:"
                 for _f, q, off, size, tag in _units(qpath):
                     yield f"  unit {q}: phys={off} size={size} tagHash={tag}"
