@@ -177,3 +177,16 @@ def test_offset_for_time_with_out_of_order_timestamps(open_segments):
     assert s.offset_for_time("t", 0, 200) == 0   # 500 >= 200 comes first
     assert s.offset_for_time("t", 0, 600) == 2
     assert s.offset_for_time("t", 0, 950) == 4
+
+
+def test_batch_larger_than_segment_bytes_gets_its_own_segment(open_segments):
+    s = open_segments(segment_bytes=1000)
+    s.create_topic("t")
+    s.append("t", b"small", partition=0)
+    s.append_batch("t", [b"x" * 900, b"y" * 900], partition=0)
+    s.append("t", b"after", partition=0)
+    logs = segment_files(s.path)
+    assert [os.path.basename(p)[:20] for p in logs] == [
+        "00000000000000000000", "00000000000000000001", "00000000000000000003"]
+    assert os.path.getsize(logs[1]) > 1000
+    assert [r.value for r in s.read("t", 0, 0)] == [b"small", b"x" * 900, b"y" * 900, b"after"]
