@@ -290,10 +290,15 @@ class CommitLogStore(ConsumeQueueReads, Store):
         self.fsyncs += syncs + idx_syncs + 1
 
     def flush(self) -> None:
-        """Sync the CommitLog, then the ConsumeQueues, IndexFiles and checkpoint."""
+        """Sync the CommitLog, then the ConsumeQueues, IndexFiles and checkpoint. Raises the
+        error of a background flusher or of the dispatcher, if one failed."""
         self._check_open()
         if self._read_only:
             return
+        for f in self._flushers:
+            if f.error is not None:
+                raise f.error
+        self.dispatcher.check()
         self._sync_commitlog()
         if self._gc is not None:
             self._gc.mark_all_durable()
