@@ -8,7 +8,7 @@ i -> partition i % P; batch j -> partition j % P). Then every partition is read 
 offset 0 with ``read``. Rates count payload bytes; the last column is the commitlog rate over
 the segments rate measured in the same run. Not a test: run it by hand::
 
-    python benchmarks/commitlog_vs_segments.py --count 20000 [--json out.json]
+    python benchmarks/commitlog_vs_segments.py --count 20000 [--write-modes] [--json out.json]
 
 The commitlog engine's dispatcher may still be building ConsumeQueues and the IndexFile when
 the appends return; the script waits until ``stats()["dispatch_lag"]`` is 0 and reports that
@@ -37,9 +37,9 @@ def _payloads(count: int, size: int, seed: int) -> list[bytes]:
 
 
 def run_one(engine: str, root: str, payloads: list[bytes], partitions: int,
-            batch: int) -> tuple[float, float, dict]:
+            batch: int, **options) -> tuple[float, float, dict]:
     """(append seconds, read seconds, stats) for one engine, partition count and mode."""
-    with mqstore.open(root, engine, flush="os") as store:
+    with mqstore.open(root, engine, flush="os", **options) as store:
         store.create_topic("bench", partitions=partitions)
         t0 = time.perf_counter()
         if batch <= 1:
@@ -101,6 +101,30 @@ def measure(sizes: list[int], partitions: list[int], count: int, batch: int,
     return rows
 
 
+def measure_write_modes(sizes: list[int], count: int, batch: int, seed: int) -> list[dict]:
+    """The commitlog engine's two write paths (mmap copy vs pwrite), 1 partition."""
+    rows = []
+    print(f"\ncommitlog write_mode, 1 partition\n{'size':>5} {'mode':<9} | "
+          f"{'mmap msg/s':>10} {'write msg/s':>11} {'write/mmap':>10}")
+    for size in sizes:
+        payloads = _payloads(count, size, seed)
+        for mode, b in (("append", 1), (f"batch{batch}", batch)):
+            row = {"size": size, "mode": mode, "count": count}
+            for wm in ("mmap", "write"):
+                tmp = tempfile.mkdtemp(prefix="mqstore-wm-")
+                try:
+                    t_app, _t_read, _st = run_one("commitlog", os.path.join(tmp, "s"), payloads,
+                                                  1, b, write_mode=wm)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                row[wm] = count / t_app
+            row["ratio"] = row["write"] / row["mmap"]
+            rows.append(row)
+            print(f"{size:>5} {mode:<9} | {row['mmap']:>10,.0f} {row['write']:>11,.0f} "
+                  f"{row['ratio']:>10.2f}", flush=True)
+    return rows
+
+
 def _print_header() -> None:
     print(f"{'size':>5} {'parts':>5} {'mode':<9} | {'append msg/s seg':>16} {'commitlog':>10} "
           f"{'cl/seg':>7} | {'read msg/s seg':>14} {'commitlog':>10} {'cl/seg':>7} | "
@@ -123,18 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--write-modes", action="store_true",
+                    help="also compare the commitlog engine's write_mode mmap vs write")
     args = ap.parse_args(argv)
     from mqstore import native
 
     print(f"mqstore {mqstore.__version__}, native backend: {native.backend}, python "
           f"{sys.version.split()[0]}, count {args.count}, flush=os, default file sizes")
     _print_header()
-    rows = measure([int(x) for x in args.sizes.split(",")],
-                   [int(x) for x in args.partitions.split(",")], args.count, args.batch,
-                   args.seed)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    rows = measure(sizes, [int(x) for x in args.partitions.split(",")], args.count,
+                   args.batch, args.seed)
+    wm_rows = measure_write_modes(sizes, args.count, args.batch, args.seed) \
+        if args.write_modes else []
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"engines": rows, "write_modes": wm_rows}, f, indent=2)
     return 0
 
 
