@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 import mqstore
 from mqstore import Message
 
-OPTS = {"mapped_file_size": 2048, "cq_units_per_file": 8, "hash_slots": 4,
+OPTS = {"mapped_file_size": 2000,  # not a multiple of the page size
+        "cq_units_per_file": 8, "hash_slots": 4,
         "index_entries": 16}
 PARTS = 3
 TAGS = [None, "a", "b", "中"]
@@ -33,12 +34,13 @@ def _crash(s):
 
 @settings(max_examples=int(os.environ.get("MQSTORE_MODEL_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(op, min_size=1, max_size=25), dispatch=st.sampled_from(["sync", "async"]))
-def test_store_matches_the_model(tmp_path_factory, ops, dispatch):
+@given(ops=st.lists(op, min_size=1, max_size=25), dispatch=st.sampled_from(["sync", "async"]),
+       write_mode=st.sampled_from(["mmap", "write"]))
+def test_store_matches_the_model(tmp_path_factory, ops, dispatch, write_mode):
     path = str(tmp_path_factory.mktemp("model") / "s")
     model: list[list] = [[] for _ in range(PARTS)]  # per partition: (value, key, tag) or None
     start = [0] * PARTS
-    s = mqstore.open(path, "commitlog", dispatch=dispatch, **OPTS)
+    s = mqstore.open(path, "commitlog", dispatch=dispatch, write_mode=write_mode, **OPTS)
     s.create_topic("t", partitions=PARTS)
     n = 0
     try:
@@ -66,7 +68,8 @@ def test_store_matches_the_model(tmp_path_factory, ops, dispatch):
                 else:
                     _crash(s)
                     assert os.path.exists(os.path.join(path, "abort"))
-                s = mqstore.open(path, "commitlog", dispatch=dispatch, **OPTS)
+                s = mqstore.open(path, "commitlog", dispatch=dispatch, write_mode=write_mode,
+                                 **OPTS)
                 assert s.recovery["abnormal"] == (o[0] == "crash")
                 assert s.recovery["damage"] == []
             else:
