@@ -50,6 +50,7 @@ from mqstore.engines.segments.checkpoint import (
     write_checkpoint,
     write_clean_shutdown,
 )
+from mqstore.engines.segments.fast_record import make_records
 from mqstore.engines.segments.offsets_topic import encode_commit, replay_commits
 from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
 from mqstore.engines.segments.record_batch import encode_messages, encode_one, encode_values
@@ -388,8 +389,7 @@ class SegmentsStore(Store):
             log.check_offset(offset)
             return []
         wanted = None if tags is None else frozenset(tags)
-        return [Record(topic, partition, *r) for r in log.read(offset, max_records, max_bytes,
-                                                                wanted)]
+        return make_records(topic, partition, log.read(offset, max_records, max_bytes, wanted))
 
     def start_offset(self, topic: str, partition: int) -> int:
         return self._log(topic, partition).log_start_offset
