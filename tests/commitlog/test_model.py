@@ -32,8 +32,12 @@ def _crash(s):
     s._release()
 
 
-@settings(max_examples=int(os.environ.get("MQSTORE_MODEL_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+#: MQSTORE_MODEL_EXAMPLES=400 for a longer hunt
+EXAMPLES = int(os.environ.get("MQSTORE_MODEL_EXAMPLES", "25"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(op, min_size=1, max_size=25), dispatch=st.sampled_from(["sync", "async"]),
        write_mode=st.sampled_from(["mmap", "write"]))
 def test_store_matches_the_model(tmp_path_factory, ops, dispatch, write_mode):
