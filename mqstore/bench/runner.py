@@ -18,7 +18,6 @@ message number.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -29,18 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mqstore.api import Message
-from mqstore.bench.metrics import LatencyHistogram, ResourceSnapshot, count_maps, \
-    count_open_files, reset_peak_rss
-from mqstore.bench.payloads import PayloadSource, read_stamp, stamp
+from mqstore.bench.consumers import (ConsumerStats, RunState, hist_for,
+                                     join_consumers, merge_windows, publish_ends,
+                                     start_consumers, topic_names)
+from mqstore.bench.metrics import (LatencyHistogram, ResourceSnapshot, count_maps,
+                                   count_open_files, reset_peak_rss)
+from mqstore.bench.payloads import PayloadSource, stamp
 from mqstore.bench.references import REFERENCES, make_reference
 from mqstore.bench.targets import StoreTarget, Target
 from mqstore.bench.workload import Workload
 
-POLL_RECORDS = 500
-IDLE_SLEEP_S = 0.0005
-DRAIN_TIMEOUT_S = 60.0
-#: stats window for the per-interval series (OMB uses 10 s; runs here are short)
-SAMPLE_NS = 1_000_000_000
 Progress = Callable[[float], None]
 
 
@@ -110,16 +107,12 @@ def make_target(name: str, directory: str, workload: Workload) -> Target:
                        workload.engine_options.get(name))
 
 
-def topic_names(workload: Workload) -> list[str]:
-    return [f"topic-{t}" for t in range(workload.topics)]
-
-
 # --------------------------------------------------------------------------- producing
 class _Producer:
     """One producer thread: numbered messages ``first, first + step, ...``."""
 
     def __init__(self, target: Target, topic: str, source: PayloadSource, wl: Workload,
-                 first: int, step: int, count: int | None, rate: float, shared: "_Shared"):
+                 first: int, step: int, count: int | None, rate: float, shared: "RunState"):
         self.target, self.topic, self.source, self.wl = target, topic, source, wl
         self.first, self.step, self.count, self.rate = first, step, count, rate
         self.shared = shared
@@ -157,14 +150,14 @@ class _Producer:
                 intended = start + k * interval_ns
                 if batch and linger_ns and born[0] + linger_ns <= intended:
                     _sleep_until(born[0] + linger_ns)
-                    batch_bytes = self._send(batch, born)
-                    batch, born = [], []
+                    self._send(batch, born)
+                    batch, born, batch_bytes = [], [], 0
                     now = perf()
                 if intended > now:
                     _sleep_until(intended)
                     now = perf()
                 if now >= sh.measure_ns:
-                    _hist(self.delay, sh.window(now)).record(now - intended)
+                    hist_for(self.delay, sh.window(now)).record(now - intended)
                 t_born = intended
             else:
                 t_born = now
@@ -178,166 +171,29 @@ class _Producer:
             full = len(batch) >= wl.batch_records or batch_bytes >= wl.batch_bytes
             lingered = not linger_ns or perf() - born[0] >= linger_ns
             if full or last or (lingered and (interval_ns or wl.batch_records == 1)):
-                batch_bytes = self._send(batch, born)
-                batch, born = [], []
+                self._send(batch, born)
+                batch, born, batch_bytes = [], [], 0
         if batch:
             self._send(batch, born)
 
-    def _send(self, batch: list[Message], born: list[int]) -> int:
+    def _send(self, batch: list[Message], born: list[int]) -> None:
         self.target.produce(self.topic, batch)
         done = time.perf_counter_ns()
         self.batches += 1
         measure = self.shared.measure_ns
-        hist = _hist(self.latency, self.shared.window(done))
+        hist = hist_for(self.latency, self.shared.window(done))
         for m, t in zip(batch, born):
             if t >= measure:
                 hist.record(done - t)
                 self.sent += 1
                 self.sent_bytes += len(m.value)
         self.shared.add_progress(len(batch))
-        return 0
-
-
-def _hist(windows: dict[int, LatencyHistogram], w: int) -> LatencyHistogram:
-    h = windows.get(w)
-    if h is None:
-        h = windows[w] = LatencyHistogram()
-    return h
-
-
-def merge_windows(windows: dict[int, LatencyHistogram]) -> LatencyHistogram:
-    """One histogram of every window."""
-    out = LatencyHistogram()
-    for h in windows.values():
-        out.merge(h)
-    return out
 
 
 def _sleep_until(t_ns: int) -> None:
     delta = (t_ns - time.perf_counter_ns()) / 1e9
     if delta > 0:
         time.sleep(delta)
-
-
-class _Shared:
-    """State shared by the producer and consumer threads of one run."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.producers_done = threading.Event()
-        self.measure_ns = 0
-        self.end_ns = 0
-        self.t0 = 0
-        self.sample_ns = SAMPLE_NS
-        self.final_ends: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()
-        self.progress = 0
-
-    def window(self, t_ns: int) -> int:
-        """The sampling window (OMB's stats interval) that ``t_ns`` falls in."""
-        return max(0, (t_ns - self.t0) // self.sample_ns)
-
-    def add_progress(self, n: int) -> None:
-        with self._lock:
-            self.progress += n
-
-
-# --------------------------------------------------------------------------- consuming
-@dataclass
-class ConsumerStats:
-    """What one consumer read: counts, bytes and end-to-end latency (measured phase only)."""
-
-    consumed: int = 0
-    consumed_bytes: int = 0
-    latency: dict[int, LatencyHistogram] = field(default_factory=dict)  # window -> e2e
-    last_ns: int = 0
-    missing: int = 0
-    error: str | None = None
-
-
-def consume_loop(poll: Callable[[str, int, int], tuple[list[bytes], int]],
-                 assignment: list[tuple[str, int, int]], done: Callable[[], bool],
-                 final_end: Callable[[str, int], int], measure_ns: int,
-                 stop: Callable[[], bool], deadline_s: float = DRAIN_TIMEOUT_S,
-                 t0: int = 0, sample_ns: int = SAMPLE_NS) -> ConsumerStats:
-    """Poll the assigned ``(topic, partition, start)`` until every partition reaches its
-    final end (known once ``done()``), ``stop()`` is true, or ``deadline_s`` after done."""
-    st = ConsumerStats()
-    pos = {(t, p): start for t, p, start in assignment}
-    finished: set[tuple[str, int]] = set()
-    perf = time.perf_counter_ns
-    done_at: float | None = None
-    while len(finished) < len(pos) and not stop():
-        progressed = False
-        is_done = done()
-        if is_done and done_at is None:
-            done_at = time.monotonic()
-        for tp, at in pos.items():
-            if tp in finished:
-                continue
-            values, nxt = poll(tp[0], tp[1], at)
-            if values:
-                progressed = True
-                pos[tp] = nxt
-                now = perf()
-                hist = _hist(st.latency, max(0, (now - t0) // sample_ns))
-                for v in values:
-                    t = read_stamp(v)
-                    if t is None or t >= measure_ns:
-                        st.consumed += 1
-                        st.consumed_bytes += len(v)
-                        if t is not None:
-                            hist.record(now - t)
-                st.last_ns = now
-            if is_done and pos[tp] >= final_end(*tp):
-                finished.add(tp)
-        if not progressed:
-            if done_at is not None and time.monotonic() - done_at > deadline_s:
-                st.missing = sum(max(0, final_end(*tp) - pos[tp]) for tp in pos
-                                 if tp not in finished)
-                break
-            time.sleep(IDLE_SLEEP_S)
-    return st
-
-
-def _assignments(wl: Workload, target: Target) -> list[list[tuple[str, int, int]]]:
-    """One assignment per consumer: each subscription splits each topic's partitions."""
-    out = []
-    for topic in topic_names(wl):
-        for _sub in range(wl.subscriptionsPerTopic):
-            n = wl.consumerPerSubscription
-            per: list[list[tuple[str, int, int]]] = [[] for _ in range(n)]
-            for p in range(wl.partitionsPerTopic):
-                per[p % n].append((topic, p, target.start_position(topic, p)))
-            out.extend(a for a in per if a)
-    return out
-
-
-def _consumer_process(engine: str, directory: str, assignment, measure_ns: int, t0: int,
-                      done_event, ends, ends_index, result_queue) -> None:
-    """Body of a consumer process: open the store read_only and follow the writer."""
-    import mqstore
-
-    st = ConsumerStats()
-    try:
-        store = mqstore.open(directory, engine=engine, read_only=True)
-        try:
-            def poll(topic, partition, position):
-                recs = store.read(topic, partition, position, max_records=POLL_RECORDS)
-                return ([r.value for r in recs], recs[-1].offset + 1) if recs else ([], position)
-
-            st = consume_loop(poll, assignment, done_event.is_set,
-                              lambda t, p: ends[ends_index[(t, p)]], measure_ns, lambda: False,
-                              t0=t0)
-        finally:
-            store.close()
-    except BaseException as exc:  # reported to the parent
-        import traceback
-
-        st.error = f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=-2).strip()})"
-    result_queue.put((st.consumed, st.consumed_bytes,
-                      {w: h.to_dict() for w, h in st.latency.items()}, st.last_ns,
-                      st.missing, st.error))
 
 
 # --------------------------------------------------------------------------- the run
@@ -378,7 +234,7 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
         target.create_topic(topic, wl.partitionsPerTopic)
     res.config = target.describe()
     res.notes.extend(wl.header_notes())
-    sh = _Shared()
+    sh = RunState()
     planned = wl.planned_messages()
     n_prod = wl.producersPerTopic * wl.topics
     rate_each = wl.producerRate / n_prod if wl.producerRate else 0.0
@@ -411,7 +267,7 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
         res.notes.append("--processes applies to engines only; this reference used threads")
     mp_state = None
     if wl.consumers_per_topic and not wl.catchup:
-        mp_state = _start_consumers(wl, target, sh, use_procs, consumers, results)
+        mp_state = start_consumers(wl, target, sh, use_procs, consumers, results)
 
     threads = [threading.Thread(target=p.run, name=f"producer-{i}", daemon=True)
                for i, p in enumerate(producers)]
@@ -434,7 +290,7 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
     errors = [p.error for p in producers if p.error]
     if errors:
         sh.stop.set()
-        _join_consumers(consumers, results, mp_state)
+        join_consumers(consumers, results, mp_state)
         raise errors[0]
 
     for topic in topics:
@@ -452,13 +308,13 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
         sh.measure_ns = 0  # a backlog is all measured
         consume_start = time.perf_counter_ns()
         sh.producers_done.set()
-        mp_state = _start_consumers(wl, target, sh, use_procs, consumers, results)
+        mp_state = start_consumers(wl, target, sh, use_procs, consumers, results)
     else:
         consume_start = t0
         if mp_state is not None:
-            _publish_ends(mp_state, sh)
+            publish_ends(mp_state, sh)
         sh.producers_done.set()
-    _join_consumers(consumers, results, mp_state, progress)
+    join_consumers(consumers, results, mp_state, progress)
     t_end = time.perf_counter_ns()
 
     snap1 = ResourceSnapshot.take()
@@ -476,9 +332,9 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
         res.produced_bytes += p.sent_bytes
         res.batches += p.batches
         for w, h in p.latency.items():
-            _hist(pub_w, w).merge(h)
+            hist_for(pub_w, w).merge(h)
         for w, h in p.delay.items():
-            _hist(delay_w, w).merge(h)
+            hist_for(delay_w, w).merge(h)
     res.publish_latency = merge_windows(pub_w)
     res.publish_delay = merge_windows(delay_w)
     res.publish_s = (t_prod_end - sh.measure_ns) / 1e9 if planned is None else \
@@ -489,7 +345,7 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
         res.consumed += st.consumed
         res.consumed_bytes += st.consumed_bytes
         for w, h in st.latency.items():
-            _hist(e2e_w, w).merge(h)
+            hist_for(e2e_w, w).merge(h)
         missing += st.missing
         last = max(last, st.last_ns)
         if st.error:
@@ -505,66 +361,6 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
     res.extra["subscriptions"] = wl.subscriptionsPerTopic
     if progress:
         progress(1.0)
-
-
-def _start_consumers(wl: Workload, target: Target, sh: _Shared, use_procs: bool,
-                     consumers: list, results: list[ConsumerStats]):
-    assignments = _assignments(wl, target)
-    if not use_procs:
-        def body(assignment):
-            results.append(consume_loop(
-                lambda t, p, pos: target.poll(t, p, pos, POLL_RECORDS), assignment,
-                sh.producers_done.is_set, lambda t, p: sh.final_ends[(t, p)], sh.measure_ns,
-                sh.stop.is_set, t0=sh.t0, sample_ns=sh.sample_ns))
-
-        for a in assignments:
-            th = threading.Thread(target=body, args=(a,), name="consumer", daemon=True)
-            th.start()
-            consumers.append(th)
-        return None
-    ctx = multiprocessing.get_context("spawn")
-    keys = [(t, p) for t in topic_names(wl) for p in range(wl.partitionsPerTopic)]
-    index = {k: i for i, k in enumerate(keys)}
-    ends = ctx.Array("q", len(keys), lock=False)
-    for k, i in index.items():
-        ends[i] = sh.final_ends.get(k, 0)
-    done = ctx.Event()
-    if sh.producers_done.is_set():
-        done.set()
-    queue = ctx.Queue()
-    for a in assignments:
-        proc = ctx.Process(target=_consumer_process, daemon=True,
-                           args=(target.name, target.directory, a, sh.measure_ns, sh.t0,
-                                 done, ends, index, queue))
-        proc.start()
-        consumers.append(proc)
-    return {"ends": ends, "index": index, "done": done, "queue": queue}
-
-
-def _publish_ends(mp_state: dict, sh: _Shared) -> None:
-    for k, i in mp_state["index"].items():
-        mp_state["ends"][i] = sh.final_ends[k]
-    mp_state["done"].set()
-
-
-def _join_consumers(consumers: list, results: list[ConsumerStats], mp_state,
-                    progress: Progress | None = None) -> None:
-    if mp_state is not None:
-        mp_state["done"].set()
-        for _ in consumers:
-            consumed, nbytes, hist, last, missing, err = mp_state["queue"].get(
-                timeout=DRAIN_TIMEOUT_S * 2)
-            results.append(ConsumerStats(
-                consumed, nbytes, {int(w): LatencyHistogram.from_dict(h) for w, h in hist.items()},
-                last, missing, err))
-        for proc in consumers:
-            proc.join(timeout=10)
-        return
-    for th in consumers:
-        while th.is_alive():
-            th.join(timeout=0.1)
-            if progress:
-                progress(0.85)
 
 
 def evict_files(paths: list[str]) -> int:
