@@ -324,3 +324,92 @@ def cq_tag_scan(buf, start_unit: int, n_units: int, tag_hashes) -> np.ndarray:
             f"{len(mv)} bytes")
     units = np.frombuffer(mv, dtype=CQ_UNIT, count=n_units, offset=start_unit * CQ_UNIT.itemsize)
     return np.flatnonzero(np.isin(units["tag_hash"], wanted)).astype(np.int64)
+
+
+# ----- Kafka record decoding -----
+class RecordFields(NamedTuple):
+    """What ``decode_records`` found in the records section of one batch.
+
+    ``records`` has one int64 row per record: offsetDelta, timestampDelta, key position,
+    key length (-1 = null), value position, value length (-1 = null), index of its first row
+    in ``headers``, header count, record end. ``headers`` rows: key position, key length,
+    value position, value length (-1 = null). Positions are absolute in the buffer.
+    """
+
+    status: int  # SCAN_OK, or SCAN_CORRUPT at the first record that does not parse
+    next_pos: int  # the end of the last record parsed
+    records: np.ndarray  # int64, shape (n, 9)
+    headers: np.ndarray  # int64, shape (m, 4)
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(mv: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """Zig-zag LEB128 of at most 10 bytes within [pos, end) (bits past 64 are dropped)."""
+    z = shift = 0
+    for _ in range(10):
+        if pos >= end:
+            raise _Malformed
+        b = mv[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            z &= 0xFFFFFFFFFFFFFFFF
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+    raise _Malformed
+
+
+def _field(mv: memoryview, pos: int, end: int, min_len: int) -> tuple[int, int, int]:
+    length, pos = _varint(mv, pos, end)
+    if length < min_len or length > end - pos:
+        raise _Malformed
+    return pos, length, pos + max(length, 0)
+
+
+def decode_records(buf, pos: int, end: int, count: int) -> RecordFields:
+    """Parse ``count`` magic-2 records from ``buf[pos:end)`` (an uncompressed batch's records
+    section, Kafka's ``DefaultRecord``): varint length, attributes, timestampDelta,
+    offsetDelta, key, value, headers. Every field must fit in its record and every record
+    must end exactly at its length. ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``.
+    """
+    mv = _bytes_view(buf)
+    _check_range(mv, pos, end)
+    end = max(end, pos)
+    records: list[tuple[int, ...]] = []
+    headers: list[tuple[int, int, int, int]] = []
+    status = SCAN_OK
+    for _ in range(count):
+        try:
+            length, p = _varint(mv, pos, end)
+            if length < 0 or length > end - p:
+                raise _Malformed
+            rec_end = p + length
+            if p >= rec_end:
+                raise _Malformed
+            p += 1  # attributes
+            ts_delta, p = _varint(mv, p, rec_end)
+            offset_delta, p = _varint(mv, p, rec_end)
+            kp, kl, p = _field(mv, p, rec_end, -1)
+            vp, vl, p = _field(mv, p, rec_end, -1)
+            nh, p = _varint(mv, p, rec_end)
+            if nh < 0:
+                raise _Malformed
+            mine = []
+            for _h in range(nh):
+                hkp, hkl, p = _field(mv, p, rec_end, 0)
+                hvp, hvl, p = _field(mv, p, rec_end, -1)
+                mine.append((hkp, hkl, hvp, hvl))
+            if p != rec_end:
+                raise _Malformed
+        except _Malformed:
+            status = SCAN_CORRUPT
+            break
+        records.append((offset_delta, ts_delta, kp, kl, vp, vl, len(headers), nh, rec_end))
+        headers.extend(mine)
+        pos = rec_end
+    return RecordFields(status, pos,
+                        np.array(records, dtype=np.int64).reshape(-1, 9),
+                        np.array(headers, dtype=np.int64).reshape(-1, 4))

@@ -36,6 +36,7 @@ from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and resu
     SCAN_TORN,
     SCAN_ZERO,
     BatchScan,
+    RecordFields,
     RecordScan,
 )
 from mqstore.errors import BufferRangeError
@@ -64,7 +65,7 @@ crc32c_hardware = False  # True when CRC-32C runs on the SSE4.2 crc32 instructio
 __all__ = [
     "backend", "crc32c_hardware", "crc32c", "java_string_hash", "murmur2",
     "offset_index_floor", "time_index_floor", "find_batch", "scan_batches", "scan_commitlog",
-    "cq_tag_scan", "BatchScan", "RecordScan", "SCAN_OK", "SCAN_TORN", "SCAN_CORRUPT",
+    "cq_tag_scan", "decode_records", "BatchScan", "RecordScan", "RecordFields", "SCAN_OK", "SCAN_TORN", "SCAN_CORRUPT",
     "SCAN_BLANK", "SCAN_ZERO",
 ]
 
@@ -216,6 +217,31 @@ def _cq_tag_scan_native(buf, start_unit: int, n_units: int, tag_hashes) -> np.nd
     return out[:k].copy() if k < len(out) // 2 else out[:k]
 
 
+def _decode_records_native(buf, pos: int, end: int, count: int) -> RecordFields:
+    """Parse ``count`` magic-2 records from ``buf[pos:end)``: positions and lengths of their
+    fields (see ``_purepy.decode_records``)."""
+    try:
+        p = _ffi.from_buffer("uint8_t[]", buf)
+        span = max(end - pos, 0)
+        records_cap = max(0, min(count, span // 7))  # a record takes at least 7 bytes
+        headers_cap = 2 * records_cap + 8
+        out = _ffi.new("int64_t[3]")  # records, headers, next_pos
+        while True:
+            records = np.empty((records_cap, 9), dtype=np.int64)
+            headers = np.empty((headers_cap, 4), dtype=np.int64)
+            status = _lib.mq_decode_records(
+                p, len(p), pos, end, count, records_cap, _ffi.from_buffer("int64_t[]", records),
+                headers_cap, _ffi.from_buffer("int64_t[]", headers), out, out + 1, out + 2)
+            if status != _SCAN_FULL:
+                break
+            headers_cap = span // 2 + 1  # a header takes at least 2 bytes: always enough
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy.decode_records(buf, pos, end, count)
+    if status < 0:
+        _raise(status, f"records window [{pos}, {end}) in {len(p)} bytes")
+    return RecordFields(status, int(out[2]), records[:out[0]], headers[:out[1]])
+
+
 if _lib is None:
     crc32c = _purepy.crc32c
     java_string_hash = _purepy.java_string_hash
@@ -226,6 +252,7 @@ if _lib is None:
     scan_batches = _purepy.scan_batches
     scan_commitlog = _purepy.scan_commitlog
     cq_tag_scan = _purepy.cq_tag_scan
+    decode_records = _purepy.decode_records
 else:
     _force_sw = os.environ.get("MQSTORE_CRC32C_HW", "").lower() in ("off", "0", "false")
     crc32c_hardware = bool(_lib.mq_init(1 if _force_sw else 0))
@@ -238,3 +265,4 @@ else:
     scan_batches = _scan_batches_native
     scan_commitlog = _scan_commitlog_native
     cq_tag_scan = _cq_tag_scan_native
+    decode_records = _decode_records_native

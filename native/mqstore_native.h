@@ -82,3 +82,17 @@ int mq_scan_commitlog(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
    n_units). Returns how many, or MQ_ERR_RANGE when the units run past the buffer. */
 int64_t mq_cq_tag_scan(const uint8_t *buf, size_t buf_len, int64_t start_unit, int64_t n_units,
                        const int64_t *wanted, int64_t n_wanted, int64_t *out);
+
+/* ----- Kafka record decoding (the fields of the records inside one batch) ----- */
+/* Parse count magic-2 records from buf[pos:end) (the records section of an uncompressed
+   batch). Row k of records (9 int64 each): offsetDelta, timestampDelta, key position, key
+   length (-1 = null), value position, value length (-1 = null), index of the record's first
+   row in headers, header count, record end. Row h of headers (4 int64 each): key position,
+   key length, value position, value length (-1 = null). Positions are absolute in buf.
+   Returns MQ_SCAN_OK (and *next_pos = end of the last record), MQ_SCAN_CORRUPT at the first
+   record that does not parse (rows before it are kept), MQ_SCAN_FULL when headers_cap rows
+   are not enough (call again with more room), or MQ_ERR_RANGE. */
+int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                      int64_t count, int64_t records_cap, int64_t *records,
+                      int64_t headers_cap, int64_t *headers,
+                      int64_t *n_records, int64_t *n_headers, int64_t *next_pos);

@@ -35,11 +35,15 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def kafka_record(offset_delta: int, value: bytes, key: bytes | None = None) -> bytes:
-    """One magic-2 record (timestamp delta 0, no headers)."""
-    body = (b"\x00" + _varint(0) + _varint(offset_delta)
-            + (_varint(-1) if key is None else _varint(len(key)) + key)
-            + _varint(len(value)) + value + _varint(0))
+def kafka_record(offset_delta: int, value: bytes | None, key: bytes | None = None,
+                 headers: list[tuple[bytes, bytes | None]] = (), timestamp_delta: int = 0) -> bytes:
+    """One magic-2 record."""
+    def field(b):
+        return _varint(-1) if b is None else _varint(len(b)) + b
+
+    body = (b"\x00" + _varint(timestamp_delta) + _varint(offset_delta) + field(key)
+            + field(value) + _varint(len(headers))
+            + b"".join(field(k) + field(v) for k, v in headers))
     return _varint(len(body)) + body
 
 

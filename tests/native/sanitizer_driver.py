@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nativelogs import (consume_queue, guarded_view, kafka_log, offset_index,  # noqa: E402
-                        rocketmq_log, time_index)
+from nativelogs import (consume_queue, guarded_view, kafka_log, kafka_record,  # noqa: E402
+                        offset_index, rocketmq_log, time_index)
 
 from mqstore import _purepy, native  # noqa: E402
 
@@ -48,9 +48,9 @@ def check(name: str, buf: bytes, *args) -> None:
         return
     for view in (bytes(buf), guarded_view(buf)):
         got = getattr(native, name)(view, *args)
-        if isinstance(expected, tuple):
+        if isinstance(expected, tuple):  # BatchScan, RecordScan, RecordFields
             ok = got[:2] == expected[:2] and all(
-                list(a) == list(b) for a, b in zip(got[2:], expected[2:]))
+                a.tolist() == b.tolist() for a, b in zip(got[2:], expected[2:]))
         elif hasattr(expected, "tolist"):
             ok = got.tolist() == expected.tolist()
         else:
@@ -85,6 +85,12 @@ def main(rounds: int) -> int:
         cq = damaged(rng, consume_queue([rng.randrange(-3, 3) for _ in range(rng.randrange(60))]))
         check("cq_tag_scan", cq, rng.randrange(-1, 30), rng.randrange(-1, 60),
               [rng.randrange(-3, 3) for _ in range(rng.randrange(12))])
+        recs = b"".join(kafka_record(i, rng.choice([None, b"v" * rng.randrange(20)]),
+                                     rng.choice([None, b"k"]),
+                                     [(b"h", rng.choice([None, b"x"]))] * rng.randrange(3))
+                        for i in range(rng.randrange(5)))
+        recs = damaged(rng, recs)
+        check("decode_records", recs, 0, len(recs), rng.randrange(-1, 7))
         raw = os.urandom(rng.randrange(3000))
         start = rng.randrange(9)
         assert native.crc32c(raw[start:]) == _purepy.crc32c(raw[start:])

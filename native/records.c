@@ -1,0 +1,116 @@
+/* Kafka record decoding: the varint fields of the records of one batch (DefaultRecord).
+ *
+ * Only positions and lengths come out; Python slices the bytes it needs. Every varint and
+ * every length is checked against the record's own end (its length prefix) before use, so
+ * malformed or hostile records give MQ_SCAN_CORRUPT, never a read outside [pos, end).
+ * Pure function over caller-owned memory, thread-safe.
+ */
+#include "mqstore_internal.h"
+
+/* Zig-zag LEB128 of at most 10 bytes within [*pos, end); 0 when it does not fit. */
+static int read_varint(const uint8_t *buf, int64_t *pos, int64_t end, int64_t *out)
+{
+    uint64_t z = 0;
+    int shift = 0;
+    for (int i = 0; i < 10; i++) {
+        if (*pos >= end)
+            return 0;
+        uint8_t b = buf[(*pos)++];
+        z |= (uint64_t)(b & 0x7F) << shift;
+        if (b < 0x80) {
+            *out = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+            return 1;
+        }
+        shift += 7;
+    }
+    return 0;
+}
+
+/* A length-prefixed field: length >= min_len (-1 allows null), then that many bytes. */
+static int read_field(const uint8_t *buf, int64_t *pos, int64_t end, int64_t min_len,
+                      int64_t *field_pos, int64_t *field_len)
+{
+    int64_t len;
+    if (!read_varint(buf, pos, end, &len) || len < min_len)
+        return 0;
+    *field_pos = *pos;
+    *field_len = len;
+    if (len > 0) {
+        if (len > end - *pos)
+            return 0;
+        *pos += len;
+    }
+    return 1;
+}
+
+int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                      int64_t count, int64_t records_cap, int64_t *records,
+                      int64_t headers_cap, int64_t *headers,
+                      int64_t *n_records, int64_t *n_headers, int64_t *next_pos)
+{
+    *n_records = 0;
+    *n_headers = 0;
+    *next_pos = pos;
+    if (pos < 0 || (end > 0 && (uint64_t)end > buf_len))
+        return MQ_ERR_RANGE;
+    if (records_cap < 0 || headers_cap < 0)
+        return MQ_ERR_ARG;
+    if (end < pos)
+        end = pos;
+    int64_t k = 0, h = 0;
+    for (; k < count; k++) {
+        int64_t p = pos, length, rec_end;
+        if (!read_varint(buf, &p, end, &length) || length < 0 || length > end - p)
+            break;
+        rec_end = p + length;
+        if (p >= rec_end) /* attributes */
+            break;
+        p++;
+        int64_t ts_delta, offset_delta, kp, kl, vp, vl, nh;
+        if (!read_varint(buf, &p, rec_end, &ts_delta) ||
+            !read_varint(buf, &p, rec_end, &offset_delta) ||
+            !read_field(buf, &p, rec_end, -1, &kp, &kl) ||
+            !read_field(buf, &p, rec_end, -1, &vp, &vl) ||
+            !read_varint(buf, &p, rec_end, &nh) || nh < 0)
+            break;
+        int64_t first_header = h, i;
+        for (i = 0; i < nh; i++) {
+            int64_t hkp, hkl, hvp, hvl;
+            if (!read_field(buf, &p, rec_end, 0, &hkp, &hkl) ||
+                !read_field(buf, &p, rec_end, -1, &hvp, &hvl))
+                break;
+            if (h == headers_cap) {
+                *n_records = k;
+                *n_headers = h;
+                *next_pos = pos;
+                return MQ_SCAN_FULL;
+            }
+            int64_t *row = headers + 4 * h++;
+            row[0] = hkp;
+            row[1] = hkl;
+            row[2] = hvp;
+            row[3] = hvl;
+        }
+        if (i < nh || p != rec_end) {
+            h = first_header; /* drop the headers of the record that failed */
+            break;
+        }
+        if (k == records_cap)
+            return MQ_ERR_ARG; /* cannot happen: the caller sizes it from the bytes */
+        int64_t *row = records + 9 * k;
+        row[0] = offset_delta;
+        row[1] = ts_delta;
+        row[2] = kp;
+        row[3] = kl;
+        row[4] = vp;
+        row[5] = vl;
+        row[6] = first_header;
+        row[7] = nh;
+        row[8] = rec_end;
+        pos = rec_end;
+    }
+    *n_records = k;
+    *n_headers = h;
+    *next_pos = pos;
+    return k < count ? MQ_SCAN_CORRUPT : MQ_SCAN_OK;
+}
