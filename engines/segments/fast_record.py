@@ -1,4 +1,4 @@
-"""Build many ``mqstore.api.Record`` objects quickly.
+"""Build many ``mqstore.api.Record`` / ``RecordMetadata`` objects quickly.
 
 ``Record`` is a frozen, slotted dataclass: its generated ``__init__`` goes through
 ``object.__setattr__`` once per field, which costs more than decoding the record from its
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mqstore.api import Record
+from mqstore.api import Record, RecordMetadata
 
 _FIELDS = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers", "tag")
 
@@ -53,4 +53,40 @@ def make_records(topic: str, partition: int, rows: list[tuple]) -> list[Record]:
         s_hdr(r, headers)
         s_tag(r, tag)
         append(r)
+    return out
+
+
+def _metadata_descriptors():
+    names = ("topic", "partition", "offset", "timestamp_ms")
+    if tuple(f.name for f in dataclasses.fields(RecordMetadata)) != names:
+        return None
+    try:
+        descriptors = tuple(RecordMetadata.__dict__[name] for name in names)
+    except KeyError:
+        return None
+    if not all(type(d).__name__ == "member_descriptor" for d in descriptors):
+        return None
+    return descriptors
+
+
+_MD_DESCRIPTORS = _metadata_descriptors()
+
+
+def make_metadata(topic: str, partition: int, base_offset: int, timestamp_ms: int,
+                  count: int) -> list[RecordMetadata]:
+    """``RecordMetadata(topic, partition, base_offset + i, timestamp_ms)`` for i < count."""
+    if _MD_DESCRIPTORS is None:
+        return [RecordMetadata(topic, partition, base_offset + i, timestamp_ms)
+                for i in range(count)]
+    new = object.__new__
+    s_topic, s_part, s_off, s_ts = (d.__set__ for d in _MD_DESCRIPTORS)
+    out = []
+    append = out.append
+    for off in range(base_offset, base_offset + count):
+        m = new(RecordMetadata)
+        s_topic(m, topic)
+        s_part(m, partition)
+        s_off(m, off)
+        s_ts(m, timestamp_ms)
+        append(m)
     return out

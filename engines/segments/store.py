@@ -50,7 +50,7 @@ from mqstore.engines.segments.checkpoint import (
     write_checkpoint,
     write_clean_shutdown,
 )
-from mqstore.engines.segments.fast_record import make_records
+from mqstore.engines.segments.fast_record import make_metadata, make_records
 from mqstore.engines.segments.offsets_topic import encode_commit, replay_commits
 from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
 from mqstore.engines.segments.record_batch import encode_messages, encode_one, encode_values
@@ -378,7 +378,7 @@ class SegmentsStore(Store):
             ticket = gc.written() if gc is not None else 0
         if gc is not None:
             gc.wait_durable(ticket)
-        return [RecordMetadata(topic, p, base + j, ts) for j in range(len(values))]
+        return make_metadata(topic, p, base, ts, len(values))
 
     # ----- reads -----
     def read(self, topic: str, partition: int, offset: int, *,

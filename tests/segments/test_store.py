@@ -254,3 +254,8 @@ def test_fast_records_equal_constructed_records():
     import dataclasses
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast[0].value = b"changed"  # type: ignore[misc]
+
+    from mqstore.api import RecordMetadata
+    assert fast_record.make_metadata("t", 1, 40, 99, 3) == [RecordMetadata("t", 1, o, 99)
+                                                         for o in (40, 41, 42)]
+    assert fast_record._MD_DESCRIPTORS is not None
