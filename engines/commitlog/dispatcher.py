@@ -154,6 +154,7 @@ class Dispatcher:
         last_ts = 0
         blank = False
         pending: dict[tuple[str, int], list] = {}
+        index_entries: list = []
         while pos + 8 <= limit:
             size, magic = size_magic(mm, pos)
             if magic == fmt.BLANK_MAGIC:
@@ -171,16 +172,16 @@ class Dispatcher:
                 units = pending[(topic, queue_id)] = []
             units.append((queue_offset, phys, size, tag_hash))
             if index is not None:
-                keys = []
                 if keys_text is not None:
-                    keys.append(keys_text)
-                if uniq:
-                    keys.append(uniq)
-                if keys:
-                    index.build_index(topic, phys, store_ts, keys)
+                    index_entries.append((topic, phys, store_ts,
+                                          [keys_text, uniq] if uniq else [keys_text]))
+                elif uniq:
+                    index_entries.append((topic, phys, store_ts, [uniq]))
             last_ts = store_ts
             n += 1
             pos += size
+        if index_entries:
+            index.build_many(index_entries)
         for key, units in pending.items():
             cq = queues.get(key)
             if cq is None:

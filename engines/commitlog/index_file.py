@@ -287,6 +287,26 @@ class IndexService:
             f.write_header()
             self.indexed_end = phy_offset
 
+    def build_many(self, entries: list[tuple[str, int, int, list[str]]]) -> None:
+        """:meth:`build_index` for a run of messages (topic, commitlog offset, store
+        timestamp, keys) in log order, under one lock and one header write per file."""
+        with self._lock:
+            f = None
+            for topic, phy_offset, store_timestamp, keys in entries:
+                if phy_offset <= self.indexed_end:
+                    continue
+                if f is None:
+                    f = self._writable_file(store_timestamp)
+                for k in keys:
+                    full = topic + fmt.INDEX_KEY_SEPARATOR + k
+                    if not f.put_key(full, phy_offset, store_timestamp, header=False):
+                        f.write_header()
+                        f = self._roll(store_timestamp)
+                        f.put_key(full, phy_offset, store_timestamp, header=False)
+                self.indexed_end = phy_offset
+            if f is not None:
+                f.write_header()
+
     def _writable_file(self, now: int) -> IndexFile:
         if not self.files or self.files[-1].is_full:
             return self._roll(now)
