@@ -115,6 +115,10 @@ class SegmentsStore(Store):
                 self._flusher = PeriodicFlusher(self._sync_all, self.config.flush.interval_ms,
                                                 self._any_unflushed, name="segments-flusher")
         except BaseException:
+            for logs in self._topics.values():  # close what was opened, write nothing
+                for log in logs:
+                    for seg in log.segments:
+                        seg.close_handles()
             self._release()
             raise
 
