@@ -9,9 +9,10 @@ Producers follow the workload: ``producerRate`` shared among them (0 = unthrottl
 ``batch_records`` / ``batch_bytes`` closed after ``linger_ms``, stopped by the message count or
 the duration. Each value carries its send time in its first 8 bytes (see
 :mod:`mqstore.bench.payloads`), so consumers record end-to-end latency. Publish latency is from
-a message's intended send time (its creation when unthrottled) to the return of the
-``append_batch`` that stored it, as OMB measures send-to-ack; publish delay is how late the
-rate limiter was (coordinated omission shows there).
+a message's send (its creation, so time spent waiting in a lingering batch counts) to the
+return of the ``append_batch`` that stored it, as OMB measures send-to-ack; publish delay is
+how late the send was against the rate limiter's schedule (coordinated omission shows there,
+as in OMB). A message belongs to the measured phase when it is sent after the warm-up.
 
 Every target sees the same payloads, keys and tags: they are functions of the seed and the
 message number.
@@ -158,13 +159,10 @@ class _Producer:
                     now = perf()
                 if now >= sh.measure_ns:
                     hist_for(self.delay, sh.window(now)).record(now - intended)
-                t_born = intended
-            else:
-                t_born = now
             i = self.first + k * self.step
             value = stamp(src.payload(i), now)
             batch.append(Message(value, key=src.key(i), tag=src.tag(i)))
-            born.append(t_born)
+            born.append(now)
             batch_bytes += len(value)
             k += 1
             last = self.count is not None and k >= self.count
