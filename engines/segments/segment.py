@@ -323,9 +323,18 @@ class LogSegment:
         """``(position, size, base_offset, last_offset)`` of the first batch whose last offset
         >= ``target``, or None if this segment has none (index floor, then header walk)."""
         idx_offset, pos = self.offset_index.lookup(target)
-        if pos >= self.size:
+        end = self.size
+        if pos >= end:
             pos = 0
-        walk = BatchWalk(self.fd, pos, self.size)
+        # fast path: one pread from the index floor and the native header scan
+        chunk = os.pread(self.fd, min(WALK_CHUNK, end - pos), pos)
+        found = native.find_batch(chunk, 0, len(chunk), target)
+        if found >= 0:
+            base, length, _e, magic, _c, _a, lod = _unpack_offsets(chunk, found)
+            if magic == fmt.MAGIC:
+                return pos + found, length + fmt.LOG_OVERHEAD, base, base + lod
+        # the target lies beyond this chunk (or the chunk cut a batch): walk on
+        walk = BatchWalk(self.fd, pos, end)
         for bpos, size, base, last, _chunk, _off in walk:
             if last >= target:
                 return bpos, size, base, last
