@@ -171,6 +171,9 @@ def test_redispatch_after_a_crash_is_idempotent(open_cl, store_path):
     s.close()
     for p, data in snap.items():
         assert open(p, "rb").read() == data
+    (name,) = os.listdir(os.path.join(store_path, "index"))
+    hdr = open(os.path.join(store_path, "index", name), "rb").read(40)
+    assert struct.unpack(">qqqqii", hdr)[5] == 1 + 2 * 25  # rebuilt, not duplicated
 
 
 def test_trailing_empty_commitlog_file_is_deleted(open_cl, store_path):
