@@ -80,6 +80,9 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _SCAN_FULL = 5  # the output arrays are full: call again from next_pos (never leaves this file)
 _EMPTY = np.empty(0, dtype=np.int64)
 _BAD_BUFFER = (TypeError, BufferError, ValueError)  # what ffi.from_buffer raises
+if _ffi is not None:
+    _U8_ARRAY = _ffi.typeof("uint8_t[]")
+    _from_buffer = _ffi.from_buffer
 
 
 def _raise(code: int, what: str):
@@ -89,8 +92,10 @@ def _raise(code: int, what: str):
 
 def _crc32c_native(data, crc: int = 0) -> int:
     """CRC-32C of ``data`` (any buffer), continuing from ``crc`` for chunked updates."""
+    if type(data) is bytes:  # cffi passes a bytes object's own memory: the cheapest call
+        return _lib.mq_crc32c(crc & 0xFFFFFFFF, data, len(data))
     try:
-        p = _ffi.from_buffer("uint8_t[]", data)
+        p = _from_buffer(_U8_ARRAY, data)
     except _BAD_BUFFER:
         return _purepy.crc32c(data, crc)
     return _lib.mq_crc32c(crc & 0xFFFFFFFF, p, len(p))
@@ -106,8 +111,10 @@ def _java_string_hash_native(s: str) -> int:
 
 def _murmur2_native(data: bytes) -> int:
     """Kafka's ``Utils.murmur2`` (seed 0x9747b28c), as a signed 32-bit int."""
+    if type(data) is bytes:
+        return _lib.mq_murmur2(data, len(data))
     try:
-        p = _ffi.from_buffer("uint8_t[]", data)
+        p = _from_buffer(_U8_ARRAY, data)
     except _BAD_BUFFER:
         return _purepy.murmur2(data)
     return _lib.mq_murmur2(p, len(p))
