@@ -40,21 +40,33 @@ class AbstractIndex:
         self.max_entries = max(max_index_size // self.entry_size, 2)
         self._mm: mmap.mmap | None = None
         self._cache = b""
-        self._fd: int | None = None
         self.entries = 0
         self.sealed = False  # read-only mode: the writer no longer appends to this file
         if writable:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            size = os.fstat(self._fd).st_size
-            if size == 0:
-                os.ftruncate(self._fd, self.max_entries * self.entry_size)
-                self._map()
-                self.entries = 0
-            else:
-                self._map()
+            # the map outlives the descriptor: no file descriptor stays open per index
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size == 0:
+                    os.ftruncate(fd, self.max_entries * self.entry_size)
+                self._map(fd)
+            finally:
+                os.close(fd)
+            if size:
                 self.entries = self._valid_prefix(self._mm, size // self.entry_size)
         else:
             self.refresh()
+
+    def _resize_file(self, length: int, zero_first: bool = False) -> None:
+        """Set the file's length (zeroing it first if asked) and map it again."""
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            if zero_first:
+                os.ftruncate(fd, 0)
+            os.ftruncate(fd, length)
+            self._map(fd)
+        finally:
+            os.close(fd)
 
     # ----- mapping -----
     def _unmap(self) -> None:
@@ -65,13 +77,12 @@ class AbstractIndex:
             except BufferError:  # a reader thread still holds a view; freed when it lets go
                 pass
 
-    def _map(self) -> None:
+    def _map(self, fd: int) -> None:
         """Map the file as it is now and swap the new map in before dropping the old one, so
         a concurrent lookup always finds a buffer holding every valid entry."""
-        assert self._fd is not None
-        size = os.fstat(self._fd).st_size
+        size = os.fstat(fd).st_size
         old = self._mm
-        self._mm = mmap.mmap(self._fd, size) if size else None
+        self._mm = mmap.mmap(fd, size) if size else None
         if old is not None:
             try:
                 old.close()
@@ -146,33 +157,28 @@ class AbstractIndex:
     def reset(self) -> None:
         """Drop every entry (before a rebuild). The file is zeroed so a crash during the
         rebuild cannot leave stale entries after the new ones."""
-        assert self._fd is not None
         self._unmap()
-        os.ftruncate(self._fd, 0)
-        os.ftruncate(self._fd, self.max_entries * self.entry_size)
-        self._map()
+        self._resize_file(self.max_entries * self.entry_size, zero_first=True)
         self.entries = 0
 
     def trim(self) -> None:
         """Cut the file to exactly its entries (on roll and close)."""
-        if not self.writable or self._fd is None:
+        if not self.writable:
             return
         want = self.entries * self.entry_size
         if self._mm is not None and len(self._mm) == want:
             return
-        if self._mm is not None:
-            self._mm.flush()
-        os.ftruncate(self._fd, want)
-        self._map()
+        try:
+            self._resize_file(want)
+        except FileNotFoundError:  # deleted under us (retention): nothing to trim
+            self._unmap()
 
     def resize_to_max(self) -> None:
         """Grow the file back to the preallocated size (the active segment after a load)."""
-        assert self._fd is not None
         want = self.max_entries * self.entry_size
         if self._mm is not None and len(self._mm) >= want:
             return
-        os.ftruncate(self._fd, max(want, self.entries * self.entry_size))
-        self._map()
+        self._resize_file(max(want, self.entries * self.entry_size))
 
     def flush(self) -> None:
         """msync the map (index bytes durable)."""
@@ -188,11 +194,8 @@ class AbstractIndex:
         return self.entries * self.entry_size
 
     def close(self) -> None:
-        """Unmap and close (does not trim; call :meth:`trim` first when the file is final)."""
+        """Unmap (does not trim; call :meth:`trim` first when the file is final)."""
         self._unmap()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
     def delete(self) -> None:
         """Close and remove the file."""
