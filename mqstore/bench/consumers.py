@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mqstore.bench.metrics import LatencyHistogram
+from mqstore.errors import OffsetOutOfRangeError
 from mqstore.bench.payloads import read_stamp
 from mqstore.bench.targets import Target
 from mqstore.bench.workload import Workload
@@ -23,6 +24,7 @@ from mqstore.bench.workload import Workload
 POLL_RECORDS = 500
 IDLE_SLEEP_S = 0.0005
 DRAIN_TIMEOUT_S = 60.0
+MAX_AHEAD_RETRIES = 10_000
 #: stats window for the per-interval series (OMB uses 10 s; runs here are short)
 SAMPLE_NS = 1_000_000_000
 
@@ -80,6 +82,9 @@ class ConsumerStats:
     last_ns: int = 0
     missing: int = 0
     error: str | None = None
+    #: polls refused with OffsetOutOfRangeError at a position the engine itself returned
+    #: (its reads ran ahead of its end offset); retried, and reported in the run's notes
+    ahead_of_end: int = 0
 
 
 def consume_loop(poll: Callable[[str, int, int], tuple[list[bytes], int]],
@@ -91,6 +96,7 @@ def consume_loop(poll: Callable[[str, int, int], tuple[list[bytes], int]],
     final end (known once ``done()``), ``stop()`` is true, or ``deadline_s`` after done."""
     st = ConsumerStats()
     pos = {(t, p): start for t, p, start in assignment}
+    start_of = dict(pos)
     finished: set[tuple[str, int]] = set()
     perf = time.perf_counter_ns
     done_at: float | None = None
@@ -102,7 +108,14 @@ def consume_loop(poll: Callable[[str, int, int], tuple[list[bytes], int]],
         for tp, at in pos.items():
             if tp in finished:
                 continue
-            values, nxt = poll(tp[0], tp[1], at)
+            try:
+                values, nxt = poll(tp[0], tp[1], at)
+            except OffsetOutOfRangeError:
+                if at == start_of[tp] or st.ahead_of_end >= MAX_AHEAD_RETRIES:
+                    raise
+                st.ahead_of_end += 1
+                time.sleep(IDLE_SLEEP_S)
+                continue
             if values:
                 progressed = True
                 pos[tp] = nxt
@@ -159,12 +172,19 @@ def _consumer_process(engine: str, directory: str, assignment, measure_ns: int, 
         finally:
             store.close()
     except BaseException as exc:  # reported to the parent
-        import traceback
-
-        st.error = f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=-2).strip()})"
+        st.error = _describe(exc)
     result_queue.put((st.consumed, st.consumed_bytes,
                       {w: h.to_dict() for w, h in st.latency.items()}, st.last_ns,
-                      st.missing, st.error))
+                      st.missing, st.error, st.ahead_of_end))
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming an error and where it was raised."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def start_consumers(wl: Workload, target: Target, sh: RunState, use_procs: bool,
@@ -172,10 +192,13 @@ def start_consumers(wl: Workload, target: Target, sh: RunState, use_procs: bool,
     plan = assignments(wl, target)
     if not use_procs:
         def body(assignment):
-            results.append(consume_loop(
-                lambda t, p, pos: target.poll(t, p, pos, POLL_RECORDS), assignment,
-                sh.producers_done.is_set, lambda t, p: sh.final_ends[(t, p)], sh.measure_ns,
-                sh.stop.is_set, t0=sh.t0, sample_ns=sh.sample_ns))
+            try:
+                results.append(consume_loop(
+                    lambda t, p, pos: target.poll(t, p, pos, POLL_RECORDS), assignment,
+                    sh.producers_done.is_set, lambda t, p: sh.final_ends[(t, p)],
+                    sh.measure_ns, sh.stop.is_set, t0=sh.t0, sample_ns=sh.sample_ns))
+            except BaseException as exc:  # reported in the run's notes, never lost
+                results.append(ConsumerStats(error=_describe(exc)))
 
         for a in plan:
             th = threading.Thread(target=body, args=(a,), name="consumer", daemon=True)
@@ -212,11 +235,11 @@ def join_consumers(consumers: list, results: list[ConsumerStats], mp_state,
     if mp_state is not None:
         mp_state["done"].set()
         for _ in consumers:
-            consumed, nbytes, hist, last, missing, err = mp_state["queue"].get(
+            consumed, nbytes, hist, last, missing, err, ahead = mp_state["queue"].get(
                 timeout=DRAIN_TIMEOUT_S * 2)
             results.append(ConsumerStats(
                 consumed, nbytes, {int(w): LatencyHistogram.from_dict(h) for w, h in hist.items()},
-                last, missing, err))
+                last, missing, err, ahead))
         for proc in consumers:
             proc.join(timeout=10)
         return

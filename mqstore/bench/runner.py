@@ -337,7 +337,7 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
     res.publish_delay = merge_windows(delay_w)
     res.publish_s = (t_prod_end - sh.measure_ns) / 1e9 if planned is None else \
         (t_prod_end - t0) / 1e9
-    missing = 0
+    missing = ahead = 0
     last = consume_start
     for st in results:
         res.consumed += st.consumed
@@ -348,11 +348,17 @@ def _run(wl: Workload, target: Target, res: RunResult, processes: bool,
         last = max(last, st.last_ns)
         if st.error:
             res.notes.append(f"consumer error: {st.error}")
+        ahead += st.ahead_of_end
     start = consume_start if wl.catchup else max(consume_start, sh.measure_ns)
     res.consume_s = max(0.0, (last - start) / 1e9) if results else 0.0
     res.end_to_end = merge_windows(e2e_w)
     res.series = _series(pub_w, delay_w, e2e_w, sh.sample_ns / 1e9,
                          wl.subscriptionsPerTopic)
+    if ahead:
+        res.notes.append(f"engine anomaly: {ahead} poll(s) refused with OffsetOutOfRangeError "
+                         "at an offset its own read had returned (reads ran ahead of the end "
+                         "offset); retried")
+    res.extra["reads_ahead_of_end"] = ahead
     if missing:
         res.notes.append(f"consumers did not drain: {missing} messages missing")
     res.extra["wall_s"] = (t_end - t0) / 1e9

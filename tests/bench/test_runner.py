@@ -71,7 +71,7 @@ def test_real_engine_end_to_end(engine, tmp_path):
     wl = Workload(messages=200, partitionsPerTopic=4, messageSize=100, batch_records=8,
                   subscriptionsPerTopic=1, consumerPerSubscription=2)
     r = run_workload(wl, engine, base_dir=str(tmp_path))
-    assert (r.produced, r.consumed) == (200, 200)
+    assert (r.produced, r.consumed) == (200, 200), r.notes
     assert r.config["engine"] == engine and "options" in r.config
 
 
