@@ -148,10 +148,23 @@ class AbstractIndex:
         """The valid entries as a numpy structured array (a view; do not keep it)."""
         return np.frombuffer(self.buffer(), dtype=self.dtype, count=self.entries)
 
-    def _write_entry(self, *fields: int) -> None:
+    def _write_entry(self, *fields: int, through_file: bool = False) -> None:
+        """Write the next entry into the map, or with ``pwrite`` when ``through_file`` (the
+        map shares the page cache, so it sees the entry either way). A store into a page that
+        is still a hole of the sparse file faults and allocates, which can stall for
+        milliseconds; ``through_file`` is for the final entry written on roll / close, where
+        that stall would be paid once per partition in a row."""
         if self._mm is None or self.entries >= self.file_entries_capacity:
             raise IndexError(f"index {self.path} is full ({self.entries} entries)")
-        self.entry.pack_into(self._mm, self.entries * self.entry_size, *fields)
+        where = self.entries * self.entry_size
+        if through_file:
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                os.pwrite(fd, self.entry.pack(*fields), where)
+            finally:
+                os.close(fd)
+        else:
+            self.entry.pack_into(self._mm, where, *fields)
         self.entries += 1
 
     def reset(self) -> None:

@@ -455,8 +455,10 @@ class PartitionLog:
 
     # ----- lifecycle -----
     def close(self) -> None:
-        """Flush and close every segment (indexes trimmed)."""
+        """Finish the indexes (final time entry, trim), fsync, close every segment."""
         if self.writable:
+            with self.lock:
+                self.segments[-1].on_become_inactive()
             self.flush()
         with self.lock:
             for s in self._graveyard:

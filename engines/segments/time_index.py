@@ -42,7 +42,7 @@ class TimeIndex(AbstractIndex):
             raise ValueError(f"time index {self.path}: offset {offset} goes backwards")
         if self.entries >= self.file_entries_capacity:
             self.resize_to_max()
-        self._write_entry(timestamp, offset - self.base_offset)
+        self._write_entry(timestamp, offset - self.base_offset, through_file=final)
 
     def lookup_below(self, timestamp: int) -> tuple[int, int] | None:
         """``(timestamp, offset)`` of the largest entry with timestamp < ``timestamp``: every
