@@ -74,6 +74,7 @@ def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
 _NULL = encode_varint(-1)
 _ZERO = encode_varint(0)
 _ATTR0 = b"\x00"
+_TAG_NAME = fmt.TAG_HEADER
 #: attributes 0, timestampDelta 0, offsetDelta 0, keyLength -1 (null key)
 _SIMPLE_PREFIX = b"\x00\x00\x00\x01"
 #: attributes 0, timestampDelta 0
@@ -343,20 +344,22 @@ def decode_records(batch: bytes, h: tuple) -> list[tuple]:
     for one whole batch given as ``bytes`` and its unpacked header (``format.BATCH_HEADER``
     field order). Single-byte varints, the common case, are decoded inline."""
     attributes = h[5]
-    if attributes & fmt.CONTROL_FLAG_MASK:
-        return []
     data = batch
-    pos = fmt.RECORD_BATCH_OVERHEAD
-    end = h[1] + fmt.LOG_OVERHEAD
-    if attributes & fmt.COMPRESSION_CODEC_MASK:
-        data = _decompress(attributes & fmt.COMPRESSION_CODEC_MASK, bytes(batch[pos:end]))
-        pos, end = 0, len(data)
-    log_append_time = bool(attributes & fmt.TIMESTAMP_TYPE_MASK)
+    pos = 61  # RECORD_BATCH_OVERHEAD
+    end = h[1] + 12  # batchLength + LOG_OVERHEAD
+    log_append_time = False
+    if attributes:
+        if attributes & fmt.CONTROL_FLAG_MASK:
+            return []
+        if attributes & fmt.COMPRESSION_CODEC_MASK:
+            data = _decompress(attributes & fmt.COMPRESSION_CODEC_MASK, bytes(batch[pos:end]))
+            pos, end = 0, len(data)
+        log_append_time = bool(attributes & fmt.TIMESTAMP_TYPE_MASK)
     base_offset = h[0]
     base_ts = h[7]
     max_ts = h[8]
     dv = decode_varint
-    tag_name = fmt.TAG_HEADER
+    tag_name = _TAG_NAME
     out = []
     append = out.append
     try:
