@@ -82,6 +82,7 @@ class PartitionLog:
         self.config = config
         self.writable = writable
         self.lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self.segments: list[LogSegment] = []
         self.bases: list[int] = []
         self.next_offset = 0
@@ -265,18 +266,20 @@ class PartitionLog:
 
     def flush(self) -> int:
         """fsync every segment written since the last flush; advance the recovery point.
-        Returns the fsyncs made."""
-        with self.lock:
-            segs, self._unflushed = self._unflushed, []
-            end = self.next_offset
-        n = 0
-        for s in segs:
-            if not s.closed:
-                n += s.flush()
-        self.fsyncs += n
-        if end > self.recovery_point:
-            self.recovery_point = end
-        return n
+        Returns the fsyncs made. Flushes are serialised (``_flush_lock``): a second caller
+        waits for an fsync already running instead of returning before it completes."""
+        with self._flush_lock:
+            with self.lock:
+                segs, self._unflushed = self._unflushed, []
+                end = self.next_offset
+            n = 0
+            for s in segs:
+                if not s.closed:
+                    n += s.flush()
+            self.fsyncs += n
+            if end > self.recovery_point:
+                self.recovery_point = end
+            return n
 
     @property
     def has_unflushed(self) -> bool:
