@@ -7,7 +7,9 @@ parses each message (header, topic and properties; the body is skipped and not C
 as in RocketMQ) and writes its ConsumeQueue unit and index keys. Both writes are idempotent,
 so recovery may re-dispatch a range that was already dispatched.
 
-``mode="async"`` runs a background thread woken by appends (RocketMQ polls every 1 ms);
+``mode="async"`` runs a background thread woken by appends, which lets them accumulate for
+up to 1 ms before each pass (RocketMQ's reput sleeps 1 ms between passes) unless a reader is
+waiting;
 ``mode="sync"`` dispatches inline in the appending thread. Either way :meth:`wait_until`
 gives read-your-writes: a read past the dispatched position waits for the dispatcher.
 """
@@ -25,6 +27,8 @@ from .consume_queue import ConsumeQueue
 from .index_file import IndexService
 
 _HEADER = fmt.MSG_HEADER
+#: how long the background dispatcher lets appends accumulate before a pass
+COALESCE_S = 0.001
 
 
 class Dispatcher:
@@ -47,7 +51,9 @@ class Dispatcher:
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._progress = threading.Condition()
+        self._waiters = 0
         self._wake = threading.Event()
+        self._urgent = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._tag_hashes: dict[str, int] = {}
@@ -62,7 +68,12 @@ class Dispatcher:
     def _run(self) -> None:
         while not self._stop:
             self._wake.wait(0.01)
+            if not self._urgent.is_set() and not self._stop:
+                # coalesce: let appends accumulate for up to 1 ms (RocketMQ's reput sleeps
+                # 1 ms between passes), unless a reader is waiting
+                self._urgent.wait(COALESCE_S)
             self._wake.clear()
+            self._urgent.clear()
             try:
                 self.dispatch()
             except BaseException as exc:  # keep it: reads and appends report it
@@ -75,18 +86,28 @@ class Dispatcher:
         """Tell the background thread there is something new (or dispatch inline)."""
         if self.mode == "sync":
             self.dispatch()
-        else:
+        elif not self._wake.is_set():
             self._wake.set()
 
     def stop(self) -> None:
         """Stop the thread after it dispatched everything confirmed so far."""
         self._stop = True
         self._wake.set()
+        self._urgent.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         if self.error is None:
             self.dispatch()
+
+    def halt(self) -> None:
+        """Stop the thread without a final pass (used when the store is abandoned)."""
+        self._stop = True
+        self._urgent.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def check(self) -> None:
         """Raise the error that stopped the dispatcher, if any."""
@@ -106,10 +127,15 @@ class Dispatcher:
         if self.mode == "sync" or self._thread is None:
             self.dispatch(offset)
             return
+        self._urgent.set()
         self._wake.set()
         with self._progress:
-            ok = self._progress.wait_for(
-                lambda: self.reput_from_offset >= offset or self.error is not None, timeout)
+            self._waiters += 1
+            try:
+                ok = self._progress.wait_for(
+                    lambda: self.reput_from_offset >= offset or self.error is not None, timeout)
+            finally:
+                self._waiters -= 1
         self.check()
         if not ok:
             raise TimeoutError(f"dispatcher did not reach offset {offset} in {timeout} s")
@@ -203,5 +229,6 @@ class Dispatcher:
     def _publish(self, off: int) -> None:
         if off != self.reput_from_offset:
             self.reput_from_offset = off
-            with self._progress:
-                self._progress.notify_all()
+            if self._waiters:  # set under the condition's lock: a waiter never misses this
+                with self._progress:
+                    self._progress.notify_all()

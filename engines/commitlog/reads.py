@@ -37,6 +37,7 @@ class ConsumeQueueReads:
     follower: "Follower | None"
     _queues: dict
     _queue_next: dict
+
     def _queue_for_read(self, topic: str, partition: int
                         ) -> tuple[ConsumeQueue | None, int, int, list]:
         """(queue, end offset, end of its units in files, in-memory tail units). A writer

@@ -133,8 +133,8 @@ class CommitLogStore(ConsumeQueueReads, Store):
         o = config.options
         if not fmt.MSG_FIXED_OVERHEAD + 8 <= o["mapped_file_size"] <= 0x7FFFFFFF:
             raise errors.ConfigError(
-                f"mapped_file_size: must be between {fmt.MSG_FIXED_OVERHEAD + 8} and 2^31-1 bytes, "
-                f"got {o['mapped_file_size']}")
+                f"mapped_file_size: must be between {fmt.MSG_FIXED_OVERHEAD + 8} and 2^31-1 "
+                f"bytes, got {o['mapped_file_size']}")
         for name, low in (("cq_units_per_file", 1), ("hash_slots", 1), ("index_entries", 2),
                           ("flush_consume_queue_interval_ms", 1)):
             if o[name] < low:
@@ -336,11 +336,22 @@ class CommitLogStore(ConsumeQueueReads, Store):
         return n
 
     # ----- appends -----
+    def append(self, topic: str, value: bytes, *, key: bytes | None = None,
+               partition: int | None = None, timestamp_ms: int | None = None,
+               headers=None, tag: str | None = None) -> RecordMetadata:
+        """Append one message (see :meth:`append_batch`)."""
+        if type(value) is bytes and partition is not None and key is None and headers is None \
+                and tag is None and timestamp_ms is None:
+            return self.append_batch(topic, [value], partition=partition)[0]
+        return self.append_batch(topic, [Message(value, key, timestamp_ms, headers, tag)],
+                                 partition=partition)[0]
+
     def append_batch(self, topic: str, messages: Iterable[bytes | Message], *,
                      partition: int | None = None) -> list[RecordMetadata]:
         """Append a producer batch: one CommitLog message per record, written contiguously
         under one lock acquisition, with one flush wait (RocketMQ stores no batches)."""
         self._check_writable()
+        self.dispatcher.check()  # a failed dispatcher makes the store unwritable (RocketMQ)
         count = self.partitions(topic)
         msgs = messages if isinstance(messages, list) else list(messages)
         # (partition, normalised Message or None for a plain value, value) in call order
@@ -397,7 +408,6 @@ class CommitLogStore(ConsumeQueueReads, Store):
             ticket = self._gc.written() if self._gc is not None else 0
         if self._gc is not None:
             self._gc.wait_durable(ticket)
-        self.dispatcher.check()
         self.dispatcher.wakeup()
         return [RecordMetadata(topic, o[0], q, store_ts if d else o[1].timestamp_ms)
                 for o, q, d in zip(order, qoffs, defaulted)]
@@ -510,10 +520,8 @@ class CommitLogStore(ConsumeQueueReads, Store):
     def _release(self) -> None:
         for f in self._flushers:
             f.stop()
-        if self.dispatcher is not None and self.dispatcher._thread is not None:
-            self.dispatcher._stop = True
-            self.dispatcher._wake.set()
-            self.dispatcher._thread.join()
+        if self.dispatcher is not None:
+            self.dispatcher.halt()
         for cq in list(self._queues.values()):
             cq.close()
         self.index.close()
