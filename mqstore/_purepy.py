@@ -248,16 +248,10 @@ class RecordScan(NamedTuple):
     store_timestamps: np.ndarray  # int64
 
 
-def scan_commitlog(buf, pos: int, end: int) -> RecordScan:
-    """Validate RocketMQ V1 messages from ``pos``: size, magic, body CRC, recomputed length.
-
-    Stops at the blank marker (SCAN_BLANK), at a zero TOTALSIZE (SCAN_ZERO: unwritten,
-    preallocated space), at ``end`` (SCAN_OK), at an incomplete message (SCAN_TORN) or at a
-    bad one (SCAN_CORRUPT). ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``.
-    """
-    mv = _bytes_view(buf)
-    _check_range(mv, pos, end)
-    rows: list[tuple[int, int, int, int, int]] = []
+def _walk_commitlog(mv: memoryview, pos: int, end: int, check_crc: bool, emit) -> tuple[int, int]:
+    """Walk V1 messages from ``pos``; call ``emit(pos, size, head, body_pos, body_len,
+    topic_pos, topic_len, props_pos, props_len)`` for each sound one. Returns
+    ``(end of the sound messages, status)``."""
     status = SCAN_OK
     while pos < end:
         if end - pos < 8:
@@ -276,16 +270,16 @@ def scan_commitlog(buf, pos: int, end: int) -> RecordScan:
         if pos + size > end:
             status = SCAN_TORN
             break
-        f = _MSG_HEAD.unpack_from(mv, pos)
-        body_crc, queue_id, queue_offset, store_ts = f[2], f[3], f[5], f[10]
+        head = _MSG_HEAD.unpack_from(mv, pos)
         p = pos + 84
         body_len = struct.unpack_from(">i", mv, p)[0]
         if body_len < 0 or p + 4 + body_len + 1 > pos + size:
             status = SCAN_CORRUPT
             break
-        body = mv[p + 4:p + 4 + body_len]
+        body_pos = p + 4
         p += 4 + body_len
         topic_len = mv[p]
+        topic_pos = p + 1
         p += 1 + topic_len
         if p + 2 > pos + size:
             status = SCAN_CORRUPT
@@ -294,13 +288,83 @@ def scan_commitlog(buf, pos: int, end: int) -> RecordScan:
         if props_len < 0 or p + 2 + props_len != pos + size:
             status = SCAN_CORRUPT
             break
-        if (zlib.crc32(body) & 0x7FFFFFFF) != body_crc:
+        if check_crc and (zlib.crc32(mv[body_pos:body_pos + body_len]) & 0x7FFFFFFF) != head[2]:
             status = SCAN_CORRUPT
             break
-        rows.append((pos, size, queue_id, queue_offset, store_ts))
+        emit(pos, size, head, body_pos, body_len, topic_pos, topic_len, p + 2, props_len)
         pos += size
+    return pos, status
+
+
+def scan_commitlog(buf, pos: int, end: int) -> RecordScan:
+    """Validate RocketMQ V1 messages from ``pos``: size, magic, body CRC, recomputed length.
+
+    Stops at the blank marker (SCAN_BLANK), at a zero TOTALSIZE (SCAN_ZERO: unwritten,
+    preallocated space), at ``end`` (SCAN_OK), at an incomplete message (SCAN_TORN) or at a
+    bad one (SCAN_CORRUPT). ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``.
+    """
+    mv = _bytes_view(buf)
+    _check_range(mv, pos, end)
+    rows: list[tuple[int, int, int, int, int]] = []
+
+    def emit(pos, size, head, *_layout):
+        rows.append((pos, size, head[3], head[5], head[10]))
+
+    pos, status = _walk_commitlog(mv, pos, end, True, emit)
     cols = np.array(rows, dtype=np.int64).reshape(-1, 5)
     return RecordScan(pos, status, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4])
+
+
+class DispatchScan(NamedTuple):
+    """What ``dispatch_fields`` found: one int64 row per message of ``fields`` (columns in
+    ``DISPATCH_COLUMNS``); positions are absolute in the buffer, -1 / -1 for an absent
+    property."""
+
+    valid_end: int
+    status: int
+    fields: np.ndarray  # int64, shape (n, 14)
+
+
+DISPATCH_COLUMNS = ("position", "size", "queue_id", "queue_offset", "physical_offset",
+                    "store_timestamp", "topic_pos", "topic_len", "tags_pos", "tags_len",
+                    "keys_pos", "keys_len", "uniq_key_pos", "uniq_key_len")
+_DISPATCH_PROPERTIES = (b"TAGS\x01", b"KEYS\x01", b"UNIQ_KEY\x01")
+
+
+def _property_span(raw: bytes, name: bytes) -> tuple[int, int]:
+    """(start, length) of a property's value in PROPERTIES bytes, or (-1, -1). A pair starts
+    at 0 or right after ``\x02``; the value runs to the next ``\x02`` or the end."""
+    if raw.startswith(name):
+        i = len(name)
+    else:
+        i = raw.find(b"\x02" + name)
+        if i < 0:
+            return -1, -1
+        i += 1 + len(name)
+    j = raw.find(b"\x02", i)
+    return i, (j if j >= 0 else len(raw)) - i
+
+
+def dispatch_fields(buf, pos: int, end: int) -> DispatchScan:
+    """What RocketMQ's dispatcher (ReputMessageService) needs from each message from
+    ``pos``: the ConsumeQueue unit fields, and where the topic and the TAGS, KEYS and
+    UNIQ_KEY properties are. Same walk and statuses as ``scan_commitlog`` without the body
+    CRC (the dispatcher reads data that recovery or the writer already checked).
+    ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``."""
+    mv = _bytes_view(buf)
+    _check_range(mv, pos, end)
+    rows: list[tuple[int, ...]] = []
+
+    def emit(pos, size, head, _bp, _bl, topic_pos, topic_len, props_pos, props_len):
+        raw = bytes(mv[props_pos:props_pos + props_len])
+        row = [pos, size, head[3], head[5], head[6], head[10], topic_pos, topic_len]
+        for name in _DISPATCH_PROPERTIES:
+            start, length = _property_span(raw, name)
+            row += (-1, -1) if start < 0 else (props_pos + start, length)
+        rows.append(tuple(row))
+
+    pos, status = _walk_commitlog(mv, pos, end, False, emit)
+    return DispatchScan(pos, status, np.array(rows, dtype=np.int64).reshape(-1, 14))
 
 
 # ----- ConsumeQueue tag scans -----

@@ -35,7 +35,9 @@ from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and resu
     SCAN_OK,
     SCAN_TORN,
     SCAN_ZERO,
+    DISPATCH_COLUMNS,
     BatchScan,
+    DispatchScan,
     RecordFields,
     RecordScan,
 )
@@ -65,7 +67,8 @@ crc32c_hardware = False  # True when CRC-32C runs on the SSE4.2 crc32 instructio
 __all__ = [
     "backend", "crc32c_hardware", "crc32c", "java_string_hash", "murmur2",
     "offset_index_floor", "time_index_floor", "find_batch", "scan_batches", "scan_commitlog",
-    "cq_tag_scan", "decode_records", "BatchScan", "RecordScan", "RecordFields", "SCAN_OK", "SCAN_TORN", "SCAN_CORRUPT",
+    "cq_tag_scan", "decode_records", "dispatch_fields", "BatchScan",
+    "DispatchScan", "DISPATCH_COLUMNS", "RecordScan", "RecordFields", "SCAN_OK", "SCAN_TORN", "SCAN_CORRUPT",
     "SCAN_BLANK", "SCAN_ZERO",
 ]
 
@@ -249,6 +252,37 @@ def _decode_records_native(buf, pos: int, end: int, count: int) -> RecordFields:
     return RecordFields(status, int(out[2]), records[:out[0]], headers[:out[1]])
 
 
+def _dispatch_fields_native(buf, pos: int, end: int) -> DispatchScan:
+    """What the dispatcher needs from each message from ``pos`` (see
+    ``_purepy.dispatch_fields``)."""
+    count = _ffi.new("int64_t[2]")  # count, next_pos
+    chunks = []
+    cap = 0
+    while True:
+        cap = min(cap * 4, 1 << 18) if cap else \
+            max(1, min(max(end - pos, 0) // MSG_FIXED_OVERHEAD + 1, 4096))
+        rows = np.empty((cap, len(DISPATCH_COLUMNS)), dtype=np.int64)
+        if not chunks:
+            try:
+                p = _ffi.from_buffer("uint8_t[]", buf)
+                status = _lib.mq_dispatch_fields(p, len(p), pos, end, cap,
+                                                 _ffi.from_buffer("int64_t[]", rows),
+                                                 count, count + 1)
+            except (*_BAD_BUFFER, OverflowError):
+                return _purepy.dispatch_fields(buf, pos, end)
+        else:
+            status = _lib.mq_dispatch_fields(p, len(p), pos, end, cap,
+                                             _ffi.from_buffer("int64_t[]", rows),
+                                             count, count + 1)
+        if status < 0:
+            _raise(status, f"dispatch window [{pos}, {end}) in {len(p)} bytes")
+        pos = int(count[1])
+        chunks.append(rows[:count[0]])
+        if status != _SCAN_FULL:
+            break
+    return DispatchScan(pos, status, chunks[0] if len(chunks) == 1 else np.concatenate(chunks))
+
+
 if _lib is None:
     crc32c = _purepy.crc32c
     java_string_hash = _purepy.java_string_hash
@@ -260,6 +294,7 @@ if _lib is None:
     scan_commitlog = _purepy.scan_commitlog
     cq_tag_scan = _purepy.cq_tag_scan
     decode_records = _purepy.decode_records
+    dispatch_fields = _purepy.dispatch_fields
 else:
     _force_sw = os.environ.get("MQSTORE_CRC32C_HW", "").lower() in ("off", "0", "false")
     crc32c_hardware = bool(_lib.mq_init(1 if _force_sw else 0))
@@ -273,3 +308,4 @@ else:
     scan_commitlog = _scan_commitlog_native
     cq_tag_scan = _cq_tag_scan_native
     decode_records = _decode_records_native
+    dispatch_fields = _dispatch_fields_native

@@ -44,8 +44,21 @@ static uint32_t mq_crc32c_gil(uint32_t crc, const uint8_t *data, size_t len)
 MQ_SCAN_GIL(mq_scan_batches)
 MQ_SCAN_GIL(mq_scan_commitlog)
 
+static int mq_dispatch_fields_gil(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                                  int64_t cap, int64_t *rows, int64_t *count, int64_t *next_pos)
+{
+    if (end - pos < MQ_GIL_RELEASE_BYTES)
+        return (mq_dispatch_fields)(buf, buf_len, pos, end, cap, rows, count, next_pos);
+    int result;
+    PyThreadState *save = PyEval_SaveThread();
+    result = (mq_dispatch_fields)(buf, buf_len, pos, end, cap, rows, count, next_pos);
+    PyEval_RestoreThread(save);
+    return result;
+}
+
 /* The generated wrappers call these names: route the long-running ones through the
    GIL-releasing versions (function-like macros: taking the address is unaffected). */
 #define mq_crc32c(crc, data, len) mq_crc32c_gil(crc, data, len)
 #define mq_scan_batches(...) mq_scan_batches_gil(__VA_ARGS__)
 #define mq_scan_commitlog(...) mq_scan_commitlog_gil(__VA_ARGS__)
+#define mq_dispatch_fields(...) mq_dispatch_fields_gil(__VA_ARGS__)

@@ -96,3 +96,13 @@ int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
                       int64_t count, int64_t records_cap, int64_t *records,
                       int64_t headers_cap, int64_t *headers,
                       int64_t *n_records, int64_t *n_headers, int64_t *next_pos);
+
+/* ----- RocketMQ dispatch (ReputMessageService) ----- */
+#define MQ_DISPATCH_COLUMNS 14
+/* Walk V1 messages like mq_scan_commitlog, without the body CRC, writing one row of
+   MQ_DISPATCH_COLUMNS int64 per message into rows (room for cap rows): position, size,
+   queue id, queue offset, physical offset, store timestamp, topic position and length, then
+   position and length of the TAGS, KEYS and UNIQ_KEY property values (-1, -1 if absent).
+   Same statuses and count / next_pos contract as mq_scan_commitlog. */
+int mq_dispatch_fields(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                       int64_t cap, int64_t *rows, int64_t *count, int64_t *next_pos);

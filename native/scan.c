@@ -103,38 +103,44 @@ int mq_scan_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end
     return status;
 }
 
-/* Checks one V1 message at buf[pos:pos+size) (size >= 91 and within the window). */
-static int commitlog_message_ok(const uint8_t *m, int64_t size)
+/* Where the variable parts of one V1 message are (offsets relative to its start). */
+typedef struct {
+    int64_t body, body_len, topic, topic_len, props, props_len;
+} msg_layout;
+
+/* Checks the recomputed length of one V1 message m[0:size) (size >= 91, within the window):
+   body, topic and properties must end exactly at size. */
+static int commitlog_layout(const uint8_t *m, int64_t size, msg_layout *out)
 {
-    int64_t p = 84; /* BODY length, relative to the message start */
+    int64_t p = 84; /* BODY length */
     int32_t body_len = mq_load_be_i32(m + p);
     if (body_len < 0 || p + 4 + (int64_t)body_len + 1 > size)
         return 0;
-    const uint8_t *body = m + p + 4;
+    out->body = p + 4;
+    out->body_len = body_len;
     p += 4 + (int64_t)body_len;
-    p += 1 + (int64_t)m[p]; /* TOPIC length byte */
+    out->topic = p + 1;
+    out->topic_len = m[p];
+    p += 1 + (int64_t)m[p];
     if (p + 2 > size)
         return 0;
     int16_t props_len = mq_load_be_i16(m + p);
     if (props_len < 0 || p + 2 + props_len != size)
         return 0;
-    uint32_t body_crc = mq_load_be32(m + 8);
-    return (mq_crc32(0, body, (size_t)body_len) & 0x7FFFFFFFu) == body_crc;
+    out->props = p + 2;
+    out->props_len = props_len;
+    return 1;
 }
 
-int mq_scan_commitlog(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end, int64_t cap,
-                      int64_t *positions, int64_t *sizes, int64_t *queue_ids,
-                      int64_t *queue_offsets, int64_t *store_timestamps,
-                      int64_t *count, int64_t *next_pos)
+/* The walk shared by the two CommitLog scans: statuses as in _purepy._walk_commitlog.
+   Calls emit for each sound message; stops with MQ_SCAN_FULL when k reaches cap. */
+typedef void (*emit_fn)(void *ctx, int64_t k, const uint8_t *m, int64_t pos, int64_t size,
+                        const msg_layout *layout);
+
+static int walk_commitlog(const uint8_t *buf, int64_t pos, int64_t end, int64_t cap,
+                          int check_crc, emit_fn emit, void *ctx,
+                          int64_t *count, int64_t *next_pos)
 {
-    *count = 0;
-    *next_pos = pos;
-    if (!window_ok(buf_len, pos, end))
-        return MQ_ERR_RANGE;
-    if (cap < 0)
-        return MQ_ERR_ARG;
-    if (end < pos)
-        end = pos;
     int status = MQ_SCAN_OK;
     int64_t k = 0;
     while (pos < end) {
@@ -170,19 +176,112 @@ int mq_scan_commitlog(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
             status = MQ_SCAN_TORN;
             break;
         }
-        if (!commitlog_message_ok(m, size)) {
+        msg_layout layout;
+        if (!commitlog_layout(m, size, &layout) ||
+            (check_crc && (mq_crc32(0, m + layout.body, (size_t)layout.body_len) &
+                           0x7FFFFFFFu) != mq_load_be32(m + 8))) {
             status = MQ_SCAN_CORRUPT;
             break;
         }
-        positions[k] = pos;
-        sizes[k] = size;
-        queue_ids[k] = mq_load_be_i32(m + 12);
-        queue_offsets[k] = mq_load_be_i64(m + 20);
-        store_timestamps[k] = mq_load_be_i64(m + 56);
+        emit(ctx, k, m, pos, size, &layout);
         k++;
         pos += size;
     }
     *count = k;
     *next_pos = pos;
     return status;
+}
+
+typedef struct {
+    int64_t *positions, *sizes, *queue_ids, *queue_offsets, *store_timestamps;
+} record_columns;
+
+static void emit_record(void *ctx, int64_t k, const uint8_t *m, int64_t pos, int64_t size,
+                        const msg_layout *layout)
+{
+    record_columns *c = ctx;
+    (void)layout;
+    c->positions[k] = pos;
+    c->sizes[k] = size;
+    c->queue_ids[k] = mq_load_be_i32(m + 12);
+    c->queue_offsets[k] = mq_load_be_i64(m + 20);
+    c->store_timestamps[k] = mq_load_be_i64(m + 56);
+}
+
+int mq_scan_commitlog(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end, int64_t cap,
+                      int64_t *positions, int64_t *sizes, int64_t *queue_ids,
+                      int64_t *queue_offsets, int64_t *store_timestamps,
+                      int64_t *count, int64_t *next_pos)
+{
+    *count = 0;
+    *next_pos = pos;
+    if (!window_ok(buf_len, pos, end))
+        return MQ_ERR_RANGE;
+    if (cap < 0)
+        return MQ_ERR_ARG;
+    if (end < pos)
+        end = pos;
+    record_columns c = {positions, sizes, queue_ids, queue_offsets, store_timestamps};
+    return walk_commitlog(buf, pos, end, cap, 1, emit_record, &c, count, next_pos);
+}
+
+/* (start, length) of a property value in PROPERTIES bytes p[0:n), as _purepy._property_span:
+   the pair starts at 0 or right after \x02; the value runs to the next \x02 or the end. */
+static void property_span(const uint8_t *p, int64_t n, const char *name, int64_t name_len,
+                          int64_t base, int64_t *start, int64_t *length)
+{
+    int64_t i = -1;
+    if (n >= name_len && memcmp(p, name, (size_t)name_len) == 0) {
+        i = name_len;
+    } else {
+        for (int64_t j = 0; j + 1 + name_len <= n; j++) {
+            if (p[j] == 0x02 && memcmp(p + j + 1, name, (size_t)name_len) == 0) {
+                i = j + 1 + name_len;
+                break;
+            }
+        }
+    }
+    if (i < 0) {
+        *start = -1;
+        *length = -1;
+        return;
+    }
+    int64_t e = i;
+    while (e < n && p[e] != 0x02)
+        e++;
+    *start = base + i;
+    *length = e - i;
+}
+
+static void emit_dispatch(void *ctx, int64_t k, const uint8_t *m, int64_t pos, int64_t size,
+                          const msg_layout *layout)
+{
+    int64_t *row = (int64_t *)ctx + MQ_DISPATCH_COLUMNS * k;
+    const uint8_t *props = m + layout->props;
+    int64_t props_pos = pos + layout->props;
+    row[0] = pos;
+    row[1] = size;
+    row[2] = mq_load_be_i32(m + 12);
+    row[3] = mq_load_be_i64(m + 20);
+    row[4] = mq_load_be_i64(m + 28);
+    row[5] = mq_load_be_i64(m + 56);
+    row[6] = pos + layout->topic;
+    row[7] = layout->topic_len;
+    property_span(props, layout->props_len, "TAGS\x01", 5, props_pos, row + 8, row + 9);
+    property_span(props, layout->props_len, "KEYS\x01", 5, props_pos, row + 10, row + 11);
+    property_span(props, layout->props_len, "UNIQ_KEY\x01", 9, props_pos, row + 12, row + 13);
+}
+
+int mq_dispatch_fields(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                       int64_t cap, int64_t *rows, int64_t *count, int64_t *next_pos)
+{
+    *count = 0;
+    *next_pos = pos;
+    if (!window_ok(buf_len, pos, end))
+        return MQ_ERR_RANGE;
+    if (cap < 0)
+        return MQ_ERR_ARG;
+    if (end < pos)
+        end = pos;
+    return walk_commitlog(buf, pos, end, cap, 0, emit_dispatch, rows, count, next_pos);
 }

@@ -75,6 +75,7 @@ def main(rounds: int) -> int:
                        else bytes(rng.randrange(10))))
         check("scan_commitlog", c, 0, len(c))
         check("scan_commitlog", c, rng.randrange(len(c) + 1), len(c))
+        check("dispatch_fields", c, 0, len(c))
         keys = sorted(rng.randrange(-100, 5000) for _ in range(rng.randrange(1200)))
         idx = damaged(rng, offset_index(keys))
         check("offset_index_floor", idx, rng.randrange(-2, len(keys) + 2),
