@@ -1,0 +1,123 @@
+"""Per-record hot loops moved to C: Kafka record decoding and RocketMQ dispatch fields.
+
+    python -m pytest benchmarks/test_native_bench_records.py --benchmark-enable \\
+        --benchmark-group-by=group --benchmark-columns=min,median,ops
+
+Each group puts the engine's own Python loop (skipped if the engine module is not there)
+beside the same work done through ``mqstore.native`` (C returns positions, Python slices),
+producing identical results.
+"""
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from mqstore import native
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "native"))
+from nativelogs import rocketmq_message  # noqa: E402
+
+try:
+    from mqstore.engines.segments import format as seg_fmt
+    from mqstore.engines.segments import record_batch
+except ImportError:  # pragma: no cover - the engine is not installed
+    record_batch = None
+try:
+    from mqstore.engines.commitlog import message as msgcodec
+except ImportError:  # pragma: no cover
+    msgcodec = None
+
+needs_segments = pytest.mark.skipif(record_batch is None, reason="segments engine missing")
+needs_commitlog = pytest.mark.skipif(msgcodec is None, reason="commitlog engine missing")
+needs_native = pytest.mark.skipif(native.backend != "native",
+                                  reason="the C path only pays off with the compiled helper")
+
+
+def _native_decode(data: bytes, h) -> list[tuple]:
+    """The segments read path's tuples through native.decode_records."""
+    base, base_ts, tag_name = h[0], h[7], seg_fmt.TAG_HEADER
+    rf = native.decode_records(data, seg_fmt.RECORD_BATCH_OVERHEAD,
+                               h[1] + seg_fmt.LOG_OVERHEAD, h[12])
+    assert rf.status == native.SCAN_OK
+    hdrs = rf.headers.tolist()
+    out = []
+    for od, td, kp, kl, vp, vl, h0, hn, _end in rf.records.tolist():
+        headers, tag = {}, None
+        for hkp, hkl, hvp, hvl in hdrs[h0:h0 + hn]:
+            hk = data[hkp:hkp + hkl].decode("utf-8")
+            hv = b"" if hvl < 0 else data[hvp:hvp + hvl]
+            if hk == tag_name:
+                tag = hv.decode("utf-8")
+            else:
+                headers[hk] = hv
+        out.append((base + od, base_ts + td, None if kl < 0 else data[kp:kp + kl],
+                    b"" if vl < 0 else data[vp:vp + vl], headers, tag))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kafka_batch_100():
+    msgs = [(1_700_000_000_000 + i, b"key-%d" % i, b"v" * 100, None,
+             "TagA" if i % 2 else None) for i in range(100)]
+    body = record_batch.encode_messages(msgs)
+    batch = bytes(record_batch.batch_prefix(0, body) + body.body)
+    return batch, seg_fmt.BATCH_HEADER.unpack_from(batch, 0)
+
+
+@needs_segments
+@pytest.mark.parametrize("path", ["engine-python", "native"])
+def test_decode_100_records(benchmark, kafka_batch_100, path):
+    if path == "native" and native.backend != "native":
+        pytest.skip("the C path only pays off with the compiled helper")
+    batch, h = kafka_batch_100
+    benchmark.group = "decode a batch of 100 records (key, 100 B value, tag on half)"
+    fn = record_batch.decode_records if path == "engine-python" else _native_decode
+    result = benchmark(fn, batch, h)
+    assert result == record_batch.decode_records(batch, h)
+
+
+@pytest.fixture(scope="module")
+def commitlog_block():
+    out = bytearray()
+    for i in range(2000):
+        props = b"TAGS\x01TagA\x02KEYS\x01order-%d\x02UNIQ_KEY\x01%032X\x02" % (i, i)
+        out += rocketmq_message(i % 4, i // 4, len(out), b"v" * 100, topic=b"orders",
+                                properties=props)
+    return bytes(out)
+
+
+_HEAD = struct.Struct(">iIIiiqqiq8sq8siq")
+
+
+def _engine_dispatch(buf: bytes) -> list[tuple]:
+    out, pos = [], 0
+    while pos + 8 <= len(buf):
+        head = _HEAD.unpack_from(buf, pos)
+        topic, tag, keys, uniq = msgcodec.dispatch_fields(buf, pos)
+        out.append((head[3], head[5], head[6], head[0], head[10], topic, tag, keys, uniq))
+        pos += head[0]
+    return out
+
+
+def _native_dispatch(buf: bytes) -> list[tuple]:
+    def text(p, n):
+        return None if p < 0 else buf[p:p + n].decode("utf-8", "replace")
+
+    scan = native.dispatch_fields(buf, 0, len(buf))
+    return [(qid, qoff, phys, size, ts, text(tp, tl), text(gp, gl), text(kp, kl), text(up, ul))
+            for _pos, size, qid, qoff, phys, ts, tp, tl, gp, gl, kp, kl, up, ul
+            in scan.fields.tolist()]
+
+
+@needs_commitlog
+@pytest.mark.parametrize("path", ["engine-python", "native"])
+def test_dispatch_2000_messages(benchmark, commitlog_block, path):
+    if path == "native" and native.backend != "native":
+        pytest.skip("the C path only pays off with the compiled helper")
+    benchmark.group = "dispatch fields of 2000 CommitLog messages"
+    fn = _engine_dispatch if path == "engine-python" else _native_dispatch
+    result = benchmark(fn, commitlog_block)
+    assert result == _engine_dispatch(commitlog_block)
