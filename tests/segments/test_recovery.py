@@ -335,3 +335,25 @@ def test_old_message_format_is_refused_not_truncated(tmp_path):
     with pytest.raises(mqstore.UnsupportedOperation):
         mqstore.open(str(root), "segments")
     assert log.read_bytes() == data
+
+
+def test_recovery_starts_at_the_recovery_point(open_segments, tmp_path):
+    """Kafka's rule: after a crash only segments from the one holding the recovery point are
+    re-validated. Damage in an older, flushed segment is not rescanned at open (verify finds
+    it); damage after the recovery point is truncated."""
+    s = open_segments(segment_bytes=2000)
+    vals = _fill(s, n=120)
+    img = crash_image(s, str(tmp_path / "img"))  # flush(): recovery point = 120
+    rp = open(os.path.join(img, fmt.RECOVERY_POINT_CHECKPOINT)).read().split()
+    assert rp[-1] == "120"
+    logs = segment_files(img)
+    old = logs[0]
+    pos, size = _batch_starts(old)[3]
+    with open(old, "r+b") as f:  # a bit flip in a record body: headers and indexes still fine
+        f.seek(pos + size - 2)
+        f.write(b"\x7e")
+    assert any(d.path == old for d in SegmentsStore.verify_files(img))
+    r = open_segments(img, segment_bytes=2000)
+    assert r.end_offset("t", 0) == 120  # not rescanned: the old segment was flushed
+    assert len(segment_files(img)) == len(logs)
+    assert _values(r, 100) == vals[100:]
