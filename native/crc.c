@@ -17,7 +17,8 @@
  */
 #include "mqstore_internal.h"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#if !defined(MQ_NO_X86_CRC) && (defined(__x86_64__) || defined(_M_X64)) && \
+    (defined(__GNUC__) || defined(__clang__))
 #define MQ_HAVE_X86_CRC 1
 #include <nmmintrin.h>
 #else

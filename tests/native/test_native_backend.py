@@ -76,3 +76,25 @@ def test_missing_compiled_module_falls_back_with_a_warning_that_says_how_to_fix(
     forced = subprocess.run([sys.executable, "-c", BLOCK_COMPILED_MODULE], capture_output=True,
                             text=True, env={**os.environ, "MQSTORE_NATIVE": "force"})
     assert forced.returncode != 0 and "mqstore._native" in forced.stderr
+
+
+@pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
+def test_sse42_instructions_only_in_the_hardware_function():
+    """The file is built for the baseline CPU: the crc32 instruction (SSE4.2) may appear only
+    in the function with the target attribute, which runs only after the CPU probe."""
+    import shutil
+
+    import mqstore._native as compiled
+
+    objdump = shutil.which("objdump")
+    if objdump is None or os.uname().machine != "x86_64":
+        pytest.skip("needs objdump on x86_64")
+    listing = subprocess.run([objdump, "-d", compiled.__file__], capture_output=True,
+                             text=True, check=True).stdout
+    where, function = set(), None
+    for line in listing.splitlines():
+        if line.endswith(">:"):
+            function = line.split("<", 1)[1][:-2]
+        elif "\tcrc32" in line:
+            where.add(function)
+    assert where == {"crc32c_sse42"}
