@@ -193,11 +193,6 @@ class AbstractIndex:
             return
         self._resize_file(max(want, self.entries * self.entry_size))
 
-    def flush(self) -> None:
-        """msync the map (index bytes durable)."""
-        if self._mm is not None:
-            self._mm.flush()
-
     @property
     def is_full(self) -> bool:
         return self.entries >= self.max_entries
@@ -209,11 +204,3 @@ class AbstractIndex:
     def close(self) -> None:
         """Unmap (does not trim; call :meth:`trim` first when the file is final)."""
         self._unmap()
-
-    def delete(self) -> None:
-        """Close and remove the file."""
-        self.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass

@@ -374,9 +374,6 @@ class LogSegment:
                     return rec.offset
         return None
 
-    def read_bytes(self, position: int, length: int) -> bytes:
-        return os.pread(self.fd, length, position)
-
     # ----- lifecycle -----
     def close(self) -> None:
         """Trim the indexes (writable) and close every file. Idempotent."""
@@ -414,8 +411,3 @@ class LogSegment:
     def __repr__(self) -> str:
         return f"<LogSegment {self.log_path} size={self.size} next={self.next_offset}>"
 
-
-def check_batch_fits(size: int) -> None:
-    """A batch must fit a segment's int32 positions."""
-    if size > fmt.MAX_SEGMENT_POSITION:
-        raise errors.RecordTooLargeError(f"batch of {size} bytes exceeds a segment's 2 GiB limit")
