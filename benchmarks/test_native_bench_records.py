@@ -121,3 +121,27 @@ def test_dispatch_2000_messages(benchmark, commitlog_block, path):
     fn = _engine_dispatch if path == "engine-python" else _native_dispatch
     result = benchmark(fn, commitlog_block)
     assert result == _engine_dispatch(commitlog_block)
+
+
+def _native_encode_values(values, ts):
+    """The segments append_batch fast path (header + records + CRC) through the C encoder."""
+    n = len(values)
+    body = record_batch._pack_crc_header(0, n - 1, ts, ts, -1, -1, -1, n) + \
+        native.encode_value_records(values)
+    return body, native.crc32c(body)
+
+
+@needs_segments
+@pytest.mark.parametrize("path", ["engine-python", "native"])
+def test_encode_100_values(benchmark, path):
+    if path == "native" and native.backend != "native":
+        pytest.skip("the C path only pays off with the compiled helper")
+    values = [b"v" * 100] * 100
+    benchmark.group = "encode a batch body of 100 plain 100 B values"
+    if path == "engine-python":
+        body = benchmark(record_batch.encode_values, values, 1_700_000_000_000)
+        assert body.body == _native_encode_values(values, 1_700_000_000_000)[0]
+    else:
+        body, crc = benchmark(_native_encode_values, values, 1_700_000_000_000)
+        assert (body, crc) == (record_batch.encode_values(values, 1_700_000_000_000).body,
+                               record_batch.encode_values(values, 1_700_000_000_000).crc)

@@ -477,3 +477,27 @@ def decode_records(buf, pos: int, end: int, count: int) -> RecordFields:
     return RecordFields(status, pos,
                         np.array(records, dtype=np.int64).reshape(-1, 9),
                         np.array(headers, dtype=np.int64).reshape(-1, 4))
+
+
+def _zigzag_varint(n: int) -> bytes:
+    z = ((n << 1) ^ (n >> 63)) & 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def encode_value_records(values) -> bytes:
+    """The records section of a magic-2 batch holding ``values`` (bytes-like), each with no
+    key, no headers, timestampDelta 0 and offsetDelta = its index: the bytes a Kafka
+    producer writes for plain values (the ``append_batch`` fast path)."""
+    parts = []
+    for i, value in enumerate(values):
+        value = bytes(_bytes_view(value))
+        body = (b"\x00\x00" + _zigzag_varint(i) + b"\x01" + _zigzag_varint(len(value))
+                + value + b"\x00")
+        parts.append(_zigzag_varint(len(body)))
+        parts.append(body)
+    return b"".join(parts)

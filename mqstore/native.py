@@ -67,7 +67,7 @@ crc32c_hardware = False  # True when CRC-32C runs on the SSE4.2 crc32 instructio
 __all__ = [
     "backend", "crc32c_hardware", "crc32c", "java_string_hash", "murmur2",
     "offset_index_floor", "time_index_floor", "find_batch", "scan_batches", "scan_commitlog",
-    "cq_tag_scan", "decode_records", "dispatch_fields", "BatchScan",
+    "cq_tag_scan", "decode_records", "dispatch_fields", "encode_value_records", "BatchScan",
     "DispatchScan", "DISPATCH_COLUMNS", "RecordScan", "RecordFields", "SCAN_OK", "SCAN_TORN", "SCAN_CORRUPT",
     "SCAN_BLANK", "SCAN_ZERO",
 ]
@@ -283,6 +283,28 @@ def _dispatch_fields_native(buf, pos: int, end: int) -> DispatchScan:
     return DispatchScan(pos, status, chunks[0] if len(chunks) == 1 else np.concatenate(chunks))
 
 
+def _encode_value_records_native(values) -> bytes:
+    """The records section of a magic-2 batch holding ``values`` (see
+    ``_purepy.encode_value_records``)."""
+    if not isinstance(values, (list, tuple)):
+        values = list(values)
+    try:
+        blob = b"".join(values)
+    except TypeError:
+        return _purepy.encode_value_records(values)
+    n = len(values)
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    cap = len(blob) + 19 * n
+    out = _ffi.new("uint8_t[]", cap)
+    written = _lib.mq_encode_value_records(blob, len(blob), _ffi.from_buffer("int64_t[]", lengths),
+                                           n, out, cap)
+    if written == _ERR_ARG:  # len() is not the byte length (e.g. a memoryview of int32s)
+        return _purepy.encode_value_records(values)
+    if written < 0:
+        _raise(written, f"encoding {n} values of {len(blob)} bytes")
+    return _ffi.buffer(out, written)[:]
+
+
 if _lib is None:
     crc32c = _purepy.crc32c
     java_string_hash = _purepy.java_string_hash
@@ -295,6 +317,7 @@ if _lib is None:
     cq_tag_scan = _purepy.cq_tag_scan
     decode_records = _purepy.decode_records
     dispatch_fields = _purepy.dispatch_fields
+    encode_value_records = _purepy.encode_value_records
 else:
     _force_sw = os.environ.get("MQSTORE_CRC32C_HW", "").lower() in ("off", "0", "false")
     crc32c_hardware = bool(_lib.mq_init(1 if _force_sw else 0))
@@ -309,3 +332,4 @@ else:
     cq_tag_scan = _cq_tag_scan_native
     decode_records = _decode_records_native
     dispatch_fields = _dispatch_fields_native
+    encode_value_records = _encode_value_records_native

@@ -106,3 +106,12 @@ int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
    Same statuses and count / next_pos contract as mq_scan_commitlog. */
 int mq_dispatch_fields(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
                        int64_t cap, int64_t *rows, int64_t *count, int64_t *next_pos);
+
+/* ----- Kafka record encoding (the append_batch fast path) ----- */
+/* Write the records section of a magic-2 batch holding n values (no key, no headers,
+   timestampDelta 0, offsetDelta i): value i is blob[sum(lengths[:i]) : +lengths[i]].
+   Returns the bytes written to out, MQ_ERR_ARG if the lengths are negative or do not add
+   up to blob_len, MQ_ERR_RANGE if out_cap is too small (n * 19 + blob_len always is
+   enough). */
+int64_t mq_encode_value_records(const uint8_t *blob, size_t blob_len, const int64_t *lengths,
+                                int64_t n, uint8_t *out, size_t out_cap);

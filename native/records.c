@@ -114,3 +114,60 @@ int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
     *next_pos = pos;
     return k < count ? MQ_SCAN_CORRUPT : MQ_SCAN_OK;
 }
+
+/* Zig-zag LEB128 of v into out (at most 10 bytes); returns the bytes written. */
+static int write_varint(uint8_t *out, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    int n = 0;
+    while (z >= 0x80) {
+        out[n++] = (uint8_t)((z & 0x7F) | 0x80);
+        z >>= 7;
+    }
+    out[n++] = (uint8_t)z;
+    return n;
+}
+
+static int varint_size(int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    int n = 1;
+    while (z >= 0x80) {
+        z >>= 7;
+        n++;
+    }
+    return n;
+}
+
+int64_t mq_encode_value_records(const uint8_t *blob, size_t blob_len, const int64_t *lengths,
+                                int64_t n, uint8_t *out, size_t out_cap)
+{
+    uint64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (lengths[i] < 0 || (uint64_t)lengths[i] > blob_len - total)
+            return MQ_ERR_ARG;
+        total += (uint64_t)lengths[i];
+    }
+    if (n < 0 || total != blob_len)
+        return MQ_ERR_ARG;
+    size_t w = 0, r = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t len = lengths[i];
+        /* attributes, timestampDelta 0, offsetDelta, key length -1, value length, value,
+           header count 0 */
+        int64_t body = 1 + 1 + varint_size(i) + 1 + varint_size(len) + len + 1;
+        if ((uint64_t)(varint_size(body) + body) > out_cap - w)
+            return MQ_ERR_RANGE;
+        w += (size_t)write_varint(out + w, body);
+        out[w++] = 0;    /* attributes */
+        out[w++] = 0;    /* timestampDelta 0 */
+        w += (size_t)write_varint(out + w, i);
+        out[w++] = 0x01; /* key length -1: null key */
+        w += (size_t)write_varint(out + w, len);
+        memcpy(out + w, blob + r, (size_t)len);
+        w += (size_t)len;
+        r += (size_t)len;
+        out[w++] = 0;    /* no headers */
+    }
+    return (int64_t)w;
+}

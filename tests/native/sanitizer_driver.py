@@ -92,6 +92,8 @@ def main(rounds: int) -> int:
                         for i in range(rng.randrange(5)))
         recs = damaged(rng, recs)
         check("decode_records", recs, 0, len(recs), rng.randrange(-1, 7))
+        values = [os.urandom(rng.randrange(300)) for _ in range(rng.randrange(30))]
+        assert native.encode_value_records(values) == _purepy.encode_value_records(values)
         raw = os.urandom(rng.randrange(3000))
         start = rng.randrange(9)
         assert native.crc32c(raw[start:]) == _purepy.crc32c(raw[start:])

@@ -150,3 +150,45 @@ def test_native_equals_python_on_valid_and_damaged_records(recs, data):
 def test_native_equals_python_on_random_bytes(buf, pos, count):
     pos = min(pos, len(buf))
     _same(buf, pos, len(buf), count)
+
+
+# ----- encode_value_records -----
+def test_encode_value_records_matches_an_independent_encoder(impl):
+    values = [b"", b"a", b"x" * 63, b"y" * 64, b"z" * 300, bytearray(b"ba"),
+              memoryview(b"__mv__")[2:4]]
+    expected = b"".join(kafka_record(i, bytes(v)) for i, v in enumerate(values))
+    assert impl.encode_value_records(values) == expected
+    assert impl.encode_value_records(iter(values)) == expected
+    assert impl.encode_value_records([]) == b""
+
+
+def test_encoded_values_decode_back(impl):
+    values = [bytes([i]) * (i * 37 % 500) for i in range(200)]  # offset deltas past 63
+    recs = impl.encode_value_records(values)
+    rf = impl.decode_records(recs, 0, len(recs), len(values))
+    assert rf.status == SCAN_OK and rf.next_pos == len(recs)
+    assert [r[3] for r in fields(recs, rf)] == values
+    assert [r[0] for r in fields(recs, rf)] == list(range(200))
+    assert {r[2] for r in fields(recs, rf)} == {None}
+
+
+def test_encode_value_records_rejects_what_is_not_bytes(impl):
+    with pytest.raises(TypeError):
+        impl.encode_value_records([b"ok", "text"])
+    with pytest.raises(TypeError):
+        impl.encode_value_records([b"ok", None])
+
+
+@pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.binary(max_size=200), max_size=40))
+def test_encode_native_equals_python(values):
+    assert native.encode_value_records(values) == _purepy.encode_value_records(values)
+
+
+@pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
+def test_encode_buffers_whose_len_is_not_their_byte_length():
+    import numpy as np
+
+    values = [np.arange(3, dtype=np.int32), b"abc"]
+    assert native.encode_value_records(values) == _purepy.encode_value_records(values)
