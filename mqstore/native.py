@@ -14,7 +14,8 @@ so it gets exactly the reference's result or error. C error codes become excepti
 ``_ERRORS``, the one table of them.
 
 Thread-safety: every function is pure over caller-owned memory; the C code keeps no state
-after import. The GIL is held during the calls.
+after import. Calls keep the GIL (cheaper for the small kernels); CRC-32C and the scans
+release it for inputs of 256 KiB or more (native/mqstore_gil.h).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and resu
     BATCH_OVERHEAD,
     BLANK_MAGIC,
     CQ_UNIT,
+    DISPATCH_COLUMNS,
     MESSAGE_MAGIC_V1,
     MSG_FIXED_OVERHEAD,
     SCAN_BLANK,
@@ -35,7 +37,6 @@ from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and resu
     SCAN_OK,
     SCAN_TORN,
     SCAN_ZERO,
-    DISPATCH_COLUMNS,
     BatchScan,
     DispatchScan,
     RecordFields,
@@ -85,6 +86,7 @@ _EMPTY = np.empty(0, dtype=np.int64)
 _BAD_BUFFER = (TypeError, BufferError, ValueError)  # what ffi.from_buffer raises
 if _ffi is not None:
     _U8_ARRAY = _ffi.typeof("uint8_t[]")
+    _I64_ARRAY = _ffi.typeof("int64_t[]")
     _from_buffer = _ffi.from_buffer
 
 
@@ -125,7 +127,7 @@ def _murmur2_native(data: bytes) -> int:
 
 def _index_floor(c_function, reference, entry_bytes: int, buf, n_entries: int, target: int):
     try:
-        p = _ffi.from_buffer("uint8_t[]", buf)
+        p = _from_buffer(_U8_ARRAY, buf)
         if target < _INT64_MIN:  # rare: let the reference decide (range error or -1)
             return reference(buf, n_entries, target)
         slot = c_function(p, len(p), n_entries, min(target, _INT64_MAX))
@@ -151,7 +153,7 @@ def _time_index_floor_native(buf, n_entries: int, target: int) -> int:
 def _find_batch_native(buf, pos: int, end: int, target_offset: int) -> int:
     """Position of the first batch at or after ``pos`` whose last offset >= target, or -1."""
     try:
-        p = _ffi.from_buffer("uint8_t[]", buf)
+        p = _from_buffer(_U8_ARRAY, buf)
         found = _lib.mq_find_batch(p, len(p), pos, end, target_offset)
     except (*_BAD_BUFFER, OverflowError):
         return _purepy.find_batch(buf, pos, end, target_offset)
@@ -170,10 +172,10 @@ def _scan(c_function, reference, min_entry: int, buf, pos: int, end: int):
         cap = min(cap * 4, 1 << 20) if cap else max(1, min(max(end - pos, 0) // min_entry + 1,
                                                            4096))
         cols = np.empty((5, cap), dtype=np.int64)
-        ptrs = [_ffi.from_buffer("int64_t[]", cols[i]) for i in range(5)]
+        ptrs = [_from_buffer(_I64_ARRAY, cols[i]) for i in range(5)]
         if not chunks:
             try:
-                p = _ffi.from_buffer("uint8_t[]", buf)
+                p = _from_buffer(_U8_ARRAY, buf)
                 status = c_function(p, len(p), pos, end, cap, *ptrs, count, count + 1)
             except (*_BAD_BUFFER, OverflowError):
                 return reference(buf, pos, end)
@@ -213,13 +215,13 @@ def _cq_tag_scan_native(buf, start_unit: int, n_units: int, tag_hashes) -> np.nd
     tag hash is one of ``tag_hashes``, as an int64 array."""
     wanted = np.unique(np.asarray(list(tag_hashes), dtype=np.int64))
     try:
-        p = _ffi.from_buffer("uint8_t[]", buf)
+        p = _from_buffer(_U8_ARRAY, buf)
         if n_units <= 0:
             return _EMPTY.copy()
         out = np.empty(n_units, dtype=np.int64)
         k = _lib.mq_cq_tag_scan(p, len(p), start_unit, n_units,
-                                _ffi.from_buffer("int64_t[]", wanted), len(wanted),
-                                _ffi.from_buffer("int64_t[]", out))
+                                _from_buffer(_I64_ARRAY, wanted), len(wanted),
+                                _from_buffer(_I64_ARRAY, out))
     except (*_BAD_BUFFER, OverflowError, MemoryError):
         return _purepy.cq_tag_scan(buf, start_unit, n_units, wanted.tolist())
     if k < 0:
@@ -231,7 +233,7 @@ def _decode_records_native(buf, pos: int, end: int, count: int) -> RecordFields:
     """Parse ``count`` magic-2 records from ``buf[pos:end)``: positions and lengths of their
     fields (see ``_purepy.decode_records``)."""
     try:
-        p = _ffi.from_buffer("uint8_t[]", buf)
+        p = _from_buffer(_U8_ARRAY, buf)
         span = max(end - pos, 0)
         records_cap = max(0, min(count, span // 7))  # a record takes at least 7 bytes
         headers_cap = 2 * records_cap + 8
@@ -240,8 +242,8 @@ def _decode_records_native(buf, pos: int, end: int, count: int) -> RecordFields:
             records = np.empty((records_cap, 9), dtype=np.int64)
             headers = np.empty((headers_cap, 4), dtype=np.int64)
             status = _lib.mq_decode_records(
-                p, len(p), pos, end, count, records_cap, _ffi.from_buffer("int64_t[]", records),
-                headers_cap, _ffi.from_buffer("int64_t[]", headers), out, out + 1, out + 2)
+                p, len(p), pos, end, count, records_cap, _from_buffer(_I64_ARRAY, records),
+                headers_cap, _from_buffer(_I64_ARRAY, headers), out, out + 1, out + 2)
             if status != _SCAN_FULL:
                 break
             headers_cap = span // 2 + 1  # a header takes at least 2 bytes: always enough
@@ -264,15 +266,15 @@ def _dispatch_fields_native(buf, pos: int, end: int) -> DispatchScan:
         rows = np.empty((cap, len(DISPATCH_COLUMNS)), dtype=np.int64)
         if not chunks:
             try:
-                p = _ffi.from_buffer("uint8_t[]", buf)
+                p = _from_buffer(_U8_ARRAY, buf)
                 status = _lib.mq_dispatch_fields(p, len(p), pos, end, cap,
-                                                 _ffi.from_buffer("int64_t[]", rows),
+                                                 _from_buffer(_I64_ARRAY, rows),
                                                  count, count + 1)
             except (*_BAD_BUFFER, OverflowError):
                 return _purepy.dispatch_fields(buf, pos, end)
         else:
             status = _lib.mq_dispatch_fields(p, len(p), pos, end, cap,
-                                             _ffi.from_buffer("int64_t[]", rows),
+                                             _from_buffer(_I64_ARRAY, rows),
                                              count, count + 1)
         if status < 0:
             _raise(status, f"dispatch window [{pos}, {end}) in {len(p)} bytes")
@@ -296,7 +298,7 @@ def _encode_value_records_native(values) -> bytes:
     lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
     cap = len(blob) + 19 * n
     out = _ffi.new("uint8_t[]", cap)
-    written = _lib.mq_encode_value_records(blob, len(blob), _ffi.from_buffer("int64_t[]", lengths),
+    written = _lib.mq_encode_value_records(blob, len(blob), _from_buffer(_I64_ARRAY, lengths),
                                            n, out, cap)
     if written == _ERR_ARG:  # len() is not the byte length (e.g. a memoryview of int32s)
         return _purepy.encode_value_records(values)
