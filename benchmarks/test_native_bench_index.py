@@ -3,9 +3,10 @@
     python -m pytest benchmarks/test_native_bench_index.py --benchmark-enable \
         --benchmark-group-by=func --benchmark-columns=min,median,ops
 
-Compares the C helper (warm section + bisection over the mapped bytes) with the reference
-(numpy searchsorted on a structured view), for tail lookups (the warm section: consumers
-and appends) and lookups spread over the whole index (catch-up reads).
+Compares the C helper (warm section + bisection over the mapped bytes) with the
+pure-Python reference (the same bisection with struct.unpack_from), for tail lookups (the
+warm section: consumers and appends) and lookups spread over the whole index (catch-up
+reads). Each test does 1000 lookups.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def time_index_bytes():
 
 
 IMPLS = [pytest.param(native, id=f"mqstore-{native.backend}"),
-         pytest.param(_purepy, id="numpy-reference")]
+         pytest.param(_purepy, id="python-reference")]
 
 
 def _targets(kind: str, top: int) -> list[int]:
