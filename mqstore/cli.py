@@ -283,9 +283,12 @@ def _bench_suite(name: str, engines: list[str], refs: list[str], args, size: str
             prog.update(task, description=label)
 
         ctx.on_step = on_step
+        t0 = time.perf_counter()
         res = run_suite(name, ctx)
+        elapsed = time.perf_counter() - t0
         prog.update(task, completed=total)
     console.print(report.suite_table(res))
+    console.print(f"  {name}: {elapsed:.1f} s", highlight=False)
     for note in res.notes:
         console.print(f"  note: {note}", highlight=False)
     if args.json:

@@ -261,7 +261,7 @@ def batching_suite(ctx: SuiteContext) -> SuiteResult:
         Column("batch", "avg batch", "{:,.1f}"), Column("cpu_us_msg", "CPU µs/msg", "{:.1f}"),
         Column("p50_ms", "p50 ms", "{:.2f}"), Column("p99_ms", "p99 ms", "{:.2f}"),
     ], plot_x="batch_records")
-    n = ctx.n(4096 * 4, 4096 * 16, 4096 * 64)
+    n = ctx.n(4096 * 2, 4096 * 16, 4096 * 64)
     for b in BATCH_SIZES:
         wl = Workload(name=f"batching-{b}", partitionsPerTopic=4, messageSize=100,
                       messages=n, batch_records=b, batch_bytes=1 << 20,
@@ -273,7 +273,7 @@ def batching_suite(ctx: SuiteContext) -> SuiteResult:
     rate = ctx.pick(2000, 5000, 10000)
     for linger in LINGERS:
         wl = Workload(name=f"linger-{linger}", partitionsPerTopic=4, messageSize=100,
-                      messages=ctx.n(1000, 5000, 20000), producerRate=rate,
+                      messages=ctx.n(500, 5000, 20000), producerRate=rate,
                       batch_records=4096, batch_bytes=1 << 20, linger_ms=float(linger),
                       subscriptionsPerTopic=0)
         for target in _targets(ctx, BATCHING_REFS):
@@ -319,7 +319,7 @@ def flush_suite(ctx: SuiteContext) -> SuiteResult:
         Column("p99_ms", "p99 ms", "{:.3f}"), Column("fsyncs_per_msg", "fsync/msg", "{:.3f}"),
         Column("cpu_us_msg", "CPU µs/msg", "{:.1f}"),
     ])
-    n = ctx.n(1600, 8000, 40000)
+    n = ctx.n(800, 8000, 40000)
     for mode in FLUSH_MODES:
         for prods in _producer_counts(ctx):
             # one partition: group commit is measured alone, not the per-partition files
