@@ -220,8 +220,13 @@ class ConsumeQueue:
             i += 1
         if i == len(units):
             return
+        if not self.files or units[i][0] != self.max_units:
+            self.put(*units[i])  # creates the first file / fills a gap
+            i += 1
+            if i == len(units):
+                return
         q0 = units[i][0]
-        if not self.files or q0 != self.max_units or units[-1][0] != q0 + len(units) - i - 1:
+        if q0 != self.max_units or units[-1][0] != q0 + len(units) - i - 1:
             for u in units[i:]:
                 self.put(*u)
             return

@@ -260,6 +260,8 @@ def dispatch_fields(buf, pos: int) -> tuple[str, str | None, str | None, str | N
     p += 1 + topic_len
     props_len = fmt.PROPERTIES_LENGTH.unpack_from(buf, p)[0]
     raw = bytes(buf[p + 2:p + 2 + props_len])
+    if raw.startswith(_UNIQ_EQ) and raw.find(b"\x02") == props_len - 1:  # no tag, no key
+        return topic, None, None, raw[len(_UNIQ_EQ):-1].decode("utf-8", "replace")
     tag = _property(raw, _TAGS_EQ)
     if tag is not None and tag.startswith(fmt.ESCAPE):
         tag = unescape_value(tag).decode("utf-8")
