@@ -26,13 +26,3 @@ def fake_engine():
     """The in-memory TEST DOUBLE registered as an engine for one test."""
     with fake_engine_registered() as name:
         yield name
-
-
-def engine_loads(name: str) -> bool:
-    from mqstore import errors, registry
-
-    try:
-        registry.load(name)
-        return True
-    except errors.ConfigError:
-        return False

@@ -135,3 +135,12 @@ def fake_engine_registered():
         with registry._lock:
             known.pop(FAKE_ENGINE, None)
             registry._loaded.pop(FAKE_ENGINE, None)
+
+
+def engine_loads(name: str) -> bool:
+    """True if the engine ``name`` can be loaded (the real engines may still be missing)."""
+    try:
+        registry.load(name)
+        return True
+    except errors.ConfigError:
+        return False

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import engine_loads
+from fakes import engine_loads
 from mqstore.bench.runner import run_workload
 from mqstore.bench.workload import Workload
 

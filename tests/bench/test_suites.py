@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import engine_loads
+from fakes import engine_loads
 from mqstore.bench.suites import SuiteContext, run_suite, suite_names
 
 CLAIMS = ["partitions", "batching", "flush", "delivery", "catchup", "lookup", "tags",
