@@ -6,7 +6,8 @@
 valgrind runs ``sanitizer_driver.py`` (every function over damaged inputs, native ==
 python) on the installed build and fails on any error report whose stack passes through the
 helper (valgrind also reports the dynamic loader and CPython, which are not ours). The ASan
-test builds a separate copy of the helper with ``-fsanitize=address``, then runs the driver
+test builds a separate copy of the helper with ``-fsanitize=address,undefined`` (ASan and
+UBSan, both stopping at the first report), then runs the driver
 and the whole native suite against it, with libasan preloaded and ``PYTHONMALLOC=malloc`` so
 every Python buffer is its own heap block. Both take minutes, so they are skipped unless
 asked for.
@@ -65,13 +66,13 @@ def test_native_under_valgrind(tmp_path):
 
 
 def _build_asan_copy(dest: Path) -> Path:
-    """A copy of the mqstore package holding an AddressSanitizer build of the helper."""
+    """A copy of the mqstore package holding an ASan + UBSan build of the helper."""
     import mqstore
 
     pkg = dest / "mqstore"
     shutil.copytree(Path(mqstore.__file__).parent, pkg,
                     ignore=shutil.ignore_patterns("_native*", "__pycache__"))
-    env = {**os.environ, "MQSTORE_NATIVE_SANITIZE": "address"}
+    env = {**os.environ, "MQSTORE_NATIVE_SANITIZE": "address,undefined"}
     subprocess.run([sys.executable, str(ROOT / "native" / "build_native.py"), str(pkg)],
                    env=env, check=True, capture_output=True, cwd=dest)
     return pkg
@@ -90,6 +91,7 @@ def test_native_under_asan(tmp_path):
     _build_asan_copy(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "LD_PRELOAD": libasan,
            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", "PYTHONMALLOC": "malloc",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
            "MQSTORE_NATIVE": "force"}
     where = subprocess.run(
         [sys.executable, "-c", "import mqstore._native as m; print(m.__file__)"],
