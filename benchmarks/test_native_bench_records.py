@@ -18,7 +18,7 @@ import pytest
 from mqstore import native
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "native"))
-from nativelogs import rocketmq_message  # noqa: E402
+from nativelogs import rocketmq_message
 
 try:
     from mqstore.engines.segments import format as seg_fmt

@@ -26,9 +26,9 @@ import pytest
 from mqstore import native
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "native"))
-from nativelogs import kafka_batch  # noqa: E402
+from nativelogs import kafka_batch
 
-LOG_BYTES = int(os.environ.get("MQSTORE_BENCH_LOG_BYTES", 4 << 20))
+LOG_BYTES = int(os.environ.get("MQSTORE_BENCH_LOG_BYTES", str(4 << 20)))
 CHUNK = 8 << 20
 RECORDS_PER_BATCH = 16
 VALUE_BYTES = 1000  # ~16 KiB producer batches

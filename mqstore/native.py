@@ -49,7 +49,8 @@ _lib = None
 _ffi = None
 if _mode not in ("off", "0", "false", "python"):
     try:
-        from mqstore._native import ffi as _ffi, lib as _lib  # type: ignore[import-not-found]
+        from mqstore._native import ffi as _ffi  # type: ignore[import-not-found]
+        from mqstore._native import lib as _lib
     except ImportError as exc:  # pragma: no cover - depends on the build
         if _mode == "force":
             raise
@@ -66,11 +67,30 @@ backend = "native" if _lib is not None else "python"
 crc32c_hardware = False  # True when CRC-32C runs on the SSE4.2 crc32 instruction
 
 __all__ = [
-    "backend", "crc32c_hardware", "crc32c", "java_string_hash", "murmur2",
-    "offset_index_floor", "time_index_floor", "find_batch", "scan_batches", "scan_commitlog",
-    "cq_tag_scan", "decode_records", "dispatch_fields", "encode_value_records", "BatchScan",
-    "DispatchScan", "DISPATCH_COLUMNS", "RecordScan", "RecordFields", "SCAN_OK", "SCAN_TORN", "SCAN_CORRUPT",
-    "SCAN_BLANK", "SCAN_ZERO",
+    "DISPATCH_COLUMNS",
+    "SCAN_BLANK",
+    "SCAN_CORRUPT",
+    "SCAN_OK",
+    "SCAN_TORN",
+    "SCAN_ZERO",
+    "BatchScan",
+    "DispatchScan",
+    "RecordFields",
+    "RecordScan",
+    "backend",
+    "cq_tag_scan",
+    "crc32c",
+    "crc32c_hardware",
+    "decode_records",
+    "dispatch_fields",
+    "encode_value_records",
+    "find_batch",
+    "java_string_hash",
+    "murmur2",
+    "offset_index_floor",
+    "scan_batches",
+    "scan_commitlog",
+    "time_index_floor",
 ]
 
 # ----- C return codes -> exceptions: the one table (codes from native/mqstore_native.h) -----

@@ -16,10 +16,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nativelogs import (consume_queue, guarded_view, kafka_log, kafka_record,  # noqa: E402
-                        offset_index, rocketmq_log, time_index)
+from nativelogs import (
+    consume_queue,
+    guarded_view,
+    kafka_log,
+    kafka_record,
+    offset_index,
+    rocketmq_log,
+    time_index,
+)
 
-from mqstore import _purepy, native  # noqa: E402
+from mqstore import _purepy, native
 
 
 def damaged(rng: random.Random, log: bytes) -> bytes:

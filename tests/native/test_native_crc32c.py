@@ -40,7 +40,7 @@ def test_accepts_every_buffer_kind_without_changing_the_result(impl):
 
 def test_odd_lengths_and_unaligned_views_match_the_reference(impl):
     blob = bytes((i * 131 + 7) & 0xFF for i in range(2 * 3 * 256 + 40))
-    for start in range(0, 9):
+    for start in range(9):
         for length in (0, 1, 3, 7, 8, 9, 15, 16, 17, 255, 767, 768, 769, 1000, 1500):
             view = memoryview(blob)[start:start + length]
             assert impl.crc32c(view) == zlib_free_reference(bytes(view)), (start, length)
@@ -100,7 +100,10 @@ def test_native_equals_python_on_random_data(data, start, crc):
 
 @pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
 def test_hardware_and_table_paths_agree_on_long_buffers():
-    from mqstore._native import ffi, lib  # the table path is not exported by mqstore.native
+    from mqstore._native import (  # the table path is not exported by mqstore.native
+        ffi,
+        lib,
+    )
 
     blob = os.urandom(3 * 8192 * 2 + 3 * 256 + 13)
     for start in (0, 1, 3, 7):

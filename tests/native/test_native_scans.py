@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nativelogs import (NATIVE_MISSING, consume_queue, guarded_view, kafka_batch, kafka_log,
-                        rocketmq_log, rocketmq_message)
+from nativelogs import (
+    NATIVE_MISSING,
+    consume_queue,
+    guarded_view,
+    kafka_batch,
+    kafka_log,
+    rocketmq_log,
+    rocketmq_message,
+)
 
 from mqstore import _purepy, native
 from mqstore.errors import BufferRangeError
