@@ -69,13 +69,14 @@ ffibuilder = make_builder()
 
 if __name__ == "__main__":
     import shutil
+    import tempfile
 
     if len(sys.argv) != 2:
         sys.exit("usage: python native/build_native.py DEST_PACKAGE_DIR\n"
                  "(copies _native*.so into DEST_PACKAGE_DIR; for the source tree itself use "
                  "`pip install -e .`, which names the module _native.abi3.so)")
     out = Path(sys.argv[1])
-    built = Path(make_builder(absolute_paths=True).compile(
-        tmpdir=str(HERE.parent / "build" / "native"), verbose=True))
-    shutil.copy2(built, out / built.name)
+    with tempfile.TemporaryDirectory(prefix="mqstore-native-") as tmp:
+        built = Path(make_builder(absolute_paths=True).compile(tmpdir=tmp, verbose=True))
+        shutil.copy2(built, out / built.name)
     print("installed", out / built.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from nativelogs import NATIVE_MISSING
@@ -100,3 +101,21 @@ def test_sse42_instructions_only_in_the_hardware_function():
         elif "\tcrc32" in line:
             where.add(function)
     assert where == {"crc32c_sse42"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gcc/clang flags")
+def test_the_helper_builds_without_warnings(tmp_path):
+    """-Wall -Wextra with -Werror, the C sources and the module cffi generates."""
+    import shutil
+
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(root / "native" / "build_native.py"), str(tmp_path)],
+        env={**os.environ, "MQSTORE_NATIVE_WERROR": "1"}, capture_output=True, text=True,
+        check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "warning:" not in proc.stdout + proc.stderr
+    assert list(tmp_path.glob("_native*.so"))
