@@ -39,6 +39,7 @@ from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and resu
     SCAN_ZERO,
     BatchScan,
     DispatchScan,
+    IndexPut,
     RecordFields,
     RecordScan,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "SCAN_ZERO",
     "BatchScan",
     "DispatchScan",
+    "IndexPut",
     "RecordFields",
     "RecordScan",
     "backend",
@@ -85,6 +87,7 @@ __all__ = [
     "dispatch_fields",
     "encode_value_records",
     "find_batch",
+    "index_put_keys",
     "java_string_hash",
     "murmur2",
     "offset_index_floor",
@@ -327,6 +330,34 @@ def _encode_value_records_native(values) -> bytes:
     return _ffi.buffer(out, written)[:]
 
 
+def _index_put_keys_native(buf, hash_slots: int, index_entries: int, state, key_hashes,
+                           phy_offsets, store_timestamps) -> IndexPut:
+    """RocketMQ ``IndexFile.putKey`` for a run of keys, in place (see
+    ``_purepy.index_put_keys``)."""
+    try:
+        hashes = np.ascontiguousarray(key_hashes, dtype=np.int64)
+        phys = np.ascontiguousarray(phy_offsets, dtype=np.int64)
+        stamps = np.ascontiguousarray(store_timestamps, dtype=np.int64)
+        if not (hashes.ndim == phys.ndim == stamps.ndim == 1
+                and len(hashes) == len(phys) == len(stamps)):
+            raise TypeError
+        p = _from_buffer(_U8_ARRAY, buf, require_writable=True)
+        st = _ffi.new("int64_t[4]", list(state))
+        put = _lib.mq_index_put_keys(p, len(p), hash_slots, index_entries, st,
+                                     _from_buffer(_I64_ARRAY, hashes),
+                                     _from_buffer(_I64_ARRAY, phys),
+                                     _from_buffer(_I64_ARRAY, stamps), len(hashes))
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy.index_put_keys(buf, hash_slots, index_entries, state, key_hashes,
+                                      phy_offsets, store_timestamps)
+    if put == _ERR_ARG:  # let the reference name the bad argument
+        return _purepy.index_put_keys(buf, hash_slots, index_entries, state, key_hashes,
+                                      phy_offsets, store_timestamps)
+    if put < 0:
+        _raise(put, f"IndexFile of {hash_slots} slots and {index_entries} entries")
+    return IndexPut(put, st[0], st[1], st[2], st[3])
+
+
 if _lib is None:
     crc32c = _purepy.crc32c
     java_string_hash = _purepy.java_string_hash
@@ -340,6 +371,7 @@ if _lib is None:
     decode_records = _purepy.decode_records
     dispatch_fields = _purepy.dispatch_fields
     encode_value_records = _purepy.encode_value_records
+    index_put_keys = _purepy.index_put_keys
 else:
     _force_sw = os.environ.get("MQSTORE_CRC32C_HW", "").lower() in ("off", "0", "false")
     crc32c_hardware = bool(_lib.mq_init(1 if _force_sw else 0))
@@ -355,3 +387,4 @@ else:
     decode_records = _decode_records_native
     dispatch_fields = _dispatch_fields_native
     encode_value_records = _encode_value_records_native
+    index_put_keys = _index_put_keys_native

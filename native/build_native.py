@@ -21,7 +21,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["crc.c", "kernels.c", "index.c", "scan.c", "records.c"]
+SOURCES = ["crc.c", "kernels.c", "index.c", "scan.c", "records.c", "index_file.c"]
 
 
 def _cdef() -> str:

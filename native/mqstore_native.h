@@ -115,3 +115,18 @@ int mq_dispatch_fields(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t 
    enough). */
 int64_t mq_encode_value_records(const uint8_t *blob, size_t blob_len, const int64_t *lengths,
                                 int64_t n, uint8_t *out, size_t out_cap);
+
+/* ----- RocketMQ IndexFile inserts (IndexFile.putKey for a run of keys) ----- */
+/* buf is a whole IndexFile (40-byte header, hash_slots int32 slots, index_entries 20-byte
+   entries), written in place. state[0..3] = indexCount, hashSlotCount, beginTimestamp,
+   beginPhyOffset, updated. For each key i while indexCount < index_entries: entry
+   indexCount = (hash, phy_offset, seconds since beginTimestamp clamped to [0, 2^31-1], 0 when
+   beginTimestamp <= 0, previous slot value or 0 if it was not a valid entry number), then
+   the slot points at it; the first entry of a file sets beginTimestamp / beginPhyOffset.
+   Returns how many keys were put (fewer than n when the file fills up), MQ_ERR_RANGE if
+   the file is smaller than its layout, MQ_ERR_ARG for hash_slots < 1 or a hash outside
+   int32 (nothing written then). The header itself is not written. */
+int64_t mq_index_put_keys(uint8_t *buf, size_t buf_len, int64_t hash_slots,
+                          int64_t index_entries, int64_t *state, const int64_t *hashes,
+                          const int64_t *phy_offsets, const int64_t *store_timestamps,
+                          int64_t n);

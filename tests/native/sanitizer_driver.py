@@ -101,6 +101,17 @@ def main(rounds: int) -> int:
         check("decode_records", recs, 0, len(recs), rng.randrange(-1, 7))
         values = [os.urandom(rng.randrange(300)) for _ in range(rng.randrange(30))]
         assert native.encode_value_records(values) == _purepy.encode_value_records(values)
+        slots, entries = rng.randrange(1, 9), rng.randrange(0, 30)
+        start = os.urandom(40 + slots * 4 + entries * 20)
+        keys = [(rng.randrange(-(1 << 31), 1 << 31), rng.randrange(1 << 40),
+                 rng.randrange(-5, 1 << 42)) for _ in range(rng.randrange(40))]
+        cols = [list(c) for c in zip(*keys)] or [[], [], []]
+        state = (rng.randrange(-1, 32), rng.randrange(9), rng.randrange(-5, 1 << 42), 0)
+        ref = bytearray(start)
+        expected = _purepy.index_put_keys(ref, slots, entries, state, *cols)
+        for target in (bytearray(start), guarded_view(start)):
+            assert native.index_put_keys(target, slots, entries, state, *cols) == expected
+            assert bytes(target) == bytes(ref)
         raw = os.urandom(rng.randrange(3000))
         start = rng.randrange(9)
         assert native.crc32c(raw[start:]) == _purepy.crc32c(raw[start:])
