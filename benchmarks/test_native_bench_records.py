@@ -13,6 +13,7 @@ import struct
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mqstore import native
@@ -145,3 +146,57 @@ def test_encode_100_values(benchmark, path):
         body, crc = benchmark(_native_encode_values, values, 1_700_000_000_000)
         assert (body, crc) == (record_batch.encode_values(values, 1_700_000_000_000).body,
                                record_batch.encode_values(values, 1_700_000_000_000).crc)
+
+
+try:
+    from mqstore.engines.commitlog.index_file import IndexFile
+except ImportError:  # pragma: no cover
+    IndexFile = None
+
+needs_index_file = pytest.mark.skipif(IndexFile is None, reason="commitlog engine missing")
+
+
+def _index_key_hashes(keys):
+    """RocketMQ's indexKeyHashMethod for a run of keys: abs(hashCode), MIN_VALUE -> 0."""
+    h = np.abs(native.java_string_hashes(keys))
+    h[h == 1 << 31] = 0
+    return h
+
+
+@needs_index_file
+@pytest.mark.parametrize("path", ["engine-python", "native"])
+def test_index_put_2000_keys(benchmark, tmp_path, path):
+    if path == "native" and native.backend != "native":
+        pytest.skip("the C path only pays off with the compiled helper")
+    benchmark.group = "IndexFile: put 2000 keys (hash + chain insert)"
+    keys = [f"orders#{i:032X}" for i in range(2000)]
+    phys = list(range(0, 2000 * 200, 200))
+    stamps = [1_700_000_000_000 + i for i in range(2000)]
+    files = []
+
+    def setup():
+        f = IndexFile(str(tmp_path / f"idx{len(files)}"), 5003, 4000, create=True)
+        files.append(f)
+        return (f,), {}
+
+    def engine(f):
+        for k, p, t in zip(keys, phys, stamps):
+            f.put_key(k, p, t, header=False)
+        f.write_header()
+
+    def via_native(f):
+        got = native.index_put_keys(f.mm, f.hash_slots, f.index_entries,
+                                    (f.index_count, f.hash_slot_count, f.begin_timestamp,
+                                     f.begin_phy_offset),
+                                    _index_key_hashes(keys), phys, stamps)
+        (f.index_count, f.hash_slot_count, f.begin_timestamp, f.begin_phy_offset) = got[1:]
+        f.end_phy_offset, f.end_timestamp = phys[got.put - 1], stamps[got.put - 1]
+        f.write_header()
+
+    benchmark.pedantic(engine if path == "engine-python" else via_native, setup=setup,
+                       rounds=5)
+    last = files[-1]
+    assert last.index_count == 2001
+    assert last.select(keys[7], 0, 1 << 62, 10) == [phys[7]]
+    for f in files:
+        f.close()

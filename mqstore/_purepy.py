@@ -64,11 +64,18 @@ def crc32c(data, crc: int = 0) -> int:
 # ----- small hash kernels -----
 def java_string_hash(s: str) -> int:
     """Java ``String.hashCode``: over UTF-16 code units, 32-bit wrap, signed result."""
+    if not isinstance(s, str):
+        raise TypeError(f"java_string_hash takes a str, not {type(s).__name__}")
     h = 0
     units = s.encode("utf-16-be", "surrogatepass")  # Java strings may hold lone surrogates
     for i in range(0, len(units), 2):
         h = (31 * h + ((units[i] << 8) | units[i + 1])) & 0xFFFFFFFF
     return h - (1 << 32) if h & 0x80000000 else h
+
+
+def java_string_hashes(strings) -> np.ndarray:
+    """``java_string_hash`` of each string, as an int64 array (for a run of keys)."""
+    return np.array([java_string_hash(s) for s in strings], dtype=np.int64)
 
 
 def murmur2(data: bytes) -> int:

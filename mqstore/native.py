@@ -89,6 +89,7 @@ __all__ = [
     "find_batch",
     "index_put_keys",
     "java_string_hash",
+    "java_string_hashes",
     "murmur2",
     "offset_index_floor",
     "scan_batches",
@@ -135,6 +136,29 @@ def _java_string_hash_native(s: str) -> int:
         return _purepy.java_string_hash(s)
     units = s.encode("utf-16-le", "surrogatepass")
     return _lib.mq_java_string_hash(units, len(units) // 2)
+
+
+def _java_string_hashes_native(strings) -> np.ndarray:
+    """``java_string_hash`` of each string, as an int64 array (for a run of keys)."""
+    if not isinstance(strings, (list, tuple)):
+        strings = list(strings)
+    try:
+        joined = "".join(strings)
+    except TypeError:
+        return _purepy.java_string_hashes(strings)
+    units = joined.encode("utf-16-le", "surrogatepass")
+    if len(units) == 2 * len(joined):  # no surrogate pairs: one code unit per character
+        lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    else:
+        lengths = np.fromiter((len(s.encode("utf-16-le", "surrogatepass")) // 2
+                               for s in strings), dtype=np.int64, count=len(strings))
+    out = np.empty(len(strings), dtype=np.int64)
+    status = _lib.mq_java_string_hashes(units, len(units) // 2,
+                                        _from_buffer(_I64_ARRAY, lengths), len(strings),
+                                        _from_buffer(_I64_ARRAY, out))
+    if status < 0:
+        _raise(status, f"hashing {len(strings)} strings")
+    return out
 
 
 def _murmur2_native(data: bytes) -> int:
@@ -361,6 +385,7 @@ def _index_put_keys_native(buf, hash_slots: int, index_entries: int, state, key_
 if _lib is None:
     crc32c = _purepy.crc32c
     java_string_hash = _purepy.java_string_hash
+    java_string_hashes = _purepy.java_string_hashes
     murmur2 = _purepy.murmur2
     offset_index_floor = _purepy.offset_index_floor
     time_index_floor = _purepy.time_index_floor
@@ -377,6 +402,7 @@ else:
     crc32c_hardware = bool(_lib.mq_init(1 if _force_sw else 0))
     crc32c = _crc32c_native
     java_string_hash = _java_string_hash_native
+    java_string_hashes = _java_string_hashes_native
     murmur2 = _murmur2_native
     offset_index_floor = _offset_index_floor_native
     time_index_floor = _time_index_floor_native

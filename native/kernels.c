@@ -46,3 +46,22 @@ int32_t mq_murmur2(const uint8_t *data, size_t len)
     h ^= h >> 15;
     return (int32_t)h;
 }
+
+int mq_java_string_hashes(const uint8_t *units, size_t n_units, const int64_t *lengths,
+                          int64_t n, int64_t *out)
+{
+    uint64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (lengths[i] < 0 || (uint64_t)lengths[i] > n_units - total)
+            return MQ_ERR_ARG;
+        total += (uint64_t)lengths[i];
+    }
+    if (n < 0 || total != n_units)
+        return MQ_ERR_ARG;
+    size_t at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        out[i] = mq_java_string_hash(units + 2 * at, (size_t)lengths[i]);
+        at += (size_t)lengths[i];
+    }
+    return 0;
+}

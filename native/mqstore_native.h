@@ -130,3 +130,9 @@ int64_t mq_index_put_keys(uint8_t *buf, size_t buf_len, int64_t hash_slots,
                           int64_t index_entries, int64_t *state, const int64_t *hashes,
                           const int64_t *phy_offsets, const int64_t *store_timestamps,
                           int64_t n);
+
+/* Java String.hashCode of n strings whose UTF-16 code units (little-endian) are concatenated
+   in units; string i has lengths[i] units. Writes the signed hashes to out. Returns 0, or
+   MQ_ERR_ARG if the lengths are negative or do not add up to n_units. */
+int mq_java_string_hashes(const uint8_t *units, size_t n_units, const int64_t *lengths,
+                          int64_t n, int64_t *out);

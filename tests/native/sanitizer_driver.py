@@ -112,6 +112,11 @@ def main(rounds: int) -> int:
         for target in (bytearray(start), guarded_view(start)):
             assert native.index_put_keys(target, slots, entries, state, *cols) == expected
             assert bytes(target) == bytes(ref)
+        texts = ["".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0xD800, 0xE000),
+                                         rng.randrange(0x10000, 0x10FFFF)]))
+                         for _ in range(rng.randrange(12))) for _ in range(rng.randrange(9))]
+        assert native.java_string_hashes(texts).tolist() == \
+            _purepy.java_string_hashes(texts).tolist()
         raw = os.urandom(rng.randrange(3000))
         start = rng.randrange(9)
         assert native.crc32c(raw[start:]) == _purepy.crc32c(raw[start:])

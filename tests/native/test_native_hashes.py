@@ -42,3 +42,22 @@ def test_java_string_hash_vectors(impl, text, expected):
 def test_native_equals_python_on_random_input(data, text):
     assert native.murmur2(data) == _purepy.murmur2(data)
     assert native.java_string_hash(text) == _purepy.java_string_hash(text)
+
+
+def test_java_string_hashes_of_a_run_of_strings(impl):
+    texts = [t for t, _ in JAVA]
+    assert impl.java_string_hashes(texts).tolist() == [h for _, h in JAVA]
+    assert impl.java_string_hashes(iter(["a", "b"])).tolist() == [97, 98]
+    assert impl.java_string_hashes([]).dtype == "int64"
+    with pytest.raises(TypeError):
+        impl.java_string_hashes(["a", b"b"])
+    with pytest.raises(TypeError):
+        impl.java_string_hash(b"b")
+
+
+@pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.text(max_size=20), max_size=30))
+def test_java_string_hashes_native_equals_python(texts):
+    assert native.java_string_hashes(texts).tolist() == \
+        _purepy.java_string_hashes(texts).tolist()
