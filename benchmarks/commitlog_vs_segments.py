@@ -8,7 +8,7 @@ i -> partition i % P; batch j -> partition j % P). Then every partition is read 
 offset 0 with ``read``. Rates count payload bytes; the last column is the commitlog rate over
 the segments rate measured in the same run. Not a test: run it by hand::
 
-    python benchmarks/commitlog_vs_segments.py --count 20000 [--write-modes] [--json out.json]
+    python benchmarks/commitlog_vs_segments.py --count 20000 [--write-modes] [--costs] [--json out.json]
 
 The commitlog engine's dispatcher may still be building ConsumeQueues and the IndexFile when
 the appends return; the script waits until ``stats()["dispatch_lag"]`` is 0 and reports that
@@ -125,6 +125,39 @@ def measure_write_modes(sizes: list[int], count: int, batch: int, seed: int) -> 
     return rows
 
 
+def measure_costs(size: int, count: int, seed: int) -> dict:
+    """CPU per message of the commitlog engine's three stages, one after the other: append
+    (dispatcher parked), dispatch (one bulk pass), read (every message once)."""
+    payloads = _payloads(count, size, seed)
+    tmp = tempfile.mkdtemp(prefix="mqstore-cost-")
+    try:
+        with mqstore.open(os.path.join(tmp, "s"), "commitlog", flush="os", dispatch="sync",
+                          mapped_file_size=64 << 20) as store:
+            store.create_topic("bench")
+            wake = store.dispatcher.wakeup
+            store.dispatcher.wakeup = lambda: None
+            c = time.process_time()
+            for p in payloads:
+                store.append("bench", p, partition=0)
+            t_append = time.process_time() - c
+            c = time.process_time()
+            store.dispatcher.dispatch()
+            t_dispatch = time.process_time() - c
+            store.dispatcher.wakeup = wake
+            c = time.process_time()
+            off = 0
+            while off < count:
+                off = store.read("bench", 0, off)[-1].offset + 1
+            t_read = time.process_time() - c
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    row = {"size": size, "count": count, "append_us": t_append / count * 1e6,
+           "dispatch_us": t_dispatch / count * 1e6, "read_us": t_read / count * 1e6}
+    print(f"\ncommitlog CPU per message, {size} B: append {row['append_us']:.1f} us, "
+          f"dispatch {row['dispatch_us']:.1f} us, read {row['read_us']:.1f} us", flush=True)
+    return row
+
+
 def _print_header() -> None:
     print(f"{'size':>5} {'parts':>5} {'mode':<9} | {'append msg/s seg':>16} {'commitlog':>10} "
           f"{'cl/seg':>7} | {'read msg/s seg':>14} {'commitlog':>10} {'cl/seg':>7} | "
@@ -149,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--write-modes", action="store_true",
                     help="also compare the commitlog engine's write_mode mmap vs write")
+    ap.add_argument("--costs", action="store_true",
+                    help="also measure the commitlog engine's CPU per message per stage")
     args = ap.parse_args(argv)
     from mqstore import native
 
@@ -160,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                    args.batch, args.seed)
     wm_rows = measure_write_modes(sizes, args.count, args.batch, args.seed) \
         if args.write_modes else []
+    cost_rows = [measure_costs(size, args.count, args.seed) for size in sizes] \
+        if args.costs else []
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"engines": rows, "write_modes": wm_rows}, f, indent=2)
+            json.dump({"engines": rows, "write_modes": wm_rows, "costs": cost_rows}, f,
+                      indent=2)
     return 0
 
 
