@@ -277,7 +277,9 @@ class ConsumeQueue:
     def flush(self) -> int:
         """msync the files written since the last flush; return the syncs issued."""
         syncs = 0
-        for mf in list(self.files[-2:]):
+        for mf in reversed(list(self.files)):  # written in order: stop at a clean file
+            if mf.wrote_position <= mf.flushed_position:
+                break
             if mf.flush():
                 syncs += 1
         if self._dir_dirty:

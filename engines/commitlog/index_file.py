@@ -369,7 +369,9 @@ class IndexService:
         syncs = 0
         with self._lock:
             ts = self.files[-1].end_timestamp if self.files else 0
-            for f in self.files[-2:]:
+            for f in reversed(self.files):  # filled in order: stop at a clean file
+                if not f.dirty:
+                    break
                 if f.flush():
                     syncs += 1
             if self._dir_dirty:

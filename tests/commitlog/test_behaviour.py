@@ -200,3 +200,18 @@ def test_transfer_sends_the_exact_stored_messages(open_cl):
         for phys, size, _ in (s._queues[("t", 0)].unit(q) for q in range(10, 30))
         for mf in [s.commitlog.find_file(phys)])
     assert data == expected
+
+
+def test_flush_syncs_every_consume_queue_and_index_file_written_since_the_last(open_cl):
+    """Many tiny files filled between two flushes: the checkpoint may only vouch for them
+    once every one of them is synced, not just the newest."""
+    s = open_cl(cq_units_per_file=2, index_entries=3, dispatch="sync")
+    s.create_topic("t")
+    s.append_batch("t", [mqstore.Message(b"v%d" % i, key=b"k") for i in range(40)],
+                   partition=0)
+    cq = s._queues[("t", 0)]
+    assert len(cq.files) == 20 and len(s.index.files) > 20
+    assert all(mf.wrote_position > mf.flushed_position for mf in cq.files)
+    s.flush()
+    assert all(mf.wrote_position == mf.flushed_position for mf in cq.files)
+    assert not any(f.dirty for f in s.index.files)
