@@ -56,6 +56,7 @@ class ConsumeQueue:
         self.max_phys_end = 0
         self._lock = threading.Lock()
         self._dir_dirty = False
+        self._parents_dirty = False
 
     # ----- files -----
     @property
@@ -113,8 +114,9 @@ class ConsumeQueue:
         self.arrays.append(np.frombuffer(mf.mm, dtype=CQ_DTYPE))
 
     def _new_file(self, first_unit: int) -> None:
-        if not self.files:
-            os.makedirs(self.dir, exist_ok=True)
+        if not self.files and not os.path.isdir(self.dir):
+            os.makedirs(self.dir)
+            self._parents_dirty = True
         self._map(os.path.join(self.dir, file_name(first_unit * fmt.CQ_UNIT_SIZE)), create=True)
         self._dir_dirty = True
 
@@ -286,6 +288,12 @@ class ConsumeQueue:
             self._dir_dirty = False
             fsync_dir(self.dir)
             syncs += 1
+        if self._parents_dirty:  # a new queue: its directory entries must be durable too
+            self._parents_dirty = False
+            topic_dir = os.path.dirname(self.dir)
+            for d in (topic_dir, os.path.dirname(topic_dir)):
+                fsync_dir(d)
+                syncs += 1
         return syncs
 
     def correct_min_offset(self, min_phys: int) -> None:
