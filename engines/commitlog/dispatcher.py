@@ -199,8 +199,13 @@ class Dispatcher:
             units.append((queue_offset, phys, size, tag_hash))
             if index is not None:
                 if keys_text is not None:
-                    index_entries.append((topic, phys, store_ts,
-                                          [keys_text, uniq] if uniq else [keys_text]))
+                    # RocketMQ indexes every space-separated element of KEYS (mqstore's own
+                    # keys never hold a bare space: it is escaped)
+                    keys = [k for k in keys_text.split(fmt.KEY_SEPARATOR) if k] \
+                        if fmt.KEY_SEPARATOR in keys_text else [keys_text]
+                    if uniq:
+                        keys.append(uniq)
+                    index_entries.append((topic, phys, store_ts, keys))
                 elif uniq:
                     index_entries.append((topic, phys, store_ts, [uniq]))
             last_ts = store_ts

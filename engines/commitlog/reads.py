@@ -219,8 +219,8 @@ class ConsumeQueueReads:
             if msgcodec.check(mf.mm, pos, mf.file_size) is not None:
                 continue
             m = msgcodec.decode(mf.mm, pos)
-            if m.topic != topic or m.properties.key != key or not (
-                    begin <= m.store_timestamp <= end):
+            if m.topic != topic or not (begin <= m.store_timestamp <= end) or not (
+                    m.properties.key == key or _one_of_keys(m.properties.keys_text, key)):
                 continue
             out.append(Record(topic, m.queue_id, m.queue_offset, m.born_timestamp, key, m.body,
                               m.properties.headers, m.properties.tag))
@@ -257,6 +257,14 @@ class ConsumeQueueReads:
             for v in views:
                 v.release()
         return sent, q
+
+
+def _one_of_keys(keys_text: str | None, key: bytes) -> bool:
+    """True if ``key`` is one element of a space-separated KEYS property (a message written
+    by RocketMQ itself may carry several keys)."""
+    if not keys_text or fmt.KEY_SEPARATOR not in keys_text:
+        return False
+    return msgcodec.escape_value(key, is_key=True) in keys_text.split(fmt.KEY_SEPARATOR)
 
 
 def _sendmsg_all(sock: socket.socket, views: list[memoryview]) -> int:

@@ -230,11 +230,17 @@ class CommitLogStore(ConsumeQueueReads, Store):
         else:
             ends = [cq.max_phys_end for cq in self._queues.values() if cq.max_units]
             reput = min(max(ends, default=cl.min_offset), res.valid_end)
+            if self.config.options["message_index"]:  # an IndexFile behind the queues
+                reput = min(reput, self.index.indexed_end if self.index.indexed_end >= 0
+                            else cl.min_offset)
         self.dispatcher.reput_from_offset = max(reput, cl.min_offset)
         redispatched = self.dispatcher.dispatch(res.valid_end)
+        found: dict[str, int] = {}
         for (topic, qid), cq in self._queues.items():
             cq.correct_min_offset(cl.min_offset)
             self._queue_next[(topic, qid)] = cq.max_units
+            found[topic] = max(found.get(topic, 0), qid + 1)
+        self.topic_config.adopt(found)  # queues rebuilt from a log written elsewhere
         self.recovery = {
             "abnormal": abnormal, "start_offset": res.start_offset, "end_offset": res.valid_end,
             "scanned_messages": res.scanned_messages, "redispatched_messages": redispatched,
