@@ -132,6 +132,7 @@ class CommitLog:
                 continue
             valid_end = mf.file_from_offset + scan.valid_end
             if scan.status in _SCAN_NAMES:
+                self._refuse_unsupported(mf, scan.valid_end)
                 damage.append(self._classify(mf, scan.valid_end))
             break
         self.truncate_to(valid_end)
@@ -139,6 +140,21 @@ class CommitLog:
             last_ts = self._first_store_timestamp(self.files[start_index])
         self.last_store_timestamp = self.flushed_store_timestamp = last_ts
         return RecoveryResult(start, valid_end, damage, count)
+
+    @staticmethod
+    def _refuse_unsupported(mf: MappedFile, pos: int) -> None:
+        """A message RocketMQ may write but mqstore cannot read (V2, IPv6 hosts) is not
+        damage: refuse to open rather than truncate the log there."""
+        if pos + fmt.POS_SYSFLAG + 4 > mf.file_size:
+            return
+        magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from(mf.mm, pos)[1]
+        sysflag = fmt.TOTALSIZE.unpack_from(mf.mm, pos + fmt.POS_SYSFLAG)[0]
+        if magic == fmt.MESSAGE_MAGIC_V2 or (
+                magic == fmt.MESSAGE_MAGIC_V1 and sysflag & fmt.SYSFLAG_IPV6_HOSTS
+                and msgcodec.check(mf.mm, pos, mf.file_size) is not None):
+            raise errors.UnsupportedOperation(
+                f"{mf.path} position {pos}: a RocketMQ message in a format mqstore does not "
+                "read (version V2 or IPv6 hosts); refusing to open rather than cut the log there")
 
     def _classify(self, mf: MappedFile, pos: int) -> Damage:
         """LevelDB's distinction: a bad message with nothing after it is the torn tail a

@@ -32,6 +32,11 @@ import struct
 
 # ----- CommitLog message -----
 MESSAGE_MAGIC_V1 = 0xDAA320A7
+#: RocketMQ's V2 (2-byte topic length): recognised only to refuse it
+MESSAGE_MAGIC_V2 = 0xDAA320AB
+#: SYSFLAG bits for IPv6 born / store hosts (longer host fields): recognised only to refuse
+SYSFLAG_IPV6_HOSTS = 0x30
+POS_SYSFLAG = 36
 BLANK_MAGIC = 0xCBD43194
 #: fixed part of a V1 message with IPv4 hosts (everything but body, topic and properties)
 MSG_FIXED_OVERHEAD = 91

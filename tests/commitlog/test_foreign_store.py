@@ -89,3 +89,18 @@ def test_foreign_rocketmq_store_opens_and_reads(tmp_path, with_consume_queue):
         assert md.offset == 6
     assert os.path.exists(os.path.join(root, "mqstore.json"))
     assert os.path.exists(os.path.join(root, "config", "topics.json"))
+
+
+def test_unsupported_v2_message_is_refused_not_truncated(tmp_path):
+    root = str(tmp_path / "rmq")
+    written = build(root, with_consume_queue=True)
+    path = os.path.join(root, "commitlog", "%020d" % 0)
+    _qid, _q, pos, _size, _i = written[5]
+    with open(path, "r+b") as f:
+        f.seek(pos + 4)
+        f.write(struct.pack(">I", 0xDAA320AB))  # a V2 message (2-byte topic length)
+    before = open(path, "rb").read()
+    with pytest.raises(mqstore.UnsupportedOperation, match="V2"):
+        mqstore.open(root, mapped_file_size=FILE, cq_units_per_file=16, hash_slots=64,
+                     index_entries=128)
+    assert open(path, "rb").read() == before
