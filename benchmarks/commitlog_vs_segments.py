@@ -8,7 +8,8 @@ i -> partition i % P; batch j -> partition j % P). Then every partition is read 
 offset 0 with ``read``. Rates count payload bytes; the last column is the commitlog rate over
 the segments rate measured in the same run. Not a test: run it by hand::
 
-    python benchmarks/commitlog_vs_segments.py --count 20000 [--write-modes] [--costs] [--json out.json]
+    python benchmarks/commitlog_vs_segments.py --count 20000 [--write-modes] [--costs] \\
+        [--json out.json]
 
 The commitlog engine's dispatcher may still be building ConsumeQueues and the IndexFile when
 the appends return; the script waits until ``stats()["dispatch_lag"]`` is 0 and reports that
