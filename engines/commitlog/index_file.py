@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from mqstore import native
+from mqstore import errors, native
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
@@ -38,9 +38,12 @@ def key_hash(key: str) -> int:
 
 
 class IndexFile:
-    """One IndexFile. Thread-safety: one writer (the dispatcher) under the service lock;
-    readers may run concurrently and see a consistent chain because an entry is written
-    before the slot that points at it, and the header last."""
+    """One IndexFile: 40-byte header, ``hash_slots`` int32 slots, ``index_entries`` 20-byte
+    entries (see the module docstring), mapped whole; entry 0 is never used.
+
+    Thread-safety: one writer (the dispatcher) under the service lock; readers may run
+    concurrently and see a consistent chain because an entry is written before the slot that
+    points at it, and the header (which bounds what readers walk) last."""
 
     def __init__(self, path: str, hash_slots: int, index_entries: int, *, create: bool = False,
                  read_only: bool = False, end_phy_offset: int = 0, end_timestamp: int = 0):
@@ -54,7 +57,6 @@ class IndexFile:
             if create:
                 os.ftruncate(self._fd, self.file_size)
             if os.fstat(self._fd).st_size != self.file_size:
-                from mqstore import errors
                 raise errors.CorruptRecordError(
                     f"index file is {os.fstat(self._fd).st_size} bytes, expected "
                     f"{self.file_size} (hash_slots={hash_slots}, index_entries={index_entries})",
