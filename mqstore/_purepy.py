@@ -510,63 +510,10 @@ def encode_value_records(values) -> bytes:
     return b"".join(parts)
 
 
-# ----- RocketMQ IndexFile inserts -----
-class IndexPut(NamedTuple):
-    """What ``index_put_keys`` did: keys put, and the header fields after it."""
-
-    put: int  # fewer than asked when the file filled up
-    index_count: int
-    hash_slot_count: int
-    begin_timestamp: int
-    begin_phy_offset: int
-
-
-_INDEX_HEADER_SIZE = 40
-_INDEX_SLOT = struct.Struct(">i")
-_INDEX_ENTRY = struct.Struct(">iqii")  # key hash, commitlog offset, time diff (s), prev entry
-
-
-def index_put_keys(buf, hash_slots: int, index_entries: int, state, key_hashes, phy_offsets,
-                   store_timestamps) -> IndexPut:
-    """RocketMQ ``IndexFile.putKey`` for a run of keys, in place in a writable IndexFile
-    buffer (40-byte header, ``hash_slots`` int32 slots, ``index_entries`` 20-byte entries).
-
-    ``state`` is ``(indexCount, hashSlotCount, beginTimestamp, beginPhyOffset)``. Entry
-    ``indexCount`` gets (hash, offset, seconds since beginTimestamp clamped to
-    [0, 2^31-1] or 0 when beginTimestamp <= 0, the slot's previous entry or 0 when it is not
-    a valid entry number), then the slot points at it; the first entry of a file sets the
-    begin fields. Stops when the file is full. The header is left to the caller.
-    ``BufferRangeError`` if the buffer is smaller than the layout; ``ValueError`` for
-    ``hash_slots < 1``, a hash outside int32 or sequences of different lengths.
-    """
-    hashes, phys, stamps = list(key_hashes), list(phy_offsets), list(store_timestamps)
-    if not len(hashes) == len(phys) == len(stamps):
-        raise ValueError("key_hashes, phy_offsets and store_timestamps differ in length")
-    mv = _bytes_view(buf)
-    if hash_slots < 1 or index_entries < 0:
-        raise ValueError(f"hash_slots={hash_slots}, index_entries={index_entries}")
-    entries_pos = _INDEX_HEADER_SIZE + hash_slots * 4
-    if entries_pos + index_entries * 20 > len(mv):
-        raise BufferRangeError(f"an IndexFile of {hash_slots} slots and {index_entries} entries "
-                               f"does not fit in {len(mv)} bytes")
-    if any(not -(1 << 31) <= h < (1 << 31) for h in hashes):
-        raise ValueError("a key hash is outside int32")
-    count, slots_used, begin_ts, begin_phy = state
-    count = max(count, 1)
-    put = 0
-    for h, phy, ts in zip(hashes, phys, stamps):
-        if count >= index_entries:
-            break
-        slot_pos = _INDEX_HEADER_SIZE + (h % hash_slots) * 4
-        prev = _INDEX_SLOT.unpack_from(mv, slot_pos)[0]
-        if prev <= 0 or prev > count:
-            prev = 0
-            slots_used += 1
-        diff = 0 if begin_ts <= 0 else min(max((ts - begin_ts) // 1000, 0), 0x7FFFFFFF)
-        _INDEX_ENTRY.pack_into(mv, entries_pos + count * 20, h, phy, diff, prev)
-        _INDEX_SLOT.pack_into(mv, slot_pos, count)
-        if count <= 1:
-            begin_ts, begin_phy = ts, phy
-        count += 1
-        put += 1
-    return IndexPut(put, count, slots_used, begin_ts, begin_phy)
+# ----- RocketMQ IndexFile kernels: in their own module, re-exported here -----
+from mqstore._purepy_indexfile import (  # noqa: F401  (re-exported)
+    IndexPut,
+    IndexTruncate,
+    index_put_keys,
+    index_truncate_from,
+)

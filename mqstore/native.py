@@ -40,6 +40,7 @@ from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and resu
     BatchScan,
     DispatchScan,
     IndexPut,
+    IndexTruncate,
     RecordFields,
     RecordScan,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "BatchScan",
     "DispatchScan",
     "IndexPut",
+    "IndexTruncate",
     "RecordFields",
     "RecordScan",
     "backend",
@@ -88,6 +90,7 @@ __all__ = [
     "encode_value_records",
     "find_batch",
     "index_put_keys",
+    "index_truncate_from",
     "java_string_hash",
     "java_string_hashes",
     "murmur2",
@@ -382,6 +385,25 @@ def _index_put_keys_native(buf, hash_slots: int, index_entries: int, state, key_
     return IndexPut(put, st[0], st[1], st[2], st[3])
 
 
+def _index_truncate_from_native(buf, hash_slots: int, index_entries: int, state,
+                                phy_offset: int) -> IndexTruncate:
+    """Undo IndexFile entries at or after ``phy_offset`` in place (see
+    ``_purepy.index_truncate_from``)."""
+    try:
+        p = _from_buffer(_U8_ARRAY, buf, require_writable=True)
+        st = _ffi.new("int64_t[2]", list(state))
+        last = _ffi.new("int64_t *")
+        removed = _lib.mq_index_truncate_from(p, len(p), hash_slots, index_entries, st,
+                                              phy_offset, last)
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy.index_truncate_from(buf, hash_slots, index_entries, state, phy_offset)
+    if removed == _ERR_ARG:
+        return _purepy.index_truncate_from(buf, hash_slots, index_entries, state, phy_offset)
+    if removed < 0:
+        _raise(removed, f"IndexFile of {hash_slots} slots and {index_entries} entries")
+    return IndexTruncate(removed, st[0], st[1], last[0])
+
+
 if _lib is None:
     crc32c = _purepy.crc32c
     java_string_hash = _purepy.java_string_hash
@@ -397,6 +419,7 @@ if _lib is None:
     dispatch_fields = _purepy.dispatch_fields
     encode_value_records = _purepy.encode_value_records
     index_put_keys = _purepy.index_put_keys
+    index_truncate_from = _purepy.index_truncate_from
 else:
     _force_sw = os.environ.get("MQSTORE_CRC32C_HW", "").lower() in ("off", "0", "false")
     crc32c_hardware = bool(_lib.mq_init(1 if _force_sw else 0))
@@ -414,3 +437,4 @@ else:
     dispatch_fields = _dispatch_fields_native
     encode_value_records = _encode_value_records_native
     index_put_keys = _index_put_keys_native
+    index_truncate_from = _index_truncate_from_native

@@ -73,3 +73,43 @@ int64_t mq_index_put_keys(uint8_t *buf, size_t buf_len, int64_t hash_slots,
     state[3] = begin_phy;
     return i;
 }
+
+int64_t mq_index_truncate_from(uint8_t *buf, size_t buf_len, int64_t hash_slots,
+                               int64_t index_entries, int64_t *state, int64_t phy_offset,
+                               int64_t *last_phy_offset)
+{
+    *last_phy_offset = -1;
+    if (hash_slots < 1 || index_entries < 0)
+        return MQ_ERR_ARG;
+    if (buf_len < INDEX_HEADER_SIZE || (uint64_t)hash_slots > (buf_len - INDEX_HEADER_SIZE) / 4)
+        return MQ_ERR_RANGE;
+    uint64_t entries_pos = INDEX_HEADER_SIZE + (uint64_t)hash_slots * 4;
+    if ((uint64_t)index_entries > (buf_len - entries_pos) / INDEX_ENTRY_SIZE)
+        return MQ_ERR_RANGE;
+    int64_t slots_used = state[1], removed = 0;
+    int64_t n = (state[0] < index_entries ? state[0] : index_entries) - 1;
+    while (n >= 1) {
+        uint8_t *e = buf + entries_pos + (uint64_t)n * INDEX_ENTRY_SIZE;
+        int64_t phy = mq_load_be_i64(e + 4);
+        if (phy < phy_offset)
+            break;
+        int64_t slot = mq_load_be_i32(e) % hash_slots;
+        if (slot < 0)
+            slot += hash_slots;
+        int64_t prev = mq_load_be_i32(e + 16);
+        int chained = prev > 0 && prev < n;
+        store_be32(buf + INDEX_HEADER_SIZE + 4 * slot, chained ? (uint32_t)prev : 0);
+        if (!chained)
+            slots_used = slots_used > 0 ? slots_used - 1 : 0;
+        memset(e, 0, INDEX_ENTRY_SIZE);
+        removed++;
+        n--;
+    }
+    if (n >= 1)
+        *last_phy_offset = mq_load_be_i64(buf + entries_pos + (uint64_t)n * INDEX_ENTRY_SIZE + 4);
+    if (removed) {
+        state[0] = n + 1;
+        state[1] = slots_used;
+    }
+    return removed;
+}

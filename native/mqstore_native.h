@@ -136,3 +136,12 @@ int64_t mq_index_put_keys(uint8_t *buf, size_t buf_len, int64_t hash_slots,
    MQ_ERR_ARG if the lengths are negative or do not add up to n_units. */
 int mq_java_string_hashes(const uint8_t *units, size_t n_units, const int64_t *lengths,
                           int64_t n, int64_t *out);
+
+/* Undo, newest first, every IndexFile entry whose commitlog offset >= phy_offset (recovery
+   truncation): each slot goes back to the entry it replaced (or 0), the entry is zeroed.
+   state[0..1] = indexCount, hashSlotCount (updated); the walk starts at
+   min(indexCount, index_entries) - 1. *last_phy_offset = offset of the newest entry kept, -1
+   if none. Returns the entries removed, or MQ_ERR_RANGE / MQ_ERR_ARG as mq_index_put_keys. */
+int64_t mq_index_truncate_from(uint8_t *buf, size_t buf_len, int64_t hash_slots,
+                               int64_t index_entries, int64_t *state, int64_t phy_offset,
+                               int64_t *last_phy_offset);

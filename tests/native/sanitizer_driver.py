@@ -112,6 +112,14 @@ def main(rounds: int) -> int:
         for target in (bytearray(start), guarded_view(start)):
             assert native.index_put_keys(target, slots, entries, state, *cols) == expected
             assert bytes(target) == bytes(ref)
+        cut_state = (rng.randrange(-2, 40), rng.randrange(-2, 9))
+        cut_at = rng.choice([0, 1 << 39, rng.randrange(1 << 40)])
+        ref = bytearray(start)
+        expected = _purepy.index_truncate_from(ref, slots, entries, cut_state, cut_at)
+        for target in (bytearray(start), guarded_view(start)):
+            assert native.index_truncate_from(target, slots, entries, cut_state, cut_at) == \
+                expected
+            assert bytes(target) == bytes(ref)
         texts = ["".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0xD800, 0xE000),
                                          rng.randrange(0x10000, 0x10FFFF)]))
                          for _ in range(rng.randrange(12))) for _ in range(rng.randrange(9))]

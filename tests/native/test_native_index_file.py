@@ -106,3 +106,62 @@ def test_native_equals_python(slots, entries, state, keys, garbage):
     assert native.index_put_keys(a, slots, entries, state, *cols) == \
         _purepy.index_put_keys(b, slots, entries, state, *cols)
     assert a == b
+
+
+# ----- index_truncate_from -----
+def test_truncation_undoes_the_puts_exactly(impl):
+    slots, entries = 5, 40
+    buf = empty_file(slots, entries)
+    first = impl.index_put_keys(buf, slots, entries, (1, 0, 0, 0), [3, 8, 4, 13],
+                                [10, 20, 30, 40], [1_000, 2_000, 3_000, 4_000])
+    snapshot = bytes(buf)
+    second = impl.index_put_keys(buf, slots, entries, first[1:], [8, 1, 3, 23, 0],
+                                 [50, 60, 70, 80, 90], [5_000] * 5)
+    assert second.put == 5
+    got = impl.index_truncate_from(buf, slots, entries, second[1:3], 50)
+    assert got == (5, first.index_count, first.hash_slot_count, 40)
+    assert bytes(buf) == snapshot
+    assert impl.index_truncate_from(buf, slots, entries, got[1:3], 0) == (4, 1, 0, -1)
+    assert bytes(buf) == bytes(empty_file(slots, entries))
+
+
+def test_truncation_of_nothing(impl):
+    buf = empty_file(3, 10)
+    impl.index_put_keys(buf, 3, 10, (1, 0, 0, 0), [1, 2], [5, 6], [1, 1])
+    assert impl.index_truncate_from(buf, 3, 10, (3, 2), 7) == (0, 3, 2, 6)
+    with pytest.raises(BufferRangeError):
+        impl.index_truncate_from(bytearray(50), 3, 10, (3, 2), 0)
+
+
+def test_truncation_matches_the_engines_index_file(tmp_path):
+    try:
+        from mqstore.engines.commitlog.index_file import IndexFile
+    except ImportError:
+        pytest.skip("the commitlog engine is not installed")
+    slots, entries = 7, 60
+    f = IndexFile(str(tmp_path / "idx"), slots, entries, create=True)
+    for i in range(50):
+        f.put_key(f"t#k{i % 9}", 100 * i, 1_700_000_000_000 + i)
+    before = bytearray(f.mm[:])
+    state = (f.index_count, f.hash_slot_count)
+    f.truncate_from(2_000, lambda _off: 0)
+    got = native.index_truncate_from(before, slots, entries, state, 2_000)
+    assert bytes(before[40:]) == bytes(f.mm[40:])
+    assert (got.removed, got.index_count, got.hash_slot_count, got.last_phy_offset) == \
+        (30, f.index_count, f.hash_slot_count, f.end_phy_offset)
+    f.close()
+
+
+@pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
+@settings(max_examples=60, deadline=None)
+@given(slots=st.integers(1, 9), entries=st.integers(0, 30),
+       state=st.tuples(st.integers(-2, 40), st.integers(-3, 9)),
+       phy=st.integers(-(1 << 63), (1 << 63) - 1) | st.integers(-5, 5),
+       garbage=st.binary(min_size=1, max_size=64))
+def test_truncate_native_equals_python_on_garbage(slots, entries, state, phy, garbage):
+    size = 40 + slots * 4 + entries * 20
+    start = (garbage * (size // len(garbage) + 1))[:size]
+    a, b = bytearray(start), bytearray(start)
+    assert native.index_truncate_from(a, slots, entries, state, phy) == \
+        _purepy.index_truncate_from(b, slots, entries, state, phy)
+    assert a == b
