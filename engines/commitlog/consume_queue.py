@@ -305,10 +305,12 @@ class ConsumeQueue:
             if n <= 0:
                 break
             a = arr[:n]
-            ok = np.flatnonzero((a["offset"] >= min_phys) & (a["size"] != fmt.CQ_FILLER_SIZE)
-                                & (a["size"] > 0))
-            if ok.size:
-                self.min_logic_offset = max(self.min_logic_offset, base + int(ok[0]))
+            # commitlog offsets grow along a queue (fillers, offset 0, only at its head)
+            i = int(np.searchsorted(a["offset"], min_phys, side="left"))
+            while i < n and a["size"][i] in (fmt.CQ_FILLER_SIZE, 0):
+                i += 1
+            if i < n:
+                self.min_logic_offset = max(self.min_logic_offset, base + i)
                 return
         self.min_logic_offset = max(self.min_logic_offset, self.max_units)
 

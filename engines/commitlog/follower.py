@@ -44,6 +44,7 @@ class Follower:
         self.store = store
         self._lock = threading.Lock()
         self._validated: dict[tuple[str, int], int] = {}
+        self._min_phys: dict[tuple[str, int], int] = {}
         self._tails: dict[tuple[str, int], list[Unit]] = {}
         self._tail_count = 0
         self.known_end = 0  # every message below this has its ConsumeQueue unit written
@@ -92,7 +93,10 @@ class Follower:
         end = self._trim_tail(cq, end, queue_id)
         self._validated[key] = end
         cq.max_units = end
-        cq.correct_min_offset(self.store.commitlog.min_offset)
+        min_phys = self.store.commitlog.min_offset
+        if self._min_phys.get(key) != min_phys:  # retention moved the log's start
+            self._min_phys[key] = min_phys
+            cq.correct_min_offset(min_phys)
         if end > cq.first_unit:
             phys, size, _ = cq.unit(end - 1)
             if size != fmt.CQ_FILLER_SIZE:
