@@ -310,7 +310,7 @@ class CommitLog:
                 break
             files.append(mf)
         for gone in known.values():
-            gone.close()
+            gone.release()  # a reader may still be using its mapping
         with self._files_lock:
             self.files = files
 
@@ -349,7 +349,7 @@ class CommitLog:
                 break
             with self._files_lock:
                 self.files = self.files[1:]
-            deleted += mf.destroy()
+            deleted += mf.destroy(unmap=False)
             total -= self.file_size
             self._dir_dirty = True
         return deleted

@@ -36,9 +36,9 @@ class ConsumeQueue:
     ``min_logic_offset`` the first unit whose message is still in the CommitLog.
 
     Thread-safety: one writer (the dispatcher, or recovery) calls :meth:`put` and the
-    truncate/delete methods; readers in any thread use :meth:`unit_block` on units below
-    ``max_units``, which never change once written (they are only removed whole by retention
-    or replaced by recovery before the store opens).
+    truncate/delete methods; readers in any thread use :meth:`unit` / :meth:`unit_block` on
+    units below ``max_units``, which never change once written (they are only removed whole
+    by retention, under the queue's lock, or replaced by recovery before the store opens).
     """
 
     def __init__(self, root: str, topic: str, queue_id: int, units_per_file: int, *,
@@ -54,7 +54,7 @@ class ConsumeQueue:
         self.max_units = 0
         self.min_logic_offset = 0
         self.max_phys_end = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._dir_dirty = False
         self._parents_dirty = False
 
@@ -261,19 +261,23 @@ class ConsumeQueue:
     # ----- reads -----
     def unit(self, q: int) -> tuple[int, int, int]:
         """(commitlog offset, size, tag hash) of unit ``q`` (must exist)."""
-        idx = (q - self.first_unit) // self.units_per_file
-        return fmt.CQ_UNIT.unpack_from(self.files[idx].mm,
-                                       (q % self.units_per_file) * fmt.CQ_UNIT_SIZE)
+        with self._lock:  # retention may drop the head file concurrently
+            idx = (q - self.first_unit) // self.units_per_file
+            mm = self.files[idx].mm
+        return fmt.CQ_UNIT.unpack_from(mm, (q % self.units_per_file) * fmt.CQ_UNIT_SIZE)
 
     def unit_block(self, q: int, end: int) -> tuple[np.ndarray, MappedFile] | None:
         """The units from ``q`` to the end of its file (at most up to ``end``) as a numpy
         view, with the file (for ``native.cq_tag_scan``); None if ``q`` has no file."""
-        idx = (q - self.first_unit) // self.units_per_file
-        if q < self.first_unit or idx >= len(self.files):
-            return None
+        with self._lock:  # retention may drop the head file concurrently
+            first = self.first_unit
+            idx = (q - first) // self.units_per_file
+            if q < first or idx >= len(self.files):
+                return None
+            arr, mf = self.arrays[idx], self.files[idx]
         rel = q % self.units_per_file
         n = min(self.units_per_file - rel, end - q)
-        return self.arrays[idx][rel:rel + n], self.files[idx]
+        return arr[rel:rel + n], mf
 
     # ----- flush, retention -----
     def flush(self) -> int:
@@ -326,7 +330,7 @@ class ConsumeQueue:
                     break
                 mf = self.files.pop(0)
                 self.arrays.pop(0)
-                deleted += mf.destroy()
+                deleted += mf.destroy(unmap=False)
                 self._dir_dirty = True
         self.correct_min_offset(min_phys)
         return deleted

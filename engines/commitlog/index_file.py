@@ -201,7 +201,7 @@ class IndexFile:
         return True
 
     def allocated_bytes(self) -> int:
-        return os.fstat(self._fd).st_blocks * 512
+        return os.fstat(self._fd).st_blocks * 512 if self._fd >= 0 else 0
 
     def close(self) -> None:
         if self._fd < 0:
@@ -213,8 +213,14 @@ class IndexFile:
         os.close(self._fd)
         self._fd = -1
 
-    def destroy(self) -> int:
-        self.close()
+    def destroy(self, *, unmap: bool = True) -> int:
+        """Delete the file; with ``unmap=False`` the mapping stays valid for readers still
+        holding this object (retention)."""
+        if unmap:
+            self.close()
+        elif self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -389,7 +395,7 @@ class IndexService:
         deleted = 0
         with self._lock:
             while len(self.files) > 1 and self.files[0].end_phy_offset < min_phy:
-                deleted += self.files.pop(0).destroy()
+                deleted += self.files.pop(0).destroy(unmap=False)
                 self._dir_dirty = True
         return deleted
 

@@ -175,7 +175,7 @@ class MappedFile:
 
     def allocated_bytes(self) -> int:
         """Bytes the file really occupies on disk (it is sparse)."""
-        return os.fstat(self._fd).st_blocks * 512
+        return os.fstat(self._fd).st_blocks * 512 if self._fd >= 0 else 0
 
     def close(self) -> None:
         """Unmap and close (idempotent). A mapping still exported to a reader is left to the
@@ -189,9 +189,21 @@ class MappedFile:
         os.close(self._fd)
         self._fd = -1
 
-    def destroy(self) -> int:
-        """Close and delete the file; return its size."""
-        self.close()
+    def release(self) -> None:
+        """Close the descriptor but keep the mapping for readers still holding this object
+        (it is unmapped when the last reference goes)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def destroy(self, *, unmap: bool = True) -> int:
+        """Delete the file; return its size. With ``unmap=False`` (retention, while readers
+        may still hold this object) only the descriptor is closed: the mapping stays valid
+        until the last reference goes, like RocketMQ's reference-counted MappedFile."""
+        if unmap:
+            self.close()
+        else:
+            self.release()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
