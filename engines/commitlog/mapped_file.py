@@ -107,6 +107,9 @@ class MappedFile:
             target = self.wrote_position
             if target <= self.flushed_position:
                 return False
+            if self._fd < 0:  # deleted by retention meanwhile: nothing left to make durable
+                self.flushed_position = target
+                return False
             if self.write_mode == "write":
                 os.fdatasync(self._fd)
             else:
@@ -118,6 +121,8 @@ class MappedFile:
     def force(self) -> None:
         """Sync the whole file whatever the positions say (used after recovery writes)."""
         with self._flush_lock:
+            if self._fd < 0:
+                return
             if self.write_mode == "write":
                 os.fdatasync(self._fd)
             else:
