@@ -270,3 +270,39 @@ def test_rebuilt_consume_queues_are_byte_identical(open_cl, store_path, path_tak
     assert s.recovery["redispatched_messages"] == 120
     s.close()
     assert _snapshot_cq(store_path) == before
+
+
+def test_abnormal_recovery_starts_from_the_checkpoint(open_cl, store_path, monkeypatch):
+    """After a crash only the files after the checkpoint (less 3 s) are rescanned and
+    re-dispatched; what the checkpoint vouches for is kept as is."""
+    import types
+
+    from mqstore.engines.commitlog import commitlog as cl_module
+
+    clock = [1_700_000_000_000]
+    monkeypatch.setattr(cl_module, "time",
+                        types.SimpleNamespace(time_ns=lambda: clock[0] * 1_000_000))
+    s = open_cl(flush="sync", dispatch="sync", flush_consume_queue_interval_ms=600_000)
+    s.create_topic("t")
+    for i in range(60):
+        s.append("t", b"old-%d" % i + b"." * 150, key=b"k%d" % (i % 4), partition=0)
+    clock[0] += 5_000
+    s.append("t", b"checkpointed", partition=0)
+    s.flush()  # checkpoint: everything up to now is durable
+    clock[0] += 5_000
+    for i in range(60):
+        s.append("t", b"new-%d" % i + b"." * 150, key=b"k%d" % (i % 4), partition=0)
+    files = s.stats()["commitlog_files"]
+    s._closed = True
+    s._release()  # crash: abort stays, no final checkpoint
+    s2 = open_cl(flush="sync")
+    rec = s2.recovery
+    assert rec["abnormal"] and rec["start_offset"] > 0
+    assert rec["scanned_messages"] < 121 and files > 3
+    assert s2.end_offset("t", 0) == 121
+    assert len(s2.lookup_key("t", b"k1", limit=1000)) == 30
+    entries = 0
+    for name in os.listdir(os.path.join(store_path, "index")):
+        hdr = open(os.path.join(store_path, "index", name), "rb").read(40)
+        entries += struct.unpack(">qqqqii", hdr)[5] - 1
+    assert entries == 121 + 120  # UNIQ_KEY on each message, KEYS on 120: no duplicates
