@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("items", nargs="*", metavar="SUITE|WORKLOAD",
                    help="suite names (see below) or workload files")
     b.add_argument("--engines", default=None,
-                   help="comma-separated engines (default: every registered engine that loads)")
+                   help="comma-separated engines (default: every registered engine that "
+                        "loads); a variant NAME[option=value,...] runs an engine with options "
+                        "under its own label, e.g. 'commitlog,commitlog[write_mode=write]'")
     b.add_argument("--refs", default="raw-files,raw-shared,sqlite-wal",
                    help="comma-separated references, or 'none' (default: all three)")
     size = b.add_mutually_exclusive_group()
@@ -187,9 +190,11 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
 def usable_engines(requested: str | None, console: Console) -> list[str]:
     """The engines to run: the requested ones (all must load) or every one that loads."""
     if requested:
-        names = [n.strip() for n in requested.split(",") if n.strip()]
+        from mqstore.bench.targets import parse_engine_spec
+
+        names = _split_specs(requested)
         for n in names:
-            registry.load(n)  # ConfigError with a clear message if missing
+            registry.load(parse_engine_spec(n)[0])  # ConfigError with a clear message
         return names
     out = []
     for n in mqstore.engines():
@@ -199,6 +204,20 @@ def usable_engines(requested: str | None, console: Console) -> list[str]:
         except errors.ConfigError as exc:
             console.print(f"[yellow]skipping engine {n}[/]: {exc}", highlight=False)
     return out
+
+
+def _split_specs(text: str) -> list[str]:
+    """Split ``a,b[x=1,y=2],c`` at the commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [s for s in out if s]
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
@@ -240,7 +259,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         os.makedirs(args.dir, exist_ok=True)
     from mqstore import native
 
-    console.print(f"[bold]mqstore bench[/] engines: {', '.join(engines) or 'none'}; "
+    console.print(f"[bold]mqstore bench[/] engines: {escape(', '.join(engines)) or 'none'}; "
                   f"references: {', '.join(refs) or 'none'}; size: {size}; "
                   f"CRC backend: {native.backend}; "
                   f"consumers as {'processes' if args.processes else 'threads'}",
@@ -348,7 +367,7 @@ def _bench_workload(path: str, engines: list[str], refs: list[str], args, size: 
                 report.write_omb_json(args.json, r, wl)
     console.print(report.run_table(results, f"{wl.name}: side by side"))
     for r in results:
-        console.print(f"[bold]{r.target}[/]", highlight=False)
+        console.print(f"[bold]{escape(r.target)}[/]", highlight=False)
         console.print("  " + report.kafka_producer_line(r), highlight=False, soft_wrap=True)
         console.print("  " + report.rocketmq_producer_line(r), highlight=False, soft_wrap=True)
         if r.consumed:
@@ -368,7 +387,8 @@ def _claims_table(results) -> Table:
     t.add_column("figures")
     colour = {True: "green", False: "red", None: "yellow"}
     for r in results:
-        t.add_row(r.name, f"[{colour[r.verdict.shown]}]{r.verdict.label}[/]", r.verdict.text)
+        t.add_row(r.name, f"[{colour[r.verdict.shown]}]{r.verdict.label}[/]",
+                  escape(r.verdict.text))
     return t
 
 

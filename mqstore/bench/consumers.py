@@ -156,11 +156,11 @@ def assignments(wl: Workload, target: Target) -> list[list[tuple[str, int, int]]
 def _consumer_process(engine: str, directory: str, assignment, measure_ns: int, t0: int,
                       done_event, ends, ends_index, result_queue) -> None:
     """Body of a consumer process: open the store read_only and follow the writer."""
-    import mqstore
+    from mqstore.bench.targets import open_engine
 
     st = ConsumerStats()
     try:
-        store = mqstore.open(directory, engine=engine, read_only=True)
+        store = open_engine(engine, directory, read_only=True)
         try:
             def poll(topic, partition, position):
                 recs = store.read(topic, partition, position, max_records=POLL_RECORDS)

@@ -23,6 +23,7 @@ from mqstore.bench.metrics import ResourceSnapshot
 from mqstore.bench.payloads import PayloadSource
 from mqstore.bench.references import RawFileTarget, SqliteTarget
 from mqstore.bench.runner import evict_files
+from mqstore.bench.targets import open_engine, parse_engine_spec
 from mqstore.bench.suites import (Column, Row, SuiteContext, SuiteResult, Verdict,
                                   _engine_pair, ratio, register, SUITES)
 from mqstore.bench.workload import Workload
@@ -60,7 +61,8 @@ def store_topics(store: Any) -> list[str]:
 
 
 def _open(ctx: SuiteContext, engine: str, path: str, **options: Any):
-    return mqstore.open(path, engine=engine, **options)
+    """Open an engine (or an engine variant ``name[option=value]``) at ``path``."""
+    return open_engine(engine, path, **options)
 
 
 # =========================================================================== delivery
@@ -513,25 +515,26 @@ def recovery_suite(ctx: SuiteContext) -> SuiteResult:
         # every writer runs at once (their sleeps overlap); reopens are timed one by one
         jobs = []
         for engine in ctx.engines:
-            options = dict(RECOVERY_OPTIONS.get(engine, {}))
+            base, variant = parse_engine_spec(engine)
+            options = {**RECOVERY_OPTIONS.get(base, {}), **variant}
             try:
-                mqstore.load_config(d, engine, **options)
+                mqstore.load_config(d, base, **options)
             except mqstore.ConfigError:
-                options = {}
+                options = variant
             for mb in sizes_mb:
                 n = max(64, int(mb * 2**20 // size * ctx.scale))
                 for clean in (False, True):
                     case = f"{mb} MiB " + ("clean" if clean else "crash")
                     path = os.path.join(d, f"{engine}-{mb}-{int(clean)}")
                     proc = mp.Process(target=_crash_writer,
-                                      args=(engine, path, options, n, size, ctx.seed, clean))
+                                      args=(base, path, options, n, size, ctx.seed, clean))
                     proc.start()
                     jobs.append((engine, options, mb, n, clean, case, path, proc))
         for engine in ctx.engines:  # untimed: the first open pays imports and lazy set-up
             warm = os.path.join(d, f"warm-{engine}")
-            with mqstore.open(warm, engine=engine) as store:
+            with open_engine(engine, warm) as store:
                 _fill(store, "t", 4, 64, size, 64, ctx.seed)
-            with mqstore.open(warm, engine=engine) as store:
+            with open_engine(engine, warm) as store:
                 store.read("t", 0, 0, max_records=1)
             shutil.rmtree(warm, ignore_errors=True)
         for job in jobs:  # every writer has exited before any reopen is timed
@@ -543,7 +546,7 @@ def recovery_suite(ctx: SuiteContext) -> SuiteResult:
                 continue
             acked = n if clean else n + RECENT_MESSAGES
             t0 = time.perf_counter()
-            store = mqstore.open(path, engine=engine, **options)
+            store = mqstore.open(path, engine=parse_engine_spec(engine)[0], **options)
             try:
                 total = sum(store.end_offset("t", p) for p in range(4))
                 for p in range(4):  # the log is usable: read its last record

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from mqstore.bench.metrics import LatencyHistogram
@@ -51,10 +52,11 @@ def ratio_text(v: Any, base: Any) -> str:
 def suite_table(res: SuiteResult) -> Table:
     """The suite's rows side by side, with ratios against the first engine of each case."""
     mark = {True: "[green]shown[/]", False: "[red]NOT shown[/]", None: "[yellow]undecided[/]"}
-    table = Table(title=f"[bold]{res.name}[/] — {res.claim}", title_justify="left",
-                  caption=f"{mark[res.verdict.shown]}: {res.verdict.text}", caption_justify="left")
-    table.add_column("case")
-    table.add_column("target")
+    table = Table(title=f"[bold]{res.name}[/] — {escape(res.claim)}", title_justify="left",
+                  caption=f"{mark[res.verdict.shown]}: {escape(res.verdict.text)}",
+                  caption_justify="left")
+    table.add_column("case", no_wrap=True)
+    table.add_column("target", no_wrap=True)
     for col in res.columns:
         table.add_column(col.label, justify="right")
         if col.ratio:
@@ -66,7 +68,8 @@ def suite_table(res: SuiteResult) -> Table:
             first = next((r for r in res.rows if r.case == row.case and r.kind == "engine"), row)
             bases[row.case] = first
         base = bases[row.case]
-        cells = [row.case if row.case != last_case else "", _target_cell(row.target, row.kind)]
+        cells = [escape(row.case) if row.case != last_case else "",
+                 _target_cell(row.target, row.kind)]
         for col in res.columns:
             v = row.values.get(col.key)
             cells.append(fmt_value(col.fmt, v))
@@ -78,7 +81,8 @@ def suite_table(res: SuiteResult) -> Table:
 
 
 def _target_cell(name: str, kind: str) -> str:
-    return name if kind == "engine" else f"[dim]{name}[/]"
+    """A target name for a table cell (escaped: a variant ``name[opt=v]`` is not markup)."""
+    return escape(name) if kind == "engine" else f"[dim]{escape(name)}[/]"
 
 
 def _last_of_case(res: SuiteResult, row: Any) -> bool:
@@ -249,7 +253,8 @@ def result_filename(workload: str, driver: str, when: float | None = None) -> st
     """OMB's file name: ``<workload>-<driver>-<yyyy-MM-dd-HH-mm-ss>.json`` (made safe)."""
     stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(when or time.time()))
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", workload).strip("_") or "workload"
-    return f"{safe}-{driver}-{stamp}.json"
+    drv = re.sub(r"[^A-Za-z0-9._=-]+", "_", driver).strip("_") or "driver"
+    return f"{safe}-{drv}-{stamp}.json"
 
 
 def write_omb_json(directory: str | os.PathLike[str], r: RunResult, wl: Workload) -> Path:

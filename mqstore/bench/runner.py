@@ -36,7 +36,7 @@ from mqstore.bench.metrics import (LatencyHistogram, ResourceSnapshot, count_map
                                    count_open_files, reset_peak_rss)
 from mqstore.bench.payloads import PayloadSource, stamp
 from mqstore.bench.references import REFERENCES, make_reference
-from mqstore.bench.targets import StoreTarget, Target
+from mqstore.bench.targets import StoreTarget, Target, parse_engine_spec
 from mqstore.bench.workload import Workload
 
 Progress = Callable[[float], None]
@@ -104,8 +104,9 @@ def make_target(name: str, directory: str, workload: Workload) -> Target:
     ``sqlite-wal``) in ``directory``, with the workload's flush policy and engine options."""
     if name in REFERENCES:
         return make_reference(name, directory, workload.flush, workload.flush_interval_ms)
+    base = parse_engine_spec(name)[0]
     return StoreTarget(name, directory, workload.flush, workload.flush_interval_ms,
-                       workload.engine_options.get(name))
+                       workload.engine_options.get(base))
 
 
 # --------------------------------------------------------------------------- producing

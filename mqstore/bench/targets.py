@@ -11,11 +11,45 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import mqstore
 from mqstore.api import Message, Store
+from mqstore.errors import ConfigError
+
+_VARIANT = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[(.*)\])?$")
+
+
+def parse_engine_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"commitlog[write_mode=write,dispatch=sync]"`` -> ``("commitlog", {...})``.
+
+    An engine variant runs the same engine with some options set, under its own label, so
+    one run can compare e.g. the commitlog engine's ``mmap`` and ``write`` modes. Values are
+    read as int, then true/false, then text.
+    """
+    m = _VARIANT.match(spec.strip())
+    if not m:
+        raise ConfigError(f"bad engine spec {spec!r}; use NAME or NAME[option=value,...]")
+    options: dict[str, Any] = {}
+    for item in filter(None, (m.group(2) or "").split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad engine option {item!r} in {spec!r}; use option=value")
+        value: Any = raw.strip()
+        if re.fullmatch(r"-?\d+", value):
+            value = int(value)
+        elif value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        options[key.strip()] = value
+    return m.group(1), options
+
+
+def open_engine(spec: str, path: str, **options: Any) -> Store:
+    """``mqstore.open`` for an engine spec (a name, or a variant with options)."""
+    engine, variant = parse_engine_spec(spec)
+    return mqstore.open(path, engine=engine, **{**variant, **options})
 
 
 class Target(abc.ABC):
@@ -87,12 +121,13 @@ class StoreTarget(Target):
     def __init__(self, engine: str, directory: str, flush: str, flush_interval_ms: int,
                  options: dict[str, Any] | None = None):
         super().__init__(directory, flush, flush_interval_ms)
-        self.name = engine
-        self.options = dict(options or {})
+        self.name = engine  # the label: an engine name or a variant "name[opt=value]"
+        self.engine, variant = parse_engine_spec(engine)
+        self.options = {**variant, **(options or {})}
         self.store: Store = self._open()
 
     def _open(self) -> Store:
-        return mqstore.open(self.directory, engine=self.name, flush=self.flush_mode,
+        return mqstore.open(self.directory, engine=self.engine, flush=self.flush_mode,
                             flush_interval_ms=self.flush_interval_ms, **self.options)
 
     def create_topic(self, topic: str, partitions: int) -> None:
@@ -125,7 +160,8 @@ class StoreTarget(Target):
     def describe(self) -> dict[str, Any]:
         cfg = self.store.config
         return {
-            "engine": self.name,
+            "engine": self.engine,
+            "label": self.name,
             "flush": cfg.flush.mode,
             "flush_interval_ms": cfg.flush.interval_ms,
             "max_message_bytes": cfg.max_message_bytes,

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+import mqstore
+
 from fakes import engine_loads
 from mqstore.bench.runner import run_workload
 from mqstore.bench.workload import Workload
@@ -82,3 +84,16 @@ def test_consumers_as_processes_follow_the_writer(engine, tmp_path):
                   consumerPerSubscription=2)
     r = run_workload(wl, engine, base_dir=str(tmp_path), processes=True)
     assert r.produced == 150 and r.consumed == 150, r.notes
+
+
+def test_engine_variant_runs_with_its_options(fake_engine):
+    from mqstore.bench.targets import parse_engine_spec
+
+    assert parse_engine_spec("commitlog[write_mode=write,hash_slots=64,x=true]") == (
+        "commitlog", {"write_mode": "write", "hash_slots": 64, "x": True})
+    assert parse_engine_spec("segments") == ("segments", {})
+    with pytest.raises(mqstore.ConfigError):
+        parse_engine_spec("bad[novalue]")
+    r = run_workload(Workload(messages=20, messageSize=16), f"{fake_engine}[note=hello]")
+    assert r.target == f"{fake_engine}[note=hello]" and r.consumed == 20
+    assert r.config["engine"] == fake_engine and r.config["options"]["note"] == "hello"

@@ -160,3 +160,7 @@ def test_inspect_and_verify_a_real_store(engine, tmp_path, capsys):
     assert cli.main(["verify", str(path)]) == 1
     out = capsys.readouterr().out
     assert "DAMAGE" in out and hits[0].name in out.replace("\n", "")
+
+
+def test_engine_specs_split_outside_brackets():
+    assert cli._split_specs("a,b[x=1,y=2], c") == ["a", "b[x=1,y=2]", "c"]
