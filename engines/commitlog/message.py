@@ -171,6 +171,32 @@ def encode(topic: bytes, queue_id: int, born_timestamp: int, body: bytes,
         _PROPERTIES_LENGTH_PACK(len(properties)), properties))
 
 
+def encoder_for_plain_values(topic: bytes, uniq_prefix: str):
+    """A fast :func:`encode` for values that carry nothing but their UNIQ_KEY (no key, tag or
+    headers): ``enc(queue_id, body, uniq_number) -> bytes``. The topic is checked once."""
+    if len(topic) > fmt.TOPIC_MAX_BYTES:
+        raise errors.RecordTooLargeError(
+            f"topic name is {len(topic)} bytes; a V1 message holds at most {fmt.TOPIC_MAX_BYTES}")
+    head_pack = _HEADER.pack
+    crc32 = zlib.crc32
+    topic_part = _TOPIC_LENGTH_PACK(len(topic)) + topic
+    props_template = b"UNIQ_KEY\x01" + uniq_prefix.encode("ascii") + b"%016X\x02"
+    props_len = _PROPERTIES_LENGTH_PACK(len(props_template % 0))
+    fixed = fmt.MSG_FIXED_OVERHEAD + len(topic) + len(props_template % 0)
+    magic, mask, sysflag = fmt.MESSAGE_MAGIC_V1, fmt.BODY_CRC_MASK, fmt.SYSFLAG_NONE
+    born_host, store_host = fmt.BORNHOST, fmt.STOREHOST
+    body_len = _BODY_LENGTH_PACK
+    join = b"".join
+
+    def enc(queue_id: int, body: bytes, uniq_number: int) -> bytes:
+        return join((head_pack(fixed + len(body), magic, crc32(body) & mask, queue_id, 0, 0, 0,
+                               sysflag, 0, born_host, 0, store_host, 0, 0),
+                     body_len(len(body)), body, topic_part, props_len,
+                     props_template % uniq_number))
+
+    return enc
+
+
 def patch(buf: bytearray, pos: int, queue_offset: int, physical_offset: int,
           store_timestamp: int, born_timestamp: int | None) -> None:
     """Fill the fields known only under the append lock into the message at ``buf[pos:]``."""

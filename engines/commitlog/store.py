@@ -112,6 +112,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
         self._queue_next: dict[tuple[str, int], int] = {}
         self._uniq_prefix = os.urandom(8).hex().upper()
         self._uniq_counter = itertools.count()
+        self._plain_encoders: dict[str, Any] = {}
         self.appended_records = 0
         self.appended_bytes = 0
         self.fsyncs = 0
@@ -383,12 +384,16 @@ class CommitLogStore(ConsumeQueueReads, Store):
         prefix = self._uniq_prefix
         counter = self._uniq_counter
         encode = msgcodec.encode
+        plain = self._plain_encoders.get(topic)
+        if plain is None:
+            plain = self._plain_encoders[topic] = msgcodec.encoder_for_plain_values(
+                topic_b, prefix)
         bufs = []
         for i, (p, m, value) in enumerate(order):
-            uniq = "%s%016X" % (prefix, next(counter))
             if m is None:
-                buf = encode(topic_b, p, 0, value, b"UNIQ_KEY\x01%s\x02" % uniq.encode())
+                buf = plain(p, value, next(counter))
             else:
+                uniq = "%s%016X" % (prefix, next(counter))
                 props = msgcodec.encode_properties(m.tag, m.key, uniq, m.headers)
                 buf = encode(topic_b, p, m.timestamp_ms, value, props)
             if len(buf) > limit:
