@@ -35,7 +35,10 @@ def _bytes_view(buf) -> memoryview:
 def _check_range(mv: memoryview, pos: int, end: int) -> None:
     """Refuse a scan window that starts before the buffer or ends past it."""
     if pos < 0 or end > len(mv):
-        raise BufferRangeError(f"scan window [{pos}, {end}) is outside a buffer of {len(mv)} bytes")
+        n_bytes = len(mv)
+        mv.release()  # a kept traceback must not pin the buffer (an mmap)
+        raise BufferRangeError(
+            f"scan window [{pos}, {end}) is outside a buffer of {n_bytes} bytes")
 
 
 # ----- CRC-32C (Castagnoli), reflected polynomial 0x82F63B78 -----
@@ -144,8 +147,10 @@ def _index_floor(buf, n_entries: int, target: int, key: struct.Struct, entry: in
         return -1
     mv = _bytes_view(buf)
     if n_entries * entry > len(mv):
+        n_bytes = len(mv)
+        mv.release()  # a kept traceback must not pin the buffer (an mmap)
         raise BufferRangeError(
-            f"{n_entries} index entries of {entry} bytes do not fit in {len(mv)} bytes")
+            f"{n_entries} index entries of {entry} bytes do not fit in {n_bytes} bytes")
     first_hot = max(0, n_entries - 1 - _WARM_BYTES // entry)
     if key.unpack_from(mv, first_hot * entry)[0] <= target:
         return _upper_bound(mv, key, entry, first_hot, n_entries, target) - 1
@@ -390,9 +395,11 @@ def cq_tag_scan(buf, start_unit: int, n_units: int, tag_hashes) -> np.ndarray:
     if n_units <= 0:
         return np.empty(0, dtype=np.int64)
     if start_unit < 0 or (start_unit + n_units) * CQ_UNIT.itemsize > len(mv):
+        n_bytes = len(mv)
+        mv.release()  # a kept traceback must not pin the buffer (an mmap)
         raise BufferRangeError(
             f"ConsumeQueue units [{start_unit}, {start_unit + n_units}) run past a buffer of "
-            f"{len(mv)} bytes")
+            f"{n_bytes} bytes")
     units = np.frombuffer(mv, dtype=CQ_UNIT, count=n_units, offset=start_unit * CQ_UNIT.itemsize)
     return np.flatnonzero(np.isin(units["tag_hash"], wanted)).astype(np.int64)
 

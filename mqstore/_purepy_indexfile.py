@@ -55,15 +55,17 @@ def index_put_keys(buf, hash_slots: int, index_entries: int, state, key_hashes, 
     hashes, phys, stamps = list(key_hashes), list(phy_offsets), list(store_timestamps)
     if not len(hashes) == len(phys) == len(stamps):
         raise ValueError("key_hashes, phy_offsets and store_timestamps differ in length")
-    mv = _bytes_view(buf)
     if hash_slots < 1 or index_entries < 0:
         raise ValueError(f"hash_slots={hash_slots}, index_entries={index_entries}")
-    entries_pos = _INDEX_HEADER_SIZE + hash_slots * 4
-    if entries_pos + index_entries * 20 > len(mv):
-        raise BufferRangeError(f"an IndexFile of {hash_slots} slots and {index_entries} entries "
-                               f"does not fit in {len(mv)} bytes")
     if any(not -(1 << 31) <= h < (1 << 31) for h in hashes):
         raise ValueError("a key hash is outside int32")
+    mv = _bytes_view(buf)
+    entries_pos = _INDEX_HEADER_SIZE + hash_slots * 4
+    if entries_pos + index_entries * 20 > len(mv):
+        n_bytes = len(mv)
+        mv.release()  # a kept traceback must not pin the buffer (an mmap)
+        raise BufferRangeError(f"an IndexFile of {hash_slots} slots and {index_entries} entries "
+                               f"does not fit in {n_bytes} bytes")
     count, slots_used, begin_ts, begin_phy = state
     count = max(count, 1)
     put = 0
@@ -101,13 +103,15 @@ def index_truncate_from(buf, hash_slots: int, index_entries: int, state,
     valid entry number) and the entry is zeroed. ``state`` is ``(indexCount,
     hashSlotCount)``; the walk starts at ``min(indexCount, index_entries) - 1``. Errors as
     ``index_put_keys``."""
-    mv = _bytes_view(buf)
     if hash_slots < 1 or index_entries < 0:
         raise ValueError(f"hash_slots={hash_slots}, index_entries={index_entries}")
+    mv = _bytes_view(buf)
     entries_pos = _INDEX_HEADER_SIZE + hash_slots * 4
     if entries_pos + index_entries * 20 > len(mv):
+        n_bytes = len(mv)
+        mv.release()  # a kept traceback must not pin the buffer (an mmap)
         raise BufferRangeError(f"an IndexFile of {hash_slots} slots and {index_entries} entries "
-                               f"does not fit in {len(mv)} bytes")
+                               f"does not fit in {n_bytes} bytes")
     index_count, slots_used = state
     removed = 0
     n = min(index_count, index_entries) - 1

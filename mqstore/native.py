@@ -117,7 +117,11 @@ if _ffi is not None:
     _from_buffer = _ffi.from_buffer
 
 
-def _raise(code: int, what: str):
+def _raise(code: int, what: str, *held):
+    """Raise the exception of a C error code, after releasing the ``held`` buffers (so that
+    a traceback kept by the caller does not keep an mmap from being closed)."""
+    for cdata in held:
+        _ffi.release(cdata)
     exc_type, text = _ERRORS.get(code, (RuntimeError, f"unknown native error code {code}"))
     raise exc_type(f"{what}: {text}")
 
@@ -184,7 +188,7 @@ def _index_floor(c_function, reference, entry_bytes: int, buf, n_entries: int, t
     except (*_BAD_BUFFER, OverflowError):
         return reference(buf, n_entries, target)
     if slot < -1:
-        _raise(slot, f"{n_entries} index entries of {entry_bytes} bytes in {len(p)} bytes")
+        _raise(slot, f"{n_entries} index entries of {entry_bytes} bytes in {len(p)} bytes", p)
     return slot
 
 
@@ -208,7 +212,7 @@ def _find_batch_native(buf, pos: int, end: int, target_offset: int) -> int:
     except (*_BAD_BUFFER, OverflowError):
         return _purepy.find_batch(buf, pos, end, target_offset)
     if found < -1:
-        _raise(found, f"batch search window [{pos}, {end}) in {len(p)} bytes")
+        _raise(found, f"batch search window [{pos}, {end}) in {len(p)} bytes", p)
     return found
 
 
@@ -232,7 +236,7 @@ def _scan(c_function, reference, min_entry: int, buf, pos: int, end: int):
         else:
             status = c_function(p, len(p), pos, end, cap, *ptrs, count, count + 1)
         if status < 0:
-            _raise(status, f"scan window [{pos}, {end}) in {len(p)} bytes")
+            _raise(status, f"scan window [{pos}, {end}) in {len(p)} bytes", p)
         pos = int(count[1])
         chunks.append(cols[:, :count[0]])
         if status != _SCAN_FULL:
@@ -275,7 +279,8 @@ def _cq_tag_scan_native(buf, start_unit: int, n_units: int, tag_hashes) -> np.nd
     except (*_BAD_BUFFER, OverflowError, MemoryError):
         return _purepy.cq_tag_scan(buf, start_unit, n_units, wanted.tolist())
     if k < 0:
-        _raise(k, f"ConsumeQueue units [{start_unit}, {start_unit + n_units}) in {len(p)} bytes")
+        _raise(k, f"ConsumeQueue units [{start_unit}, {start_unit + n_units}) in "
+                  f"{len(p)} bytes", p)
     return out[:k].copy() if k < len(out) // 2 else out[:k]
 
 
@@ -300,7 +305,7 @@ def _decode_records_native(buf, pos: int, end: int, count: int) -> RecordFields:
     except (*_BAD_BUFFER, OverflowError):
         return _purepy.decode_records(buf, pos, end, count)
     if status < 0:
-        _raise(status, f"records window [{pos}, {end}) in {len(p)} bytes")
+        _raise(status, f"records window [{pos}, {end}) in {len(p)} bytes", p)
     return RecordFields(status, int(out[2]), records[:out[0]], headers[:out[1]])
 
 
@@ -327,7 +332,7 @@ def _dispatch_fields_native(buf, pos: int, end: int) -> DispatchScan:
                                              _from_buffer(_I64_ARRAY, rows),
                                              count, count + 1)
         if status < 0:
-            _raise(status, f"dispatch window [{pos}, {end}) in {len(p)} bytes")
+            _raise(status, f"dispatch window [{pos}, {end}) in {len(p)} bytes", p)
         pos = int(count[1])
         chunks.append(rows[:count[0]])
         if status != _SCAN_FULL:
@@ -381,7 +386,7 @@ def _index_put_keys_native(buf, hash_slots: int, index_entries: int, state, key_
         return _purepy.index_put_keys(buf, hash_slots, index_entries, state, key_hashes,
                                       phy_offsets, store_timestamps)
     if put < 0:
-        _raise(put, f"IndexFile of {hash_slots} slots and {index_entries} entries")
+        _raise(put, f"IndexFile of {hash_slots} slots and {index_entries} entries", p)
     return IndexPut(put, st[0], st[1], st[2], st[3])
 
 
@@ -400,7 +405,7 @@ def _index_truncate_from_native(buf, hash_slots: int, index_entries: int, state,
     if removed == _ERR_ARG:
         return _purepy.index_truncate_from(buf, hash_slots, index_entries, state, phy_offset)
     if removed < 0:
-        _raise(removed, f"IndexFile of {hash_slots} slots and {index_entries} entries")
+        _raise(removed, f"IndexFile of {hash_slots} slots and {index_entries} entries", p)
     return IndexTruncate(removed, st[0], st[1], last[0])
 
 

@@ -23,14 +23,14 @@ int64_t mq_index_put_keys(uint8_t *buf, size_t buf_len, int64_t hash_slots,
 {
     if (hash_slots < 1 || index_entries < 0 || n < 0)
         return MQ_ERR_ARG;
+    for (int64_t k = 0; k < n; k++) /* hashes are int32 on disk: check before writing */
+        if (hashes[k] < INT32_MIN || hashes[k] > INT32_MAX)
+            return MQ_ERR_ARG;
     if (buf_len < INDEX_HEADER_SIZE || (uint64_t)hash_slots > (buf_len - INDEX_HEADER_SIZE) / 4)
         return MQ_ERR_RANGE;
     uint64_t entries_pos = INDEX_HEADER_SIZE + (uint64_t)hash_slots * 4;
     if ((uint64_t)index_entries > (buf_len - entries_pos) / INDEX_ENTRY_SIZE)
         return MQ_ERR_RANGE;
-    for (int64_t k = 0; k < n; k++) /* hashes are int32 on disk: check before writing */
-        if (hashes[k] < INT32_MIN || hashes[k] > INT32_MAX)
-            return MQ_ERR_ARG;
     int64_t count = state[0], slots_used = state[1], begin_ts = state[2], begin_phy = state[3];
     if (count < 1)
         count = 1;

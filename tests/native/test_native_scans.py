@@ -305,3 +305,28 @@ def test_random_bytes_native_equals_python(buf, pos, end, target):
        count=st.integers(-2, 90), extra=st.binary(max_size=19))
 def test_cq_tag_scan_native_equals_python(hashes, wanted, start, count, extra):
     both("cq_tag_scan", consume_queue(hashes) + extra, start, count, wanted)
+
+
+def test_a_range_error_does_not_keep_an_mmap_open(impl, tmp_path):
+    """The traceback of a BufferRangeError must not hold the buffer: the caller can still
+    close its mmap while it keeps the exception."""
+    import mmap
+
+    path = tmp_path / "log"
+    path.write_bytes(kafka_log(2))
+    with open(path, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 0)
+        calls = [lambda: impl.scan_batches(mm, 0, len(mm) + 1),
+                 lambda: impl.scan_commitlog(mm, 0, len(mm) + 1),
+                 lambda: impl.find_batch(mm, 0, len(mm) + 1, 0),
+                 lambda: impl.offset_index_floor(mm, len(mm), 0),
+                 lambda: impl.cq_tag_scan(mm, 0, len(mm), [1]),
+                 lambda: impl.decode_records(mm, 0, len(mm) + 1, 1),
+                 lambda: impl.dispatch_fields(mm, 0, len(mm) + 1)]
+        kept = []
+        for call in calls:
+            with pytest.raises(BufferRangeError) as info:
+                call()
+            kept.append(info.value)
+        mm.close()  # BufferError if a kept traceback still exported the mapping
+    assert all(e.__traceback__ is not None for e in kept)
