@@ -29,6 +29,7 @@ def test_suite_runs_on_the_test_double_and_references(fake_engine, tmp_path, nam
     assert fake_engine in targets
     if name != "flush":  # flush judges each engine alone; the others compare the two designs
         assert res.verdict.shown is None
+
     assert res.verdict.text
     for row in res.rows:
         if row.result is not None:  # workload-driven cases: everything produced
@@ -54,8 +55,16 @@ def _both():
 
 @pytest.mark.parametrize("name", ["partitions", "catchup", "lookup", "tags", "recovery"])
 def test_suite_gives_a_verdict_on_both_engines(tmp_path, name):
-    res = run_suite(name, _ctx(_both(), tmp_path, refs=()))
+    ctx = _ctx(_both(), tmp_path, refs=())
+    if name == "partitions":  # enough messages per partition for a verdict
+        ctx.scale = 0.06
+    res = run_suite(name, ctx)
     assert {r.target for r in res.rows} == {"segments", "commitlog"}
     assert res.verdict.shown in (True, False) or "no disk reads" in res.verdict.text
     if name == "recovery":
         assert all(r.values["lost"] == "no" for r in res.rows)
+
+
+def test_partitions_withholds_its_verdict_when_partitions_get_too_few_messages(tmp_path):
+    res = run_suite("partitions", _ctx(_both(), tmp_path, refs=()))  # 6 per partition
+    assert res.verdict.shown is None and "too few to judge" in res.verdict.text
