@@ -55,14 +55,18 @@ def test_async_mode_flushes_in_the_background(open_store):
 
 
 def test_group_commit_shares_fsyncs(open_store):
+    """Eight threads appending to one partition under flush="sync" share fsyncs: a leader's
+    sync covers every append written before it started (measured here: ~0.25-0.3 fsyncs per
+    append for both engines; one fsync per append means the group commit is broken, e.g. a
+    sync that holds the GIL so nobody can append meanwhile)."""
     s = open_store(flush="sync")
-    s.create_topic("t", partitions=4)
+    s.create_topic("t")
     before = s.stats()["fsyncs"]
-    n_threads, per_thread = 8, 40
+    n_threads, per_thread = 8, 60
 
     def work(t):
         for i in range(per_thread):
-            s.append("t", b"%d-%d" % (t, i), partition=t % 4)
+            s.append("t", b"%d-%d" % (t, i), partition=0)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
     for t in threads:
@@ -70,8 +74,8 @@ def test_group_commit_shares_fsyncs(open_store):
     for t in threads:
         t.join()
     syncs = s.stats()["fsyncs"] - before
-    assert 0 < syncs < n_threads * per_thread
-    assert sum(s.end_offset("t", p) for p in range(4)) == n_threads * per_thread
+    assert 0 < syncs < 0.8 * n_threads * per_thread
+    assert s.end_offset("t", 0) == n_threads * per_thread
 
 
 WRITER = textwrap.dedent(
