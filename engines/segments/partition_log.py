@@ -326,10 +326,11 @@ class PartitionLog:
         tuples (see ``Store.read`` for the limits)."""
         self.check_offset(offset)
         out: list = []
-        if offset >= self.next_offset:
+        end = self.next_offset  # bytes past it may be in the file, not yet acknowledged
+        if offset >= end:
             return out
         total = 0
-        for _seg, _pos, size, _base, last, chunk, off in self.batches_from(offset):
+        for _seg, _pos, size, _base, last, chunk, off in self.batches_from(offset, end):
             if last < offset:
                 continue
             batch = chunk[off:off + size]
@@ -364,10 +365,12 @@ class PartitionLog:
             if found is None:
                 return []
             start = found
-        stop = None
+        stop = self.next_offset  # never past what was acknowledged
         if end_ms is not None:
-            stop = self.offset_for_time(end_ms + 1)
-        if start >= self.next_offset:
+            bound = self.offset_for_time(end_ms + 1)
+            if bound is not None:
+                stop = min(stop, bound)
+        if start >= stop:
             return []
         out: list = []
         for _seg, _pos, size, _base, last, chunk, off in self.batches_from(start, stop):
@@ -393,15 +396,16 @@ class PartitionLog:
         """``os.sendfile`` whole batches from the one holding ``offset``, within one segment
         (the first batch always, then as many as fit ``max_bytes``)."""
         self.check_offset(offset)
-        if offset >= self.next_offset:
+        end = self.next_offset  # bytes past it may be in the file, not yet acknowledged
+        if offset >= end:
             return 0, offset
         loc = self.locate(offset)
         if loc is None:
             return 0, offset
         seg, (pos, _size, _base, _last) = loc
         total, next_offset = 0, offset
-        for bpos, size, _b, last, _chunk, _off in BatchWalk(seg.fd, pos, seg.size):
-            if total and total + size > max_bytes:
+        for bpos, size, base, last, _chunk, _off in BatchWalk(seg.fd, pos, seg.size):
+            if base >= end or (total and total + size > max_bytes):
                 break
             total += size
             next_offset = last + 1

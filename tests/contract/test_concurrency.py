@@ -60,3 +60,37 @@ def test_reads_while_appending(store):
     stop.set()
     t.join(30)
     assert not errors, errors
+
+
+def test_reads_never_run_ahead_of_acknowledged_appends(store):
+    """A read may only return offsets below the end offset: bytes in the file past it belong
+    to an append that has not returned yet (a reader that gets them would fail its next read
+    with OffsetOutOfRangeError)."""
+    store.create_topic("t")
+    stop = threading.Event()
+    problems = []
+
+    def reader():
+        offset = 0
+        while not stop.is_set():
+            try:
+                recs = store.read("t", 0, offset)
+            except Exception as exc:  # surfaced below
+                problems.append(exc)
+                return
+            if recs:
+                end = store.end_offset("t", 0)
+                if recs[-1].offset >= end:
+                    problems.append(f"read returned offset {recs[-1].offset}, end is {end}")
+                    return
+                offset = recs[-1].offset + 1
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(3000):
+        store.append("t", b"x%d" % i, partition=0)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not problems, problems[:3]
