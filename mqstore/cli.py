@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     except errors.MQStoreError as exc:
         console.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`mqstore inspect ... | head`): stop quietly, like cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     parser.print_help()
     return 2
 
