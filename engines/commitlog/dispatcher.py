@@ -27,6 +27,14 @@ from .consume_queue import ConsumeQueue
 from .index_file import IndexService
 
 _HEADER = fmt.MSG_HEADER
+
+
+def _tag_text(raw: bytes) -> str:
+    """A TAGS property value as text (what message.dispatch_fields returns for it)."""
+    tag = raw.decode("utf-8", "replace")
+    return msgcodec.unescape_value(tag).decode("utf-8") if tag.startswith(fmt.ESCAPE) else tag
+
+
 #: how long the background dispatcher lets appends accumulate before a pass
 COALESCE_S = 0.001
 
@@ -171,27 +179,22 @@ class Dispatcher:
         return done
 
     def _dispatch_block(self, mm, pos: int, limit: int) -> tuple[int, int, bool]:
-        unpack_head = _HEADER.unpack_from
-        size_magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from
-        fields = msgcodec.dispatch_fields
         queues = self.queues
         index = self.index
         n = 0
         last_ts = 0
-        blank = False
         pending: dict[tuple[str, int], list] = {}
         index_entries: list = []
-        while pos + 8 <= limit:
-            size, magic = size_magic(mm, pos)
-            if magic == fmt.BLANK_MAGIC:
-                blank = True
-                break
-            if magic != fmt.MESSAGE_MAGIC_V1 or size < fmt.MSG_FIXED_OVERHEAD or \
-                    pos + size > limit:
-                break
-            head = unpack_head(mm, pos)
-            queue_id, queue_offset, phys, store_ts = head[3], head[5], head[6], head[10]
-            topic, tag, keys_text, uniq = fields(mm, pos)
+        # native.dispatch_fields walks the messages (size, magic, lengths) and finds the
+        # topic and the TAGS / KEYS / UNIQ_KEY values in C; only the slicing is left here
+        scan = native.dispatch_fields(mm, pos, limit)
+        blank = scan.status == native.SCAN_BLANK
+        for (_pos, size, queue_id, queue_offset, phys, store_ts, tp, tl, gp, gl, kp, kl,
+             up, ul) in scan.fields.tolist():
+            topic = bytes(mm[tp:tp + tl]).decode("utf-8", "replace")
+            tag = None if gp < 0 else _tag_text(bytes(mm[gp:gp + gl]))
+            keys_text = None if kp < 0 else bytes(mm[kp:kp + kl]).decode("utf-8", "replace")
+            uniq = None if up < 0 else bytes(mm[up:up + ul]).decode("utf-8", "replace")
             tag_hash = 0 if tag is None else self._tag_hash(tag)
             units = pending.get((topic, queue_id))
             if units is None:
@@ -210,7 +213,7 @@ class Dispatcher:
                     index_entries.append((topic, phys, store_ts, [uniq]))
             last_ts = store_ts
             n += 1
-            pos += size
+        pos = scan.valid_end
         if index_entries:
             index.build_many(index_entries)
         for key, units in pending.items():

@@ -23,6 +23,8 @@ import os
 import threading
 from collections.abc import Callable
 
+import numpy as np
+
 from mqstore import errors, native
 from mqstore.storedir import fsync_dir
 
@@ -166,6 +168,8 @@ class IndexFile:
     def truncate_from(self, phy_offset: int, store_timestamp_at: Callable[[int], int]) -> int:
         """Undo, newest first, every entry for a message at or after ``phy_offset``; slots go
         back to the entry each one replaced. Returns the entries removed."""
+        if native.backend == "native":
+            return self._truncate_from_native(phy_offset, store_timestamp_at)
         removed = 0
         n = self.index_count - 1
         while n >= 1:
@@ -191,6 +195,23 @@ class IndexFile:
             self._write_header()
             self.dirty = True
         return removed
+
+    def _truncate_from_native(self, phy_offset: int,
+                              store_timestamp_at: Callable[[int], int]) -> int:
+        """:meth:`truncate_from` through ``native.index_truncate_from`` (the same walk)."""
+        got = native.index_truncate_from(self.mm, self.hash_slots, self.index_entries,
+                                         (self.index_count, self.hash_slot_count), phy_offset)
+        if got.removed:
+            self.index_count, self.hash_slot_count = got.index_count, got.hash_slot_count
+            if got.index_count >= 2:
+                self.end_phy_offset = got.last_phy_offset
+                self.end_timestamp = store_timestamp_at(self.end_phy_offset) or self.end_timestamp
+            else:
+                self.end_phy_offset = self.begin_phy_offset
+                self.end_timestamp = self.begin_timestamp
+            self._write_header()
+            self.dirty = True
+        return got.removed
 
     def flush(self) -> bool:
         """msync the file if it changed; True if a sync was issued."""
@@ -299,6 +320,9 @@ class IndexService:
         """:meth:`build_index` for a run of messages (topic, commitlog offset, store
         timestamp, keys) in log order, under one lock and one header write per file."""
         with self._lock:
+            if native.backend == "native":
+                self._build_many_native(entries)
+                return
             f = None
             for topic, phy_offset, store_timestamp, keys in entries:
                 if phy_offset <= self.indexed_end:
@@ -314,6 +338,47 @@ class IndexService:
                 self.indexed_end = phy_offset
             if f is not None:
                 f.write_header()
+
+    def _build_many_native(self, entries: list[tuple[str, int, int, list[str]]]) -> None:
+        """:meth:`build_many` through ``native.index_put_keys`` (same bytes as put_key)."""
+        keys: list[str] = []
+        phys: list[int] = []
+        stamps: list[int] = []
+        indexed_end = self.indexed_end
+        for topic, phy_offset, store_timestamp, message_keys in entries:
+            if phy_offset <= indexed_end:
+                continue
+            for k in message_keys:
+                keys.append(topic + fmt.INDEX_KEY_SEPARATOR + k)
+                phys.append(phy_offset)
+                stamps.append(store_timestamp)
+            indexed_end = phy_offset
+        if keys:
+            hashes = np.abs(native.java_string_hashes(keys))
+            hashes[hashes == 1 << 31] = 0  # indexKeyHashMethod: abs, MIN_VALUE -> 0
+            f = self._writable_file(stamps[0])
+            i = 0
+            while True:
+                got = native.index_put_keys(
+                    f.mm, f.hash_slots, f.index_entries,
+                    (f.index_count, f.hash_slot_count, f.begin_timestamp, f.begin_phy_offset),
+                    hashes[i:], phys[i:], stamps[i:])
+                if got.put:
+                    (f.index_count, f.hash_slot_count, f.begin_timestamp,
+                     f.begin_phy_offset) = got[1:]
+                    i += got.put
+                    f.end_phy_offset, f.end_timestamp = phys[i - 1], stamps[i - 1]
+                    f.dirty = True
+                if i == len(keys):
+                    break
+                f.write_header()
+                f = self._roll(stamps[i])
+                if f.is_full:  # holds no key at all: put_key's failure is ignored there too
+                    i += 1
+                    if i == len(keys):
+                        break
+            f.write_header()
+        self.indexed_end = indexed_end
 
     def _writable_file(self, now: int) -> IndexFile:
         if not self.files or self.files[-1].is_full:

