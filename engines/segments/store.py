@@ -301,11 +301,16 @@ class SegmentsStore(Store):
             p = partition_for_key(key, count)
         else:
             p = self._next_round_robin(topic, count) if count > 1 else 0
-        body = encode_one(ts, key, value, headers, tag)
+        base = self._append_encoded(logs[p], encode_one(ts, key, value, headers, tag))
+        return RecordMetadata(topic, p, base, ts)
+
+    def _append_encoded(self, log, body) -> int:
+        """Append one encoded batch to ``log`` under its lock (size checked first, so a
+        refused batch writes nothing), wait as the flush policy says, return its base
+        offset."""
         if body.size > self._max_message_bytes:
             raise errors.RecordTooLargeError(
                 f"batch of {body.size} bytes exceeds max_message_bytes={self._max_message_bytes}")
-        log = logs[p]
         gc = self._gc
         with log.lock:
             if self._closed:
@@ -314,7 +319,7 @@ class SegmentsStore(Store):
             ticket = gc.written() if gc is not None else 0
         if gc is not None:
             gc.wait_durable(ticket)
-        return RecordMetadata(topic, p, base, ts)
+        return base
 
     def append_batch(self, topic: str, messages: Iterable[bytes | Message], *,
                      partition: int | None = None) -> list[RecordMetadata]:
@@ -369,19 +374,7 @@ class SegmentsStore(Store):
         else:
             p = self._next_round_robin(topic, count) if count > 1 else 0
         ts = now_ms()
-        body = encode_values(values, ts)
-        if body.size > self._max_message_bytes:
-            raise errors.RecordTooLargeError(
-                f"batch of {body.size} bytes exceeds max_message_bytes={self._max_message_bytes}")
-        log = logs[p]
-        gc = self._gc
-        with log.lock:
-            if self._closed:
-                raise errors.StoreClosedError(f"store at {self.path} is closed")
-            base = log.append(body)
-            ticket = gc.written() if gc is not None else 0
-        if gc is not None:
-            gc.wait_durable(ticket)
+        base = self._append_encoded(logs[p], encode_values(values, ts))
         return make_metadata(topic, p, base, ts, len(values))
 
     # ----- reads -----
