@@ -29,6 +29,7 @@ from mqstore import errors, native
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
+from .mapped_file import close_mapping
 
 _INT_MAX = 0x7FFFFFFF
 
@@ -225,13 +226,10 @@ class IndexFile:
         return os.fstat(self._fd).st_blocks * 512 if self._fd >= 0 else 0
 
     def close(self) -> None:
+        """Unmap and close (idempotent)."""
         if self._fd < 0:
             return
-        try:
-            self.mm.close()
-        except BufferError:
-            pass
-        os.close(self._fd)
+        close_mapping(self.mm, self._fd)
         self._fd = -1
 
     def destroy(self, *, unmap: bool = True) -> int:

@@ -23,6 +23,16 @@ PAGE_SIZE = mmap.PAGESIZE
 #: can append meanwhile and every append ends up with its own sync; ``os.fdatasync`` releases
 #: the GIL and lets concurrent appenders share one. Elsewhere the portable msync is kept.
 _FDATASYNC_COVERS_MAPPINGS = sys.platform.startswith("linux")
+
+
+def close_mapping(mm: mmap.mmap, fd: int) -> None:
+    """Unmap ``mm`` and close ``fd``. A mapping still exported to a reader (a live
+    memoryview) cannot be closed; it is left to the garbage collector instead of failing."""
+    try:
+        mm.close()
+    except BufferError:
+        pass
+    os.close(fd)
 _ZERO_CHUNK = bytes(1 << 16)
 
 
@@ -194,11 +204,7 @@ class MappedFile:
         garbage collector instead of failing."""
         if self._fd < 0:
             return
-        try:
-            self.mm.close()
-        except BufferError:
-            pass
-        os.close(self._fd)
+        close_mapping(self.mm, self._fd)
         self._fd = -1
 
     def release(self) -> None:
