@@ -20,7 +20,7 @@ from mqstore.config import StoreConfig
 
 DEFAULT_MAX_RECORDS = 500
 DEFAULT_MAX_BYTES = 1024 * 1024
-TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+TOPIC_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")  # used with fullmatch: "$" would pass "a\n"
 TAG_MAX_CHARS = 255
 #: header names with this prefix belong to mqstore (e.g. ``mqstore.tag``) and are refused
 RESERVED_HEADER_PREFIX = "mqstore."
@@ -64,14 +64,37 @@ class RecordMetadata:
 
 @dataclass(frozen=True, slots=True)
 class Damage:
-    """One problem ``verify_files`` found: which file, where, and what is wrong."""
+    """One root cause ``verify_files`` found: which file, where, and what is wrong.
+
+    ``kind`` follows the damage model (``mqstore.damage``): ``"torn_tail"`` (after the last
+    sync point; recovery truncates it), ``"corruption"`` (below it; the open refuses by
+    default), ``"derived"`` (an index, ConsumeQueue, IndexFile or checkpoint that recovery
+    rebuilds from the log) or ``"metadata"`` (a JSON or checkpoint file that cannot be read).
+    ``records_dropped`` is how many records recovery would drop (None when unknown) and
+    ``first_offset`` the first damaged record's offset, when known.
+    """
 
     path: str
     position: int
     problem: str
+    kind: str = "corruption"
+    records_dropped: int | None = None
+    first_offset: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}@{self.position}: {self.problem}"
+        extra = []
+        if self.first_offset is not None:
+            extra.append(f"first damaged offset {self.first_offset}")
+        if self.records_dropped is not None:
+            extra.append(f"recovery would drop {self.records_dropped} records")
+        tail = f" ({'; '.join(extra)})" if extra else ""
+        return f"{self.kind}: {self.path}@{self.position}: {self.problem}{tail}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (``mqstore verify --json``)."""
+        return {"kind": self.kind, "path": self.path, "position": self.position,
+                "problem": self.problem, "records_dropped": self.records_dropped,
+                "first_offset": self.first_offset}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +113,7 @@ def validate_topic_name(name: object) -> str:
     """
     if not isinstance(name, str):
         raise errors.InvalidTopicError(f"topic name must be str, not {type(name).__name__}")
-    if name in (".", "..") or not TOPIC_NAME_RE.match(name):
+    if name in (".", "..") or not TOPIC_NAME_RE.fullmatch(name):
         raise errors.InvalidTopicError(
             f"invalid topic name {name!r}: use 1-249 characters of [A-Za-z0-9._-], "
             "not '.' or '..'"

@@ -25,6 +25,7 @@ Every option is checked: an unknown name or a bad value raises ``ConfigError`` n
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -38,7 +39,11 @@ DEFAULT_ENGINE = "segments"
 #: Kafka's default max.message.bytes: 1 MiB plus the 12-byte log overhead.
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 + 12
 FLUSH_MODES = ("sync", "async", "os")
-COMMON_OPTIONS = ("flush", "flush_interval_ms", "read_only", "max_message_bytes")
+COMMON_OPTIONS = ("flush", "flush_interval_ms", "read_only", "max_message_bytes",
+                  "on_corruption", "check_crcs")
+#: what recovery does with damage below the last sync point (media corruption, not a crash):
+#: refuse the open (default), cut the log there, or keep every intact record after it
+ON_CORRUPTION_MODES = ("raise", "truncate", "skip")
 _TOP_SECTIONS = ("store", "flush")
 #: engine options where -1 means "unlimited" (Kafka's retention.ms / retention.bytes)
 UNLIMITED_OPTIONS = frozenset({"retention_ms", "retention_bytes"})
@@ -81,6 +86,10 @@ class StoreConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     options: Mapping[str, Any] = field(default_factory=dict)
     explicit: frozenset[str] = frozenset()
+    #: damage below the sync point: "raise" (CorruptRecordError), "truncate" or "skip"
+    on_corruption: str = "raise"
+    #: reads check each batch's / message's CRC (Kafka's check.crcs) and raise on a mismatch
+    check_crcs: bool = True
 
     def option(self, name: str) -> Any:
         """One engine option by name (KeyError if the engine has no such option)."""
@@ -90,9 +99,7 @@ class StoreConfig:
         """A copy with some engine options replaced (used when a manifest fixes them)."""
         opts = dict(self.options)
         opts.update(changes)
-        return StoreConfig(
-            self.engine, self.flush, self.read_only, self.max_message_bytes, opts, self.explicit
-        )
+        return dataclasses.replace(self, options=opts)
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -117,7 +124,8 @@ def _flatten(doc: Mapping[str, Any], engine_names: tuple[str, ...]) -> tuple[dic
                 raise ConfigError(f"config section [{section}] must be a table")
         if section == "store":
             for k, v in body.items():
-                if k not in ("engine", "read_only", "max_message_bytes"):
+                if k not in ("engine", "read_only", "max_message_bytes", "on_corruption",
+                             "check_crcs"):
                     raise ConfigError(f"unknown option {k!r} in [store]")
                 common[k] = v
         elif section == "flush":
@@ -183,6 +191,8 @@ def resolve(
                 "flush_interval_ms": config.flush.interval_ms,
                 "read_only": config.read_only,
                 "max_message_bytes": config.max_message_bytes,
+                "on_corruption": config.on_corruption,
+                "check_crcs": config.check_crcs,
             }
             file_engine_opts = {config.engine: {k: config.options[k] for k in config.explicit}}
         else:
@@ -234,6 +244,15 @@ def resolve(
     if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
         raise ConfigError(f"max_message_bytes: expected a positive int, got {max_bytes!r}")
 
+    on_corruption = common.get("on_corruption", "raise")
+    if on_corruption not in ON_CORRUPTION_MODES:
+        raise ConfigError(
+            f"on_corruption: must be one of {ON_CORRUPTION_MODES}, not {on_corruption!r}"
+        )
+    check_crcs = common.get("check_crcs", True)
+    if not isinstance(check_crcs, bool):
+        raise ConfigError(f"check_crcs: expected bool, got {check_crcs!r}")
+
     given: dict[str, Any] = dict(file_engine_opts.get(chosen, {}))
     given.update(kw_engine_opts)
     defaults = engine_options(chosen)
@@ -252,4 +271,6 @@ def resolve(
         max_message_bytes=max_bytes,
         options=resolved,
         explicit=frozenset(given),
+        on_corruption=on_corruption,
+        check_crcs=check_crcs,
     )

@@ -27,6 +27,7 @@ class GroupCommit:
         self._durable = 0  # highest write number known durable
         self._leader = False
         self._error: BaseException | None = None
+        self._failed_upto = 0  # writes numbered <= this share the last sync failure
         self.group_syncs = 0
 
     def written(self) -> int:
@@ -36,10 +37,14 @@ class GroupCommit:
             return self._written
 
     def wait_durable(self, ticket: int) -> None:
-        """Return once write ``ticket`` is on disk (one caller syncs for the whole group)."""
+        """Return once write ``ticket`` is on disk (one caller syncs for the whole group).
+
+        A failed sync raises its error in every waiter whose write it was meant to cover; a
+        later write starts a new sync (so a store can take appends again once, say, space
+        is freed on a full disk)."""
         with self._cond:
             while self._durable < ticket:
-                if self._error is not None:
+                if self._error is not None and ticket <= self._failed_upto:
                     raise self._error
                 if self._leader:
                     self._cond.wait()
@@ -53,6 +58,7 @@ class GroupCommit:
                     self._cond.acquire()
                     self._leader = False
                     self._error = exc
+                    self._failed_upto = target
                     self._cond.notify_all()
                     raise
                 self._cond.acquire()
@@ -62,10 +68,19 @@ class GroupCommit:
                     self._durable = target
                 self._cond.notify_all()
 
-    def mark_all_durable(self) -> None:
-        """Record that an explicit full flush made every numbered write durable."""
+    def position(self) -> int:
+        """The highest write number handed out so far. An explicit flush takes it *before*
+        it syncs and passes it to :meth:`mark_durable` afterwards: writes numbered later may
+        not be covered by that sync."""
         with self._cond:
-            self._durable = max(self._durable, self._written)
+            return self._written
+
+    def mark_durable(self, upto: int) -> None:
+        """Record that a sync which started after write ``upto`` was numbered has finished,
+        so every write numbered ``<= upto`` is durable (and nothing numbered later)."""
+        with self._cond:
+            if upto > self._durable:
+                self._durable = upto
             self._cond.notify_all()
 
 

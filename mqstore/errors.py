@@ -70,6 +70,12 @@ class CorruptRecordError(MQStoreError):
         self.position = position
 
 
+class StoreFullError(MQStoreError, OSError):
+    """The file system is full (ENOSPC) or the quota is used up (EDQUOT). Nothing of the
+    failed call is acknowledged or kept after a restart; the store stays readable and takes
+    appends again once space is freed. ``errno`` is the original error number."""
+
+
 class BufferRangeError(MQStoreError, ValueError):
     """A native-helper call (``mqstore.native``) was given a position, length or entry count
     that reaches outside its buffer; nothing was read past the buffer."""

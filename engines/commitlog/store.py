@@ -306,9 +306,10 @@ class CommitLogStore(ConsumeQueueReads, Store):
             if f.error is not None:
                 raise f.error
         self.dispatcher.check()
+        upto = self._gc.position() if self._gc is not None else 0
         self._sync_commitlog()
         if self._gc is not None:
-            self._gc.mark_all_durable()
+            self._gc.mark_durable(upto)
         self.dispatcher.dispatch()
         self._flush_logics()
 

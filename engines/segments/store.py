@@ -502,11 +502,12 @@ class SegmentsStore(Store):
             return
         if self._flusher is not None and self._flusher.error is not None:
             raise self._flusher.error
+        upto = self._gc.position() if self._gc is not None else 0
         with self._store_lock:
             self._sync_all()
             self._write_checkpoints()
         if self._gc is not None:
-            self._gc.mark_all_durable()
+            self._gc.mark_durable(upto)
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         self._check_writable()
@@ -580,8 +581,8 @@ class SegmentsStore(Store):
                         log.close()
             finally:
                 self._closed = True
-                if self._gc is not None:
-                    self._gc.mark_all_durable()
+                if self._gc is not None:  # close synced every write numbered so far
+                    self._gc.mark_durable(self._gc.position())
                 self._release()
 
     def _release(self) -> None:

@@ -161,9 +161,10 @@ class RawFileTarget(Target):
             return len(self._index[(topic, partition)])
 
     def flush(self) -> None:
+        upto = self._gc.position() if self._gc else 0
         self._sync_dirty()
         if self._gc:
-            self._gc.mark_all_durable()
+            self._gc.mark_durable(upto)
 
     def fsyncs(self) -> int | None:
         return self._fsyncs

@@ -50,13 +50,39 @@ def test_group_commit_propagates_errors():
         gc.wait_durable(gc.written())
 
 
-def test_mark_all_durable_releases_waiters_without_sync():
+def test_mark_durable_releases_waiters_without_sync():
     calls = []
     gc = GroupCommit(lambda: calls.append(1))
     t = gc.written()
-    gc.mark_all_durable()
+    gc.mark_durable(gc.position())
     gc.wait_durable(t)
     assert calls == []
+
+
+def test_mark_durable_does_not_cover_writes_numbered_after_the_flush_began():
+    calls = []
+    gc = GroupCommit(lambda: calls.append(1))
+    gc.written()
+    upto = gc.position()  # an explicit flush takes its end here, then syncs
+    late = gc.written()  # a write that lands while the flush syncs
+    gc.mark_durable(upto)
+    gc.wait_durable(late)  # must sync itself rather than trust the earlier flush
+    assert calls == [1]
+
+
+def test_a_failed_sync_does_not_poison_later_writes():
+    fail = [True]
+
+    def sync():
+        if fail[0]:
+            raise OSError("no space")
+
+    gc = GroupCommit(sync)
+    t = gc.written()
+    with pytest.raises(OSError):
+        gc.wait_durable(t)
+    fail[0] = False
+    gc.wait_durable(gc.written())
 
 
 def test_periodic_flusher_syncs_only_when_dirty():
