@@ -22,6 +22,8 @@ DEFAULT_MAX_RECORDS = 500
 DEFAULT_MAX_BYTES = 1024 * 1024
 TOPIC_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")  # used with fullmatch: "$" would pass "a\n"
 TAG_MAX_CHARS = 255
+#: timestamps are int64 milliseconds on disk in both formats
+INT64_MAX = 2**63 - 1
 #: header names with this prefix belong to mqstore (e.g. ``mqstore.tag``) and are refused
 RESERVED_HEADER_PREFIX = "mqstore."
 
@@ -82,13 +84,12 @@ class Damage:
     first_offset: int | None = None
 
     def __str__(self) -> str:
-        extra = []
+        extra = [self.kind]
         if self.first_offset is not None:
             extra.append(f"first damaged offset {self.first_offset}")
         if self.records_dropped is not None:
             extra.append(f"recovery would drop {self.records_dropped} records")
-        tail = f" ({'; '.join(extra)})" if extra else ""
-        return f"{self.kind}: {self.path}@{self.position}: {self.problem}{tail}"
+        return f"{self.path}@{self.position}: {self.problem} [{'; '.join(extra)}]"
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (``mqstore verify --json``)."""
@@ -129,6 +130,62 @@ def _as_bytes(value: object, what: str) -> bytes:
     raise errors.InvalidRecordError(f"{what} must be bytes-like, not {type(value).__name__}")
 
 
+def as_message_list(messages: object) -> list:
+    """``messages`` of ``append_batch`` as a list, or InvalidRecordError when it is not an
+    iterable of messages (a bare bytes or str value is refused: it would iterate as ints or
+    characters)."""
+    if isinstance(messages, list):
+        return messages
+    if isinstance(messages, (bytes, bytearray, memoryview, str)):
+        raise errors.InvalidRecordError(
+            f"append_batch takes an iterable of messages, not a single "
+            f"{type(messages).__name__} (use append() for one value, or wrap it in a list)")
+    try:
+        return list(messages)  # type: ignore[call-overload]
+    except TypeError:
+        raise errors.InvalidRecordError(
+            f"append_batch takes an iterable of bytes or Message, not "
+            f"{type(messages).__name__}") from None
+
+
+def _int_arg(name: str, value: object, low: int, high: int = INT64_MAX) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise errors.InvalidArgumentError(
+            f"{name} must be an int in [{low}, {high}], not {value!r}")
+    return value
+
+
+def check_read_args(offset: object, max_records: object, max_bytes: object,
+                    tags: object) -> frozenset[str] | None:
+    """Check the arguments of ``read`` (InvalidArgumentError); return ``tags`` as a set."""
+    if not isinstance(offset, int) or isinstance(offset, bool):  # range: OffsetOutOfRange
+        raise errors.InvalidArgumentError(f"offset must be an int, not {offset!r}")
+    _int_arg("max_records", max_records, 0)
+    _int_arg("max_bytes", max_bytes, 0)
+    if tags is None:
+        return None
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise errors.InvalidArgumentError(f"tags must be an iterable of str, not {tags!r}")
+    out = frozenset(tags)
+    if not all(isinstance(t, str) for t in out):
+        raise errors.InvalidArgumentError(f"tags must be str: {sorted(map(repr, out))}")
+    return out
+
+
+def check_timestamp_arg(name: str, value: object, *, optional: bool = False) -> int | None:
+    """A timestamp argument of a lookup: an int in [0, 2**63 - 1] (or None if optional)."""
+    if value is None and optional:
+        return None
+    return _int_arg(name, value, 0)
+
+
+def check_lookup_args(limit: object, start_ms: object, end_ms: object) -> None:
+    """Check the arguments of ``lookup_key`` (InvalidArgumentError)."""
+    _int_arg("limit", limit, 0)
+    check_timestamp_arg("start_ms", start_ms, optional=True)
+    check_timestamp_arg("end_ms", end_ms, optional=True)
+
+
 def normalize_message(msg: bytes | bytearray | memoryview | Message, now_ms: int) -> Message:
     """Check the types of one message and fill in its timestamp; return a clean Message."""
     if not isinstance(msg, Message):
@@ -159,8 +216,9 @@ def normalize_message(msg: bytes | bytearray | memoryview | Message, now_ms: int
     ts = msg.timestamp_ms
     if ts is None:
         ts = now_ms
-    elif not isinstance(ts, int) or ts < 0:
-        raise errors.InvalidRecordError(f"timestamp_ms must be a non-negative int: {ts!r}")
+    elif not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts <= INT64_MAX:
+        raise errors.InvalidRecordError(
+            f"timestamp_ms must be an int in [0, 2**63 - 1] (milliseconds): {ts!r}")
     part = msg.partition
     if part is not None and (not isinstance(part, int) or isinstance(part, bool)):
         raise errors.InvalidRecordError(f"partition must be an int: {part!r}")
@@ -397,7 +455,7 @@ class Store(abc.ABC):
         rr: int | None = None
         if partition is not None:
             partition = self._check_partition(topic, partition, count)
-        for i, raw in enumerate(messages):
+        for i, raw in enumerate(as_message_list(messages)):
             msg = normalize_message(raw, ts)
             if partition is not None:
                 p = partition

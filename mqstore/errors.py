@@ -56,6 +56,11 @@ class InvalidRecordError(MQStoreError, TypeError):
     bytes-like, header names and tags are str)."""
 
 
+class InvalidArgumentError(MQStoreError, ValueError):
+    """An argument of a read or lookup (offset, max_records, max_bytes, tags, timestamp_ms,
+    limit, time bounds) has the wrong type or is out of range; nothing was read."""
+
+
 class CorruptRecordError(MQStoreError):
     """Stored bytes fail a check (size, magic, CRC) where damage is not a torn tail.
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from mqstore import errors, native
-from mqstore.api import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Record
+from mqstore.api import (DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Record, check_lookup_args,
+                         check_read_args, check_timestamp_arg)
 
 from . import format as fmt
 from . import message as msgcodec
@@ -98,6 +99,7 @@ class ConsumeQueueReads:
         """ConsumeQueue units from ``offset``, then the CommitLog slices they point at.
         With ``tags``, units whose tag hash matches none of the tags are skipped without
         touching the CommitLog; candidates are re-checked on the real tag."""
+        tags = check_read_args(offset, max_records, max_bytes, tags)
         cq, end, cq_end, tail = self._queue_for_read(topic, partition)
         offset = self._check_offset(cq, offset, end)
         out: list[Record] = []
@@ -160,6 +162,7 @@ class ConsumeQueueReads:
         """Binary search of the queue by the STORETIMESTAMP of the messages its units point
         at (RocketMQ ``getOffsetInQueueByTime``): the first offset stored at or after
         ``timestamp_ms``."""
+        check_timestamp_arg("timestamp_ms", timestamp_ms)
         cq, end, cq_end, tail = self._queue_for_read(topic, partition)
         tail_phys = {u[0]: u[1] for u in tail}
         lo = cq.min_logic_offset if cq is not None else (tail[0][0] if tail else 0)
@@ -183,6 +186,7 @@ class ConsumeQueueReads:
         range applies to store timestamps. Candidates are re-checked on topic and key."""
         self._check_open()
         self.partitions(topic)
+        check_lookup_args(limit, start_ms, end_ms)
         if not isinstance(key, (bytes, bytearray, memoryview)):
             raise errors.InvalidRecordError(f"key must be bytes-like, not {type(key).__name__}")
         key = bytes(key)

@@ -23,6 +23,7 @@ from typing import Any
 
 from mqstore import api, errors, registry
 from mqstore.api import (
+    as_message_list,
     Damage,
     Message,
     RecordMetadata,
@@ -361,7 +362,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
         self._check_writable()
         self.dispatcher.check()  # a failed dispatcher makes the store unwritable (RocketMQ)
         count = self.partitions(topic)
-        msgs = messages if isinstance(messages, list) else list(messages)
+        msgs = as_message_list(messages)
         # (partition, normalised Message or None for a plain value, value) in call order
         order: list = [None] * len(msgs)
         if partition is not None:

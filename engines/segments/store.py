@@ -30,6 +30,11 @@ from typing import Any
 
 from mqstore import errors, native
 from mqstore.api import (
+    INT64_MAX,
+    as_message_list,
+    check_lookup_args,
+    check_read_args,
+    check_timestamp_arg,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_RECORDS,
     Damage,
@@ -283,7 +288,8 @@ class SegmentsStore(Store):
         if logs is None or self._closed or self._read_only or topic == _INTERNAL:
             logs = self._writable_logs(topic)
         if (type(value) is bytes and key is None and headers is None and tag is None
-                and (timestamp_ms is None or (type(timestamp_ms) is int and timestamp_ms >= 0))):
+                and (timestamp_ms is None
+                     or (type(timestamp_ms) is int and 0 <= timestamp_ms <= INT64_MAX))):
             ts = _time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
         else:
             msg = normalize_message(Message(value, key, timestamp_ms, headers, tag),
@@ -326,8 +332,7 @@ class SegmentsStore(Store):
         """One RecordBatch per partition group; all groups are encoded and size-checked
         before anything is written."""
         logs = self._writable_logs(topic)
-        if not isinstance(messages, (list, tuple)):
-            messages = list(messages)
+        messages = as_message_list(messages)
         if messages and all(type(m) is bytes for m in messages):
             return self._append_values(topic, logs, messages, partition)
         groups = self._group_by_partition(topic, messages, partition, len(logs))
@@ -381,11 +386,11 @@ class SegmentsStore(Store):
     def read(self, topic: str, partition: int, offset: int, *,
              max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
              tags: Iterable[str] | None = None) -> list[Record]:
+        wanted = check_read_args(offset, max_records, max_bytes, tags)
         log = self._log(topic, partition)
         if max_records < 1:
             log.check_offset(offset)
             return []
-        wanted = None if tags is None else frozenset(tags)
         return make_records(topic, partition, log.read(offset, max_records, max_bytes, wanted))
 
     def start_offset(self, topic: str, partition: int) -> int:
@@ -395,6 +400,7 @@ class SegmentsStore(Store):
         return self._log(topic, partition).next_offset
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        check_timestamp_arg("timestamp_ms", timestamp_ms)
         return self._log(topic, partition).offset_for_time(timestamp_ms)
 
     def lookup_key(self, topic: str, key: bytes, *, start_ms: int | None = None,
@@ -403,6 +409,7 @@ class SegmentsStore(Store):
         to the bytes between the time bounds; batches not containing the key's bytes are
         skipped undecoded. Order: partition, then offset."""
         logs = self._logs(topic)
+        check_lookup_args(limit, start_ms, end_ms)
         if not isinstance(key, (bytes, bytearray, memoryview)):
             raise errors.InvalidRecordError(f"key must be bytes-like, not {type(key).__name__}")
         key = bytes(key)
