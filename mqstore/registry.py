@@ -77,6 +77,22 @@ def load(name: str) -> type["Store"]:
     return cls
 
 
+def load_manifest(path: str) -> dict:
+    """The parsed manifest file at ``path``, checked for shape: a JSON object with a str
+    ``engine`` and, if present, an object ``options``. ConfigError (naming the file) when
+    it is unreadable, not UTF-8, not JSON or has the wrong types."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(f"unreadable store manifest {path}: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("engine"), str):
+        raise ConfigError(f"damaged store manifest {path}: no str 'engine' field")
+    if not isinstance(doc.get("options", {}), dict):
+        raise ConfigError(f"damaged store manifest {path}: 'options' is not an object")
+    return doc
+
+
 def detect(path: str | os.PathLike[str]) -> str | None:
     """Which engine wrote the store at ``path`` (dbm.whichdb style), or None if it holds none.
 
@@ -86,14 +102,14 @@ def detect(path: str | os.PathLike[str]) -> str | None:
     path = os.fspath(path)
     manifest = os.path.join(path, MANIFEST_NAME)
     if os.path.exists(manifest):
-        try:
-            with open(manifest, encoding="utf-8") as f:
-                engine = json.load(f)["engine"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"unreadable store manifest {manifest}: {exc}") from None
-        return str(engine)
+        return str(load_manifest(manifest)["engine"])
     if not os.path.isdir(path):
         return None
+    return detect_from_files(path)
+
+
+def detect_from_files(path: str) -> str | None:
+    """The engine whose files ``path`` holds, asking each engine (ignores the manifest)."""
     for name in names():
         try:
             cls = load(name)

@@ -20,7 +20,7 @@ from typing import Any
 
 from mqstore.config import StoreConfig
 from mqstore.errors import ConfigError, EngineMismatchError, StoreLockedError
-from mqstore.registry import MANIFEST_NAME
+from mqstore.registry import MANIFEST_NAME, load_manifest
 
 MANIFEST_FORMAT = 1
 
@@ -84,16 +84,9 @@ class DirectoryLock:
 def read_manifest(root: str) -> dict[str, Any] | None:
     """The manifest of the store at ``root``, or None if there is none."""
     path = os.path.join(root, MANIFEST_NAME)
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
+    if not os.path.exists(path):
         return None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"unreadable store manifest {path}: {exc}") from None
-    if not isinstance(doc, dict) or "engine" not in doc:
-        raise ConfigError(f"store manifest {path} has no engine field")
-    return doc
+    return load_manifest(path)
 
 
 def check_manifest(root: str, config: StoreConfig, shape_options: tuple[str, ...]) -> StoreConfig:
@@ -116,6 +109,12 @@ def check_manifest(root: str, config: StoreConfig, shape_options: tuple[str, ...
         for name in shape_options:
             if name not in stored:
                 continue
+            want = config.options[name]
+            got = stored[name]
+            if type(got) is not type(want) or (isinstance(got, int) and got <= 0):
+                raise ConfigError(
+                    f"damaged store manifest {os.path.join(root, MANIFEST_NAME)}: option "
+                    f"{name}={got!r} is not a valid {type(want).__name__}")
             if name in config.explicit and config.options[name] != stored[name]:
                 raise ConfigError(
                     f"{name}={config.options[name]!r} conflicts with the existing store at "

@@ -74,3 +74,21 @@ def test_write_atomic_replaces_whole_file(tmp_path):
     storedir.write_json_atomic(p, {"a": 2})
     assert json.loads(open(p).read()) == {"a": 2}
     assert not os.path.exists(p + ".tmp")
+
+
+@pytest.mark.parametrize("text", [
+    b"\xff\xfe not utf-8", b"[1, 2]", b'{"engine": 5}', b'{"engine": "e", "options": [1]}',
+    b'{"engine": "e", "options": {"size": "big"}}', b'{"engine": "e", "options": {"size": 0}}',
+    b'{"engine": ["e"]}', b"", b"{", b"null",
+])
+def test_a_damaged_manifest_is_a_config_error_naming_the_file(tmp_path, text):
+    root = str(tmp_path)
+    (tmp_path / "mqstore.json").write_bytes(text)
+    cfg = StoreConfig(engine="e", options={"size": 10})
+    with pytest.raises(ConfigError, match="mqstore.json"):
+        storedir.check_manifest(root, cfg, ("size",))
+    if text.startswith(b'{"engine": "e", "options": {'):
+        assert registry.detect(root) == "e"  # the engine field itself is readable
+    else:
+        with pytest.raises(ConfigError, match="mqstore.json"):
+            registry.detect(root)
