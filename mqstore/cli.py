@@ -4,12 +4,14 @@
 engine and the references (under a minute on a 2-core machine). ``mqstore bench SUITE ...``
 runs named suites; ``mqstore bench WORKLOAD.yaml`` runs an OpenMessaging Benchmark workload
 file unchanged (``--duration`` / ``--messages`` shorten it). ``mqstore inspect PATH`` dumps a
-store, a partition or a file; ``mqstore verify PATH`` checks every CRC and index and exits 1
-on damage. Exit codes: 0 success, 1 damage found (verify), 2 bad usage or an error.
+store, a partition or a file; ``mqstore verify PATH`` checks every file kind and exits 1
+on damage; ``mqstore repair PATH`` applies recovery explicitly (``--dry-run`` first).
+Exit codes: 0 success, 1 damage found (verify, repair), 2 bad usage or an error.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -22,6 +24,7 @@ from rich.table import Table
 
 import mqstore
 from mqstore import errors, registry
+from mqstore.api import Damage
 
 QUICK_SUITES = ("partitions", "batching", "flush", "lookup", "tags")
 WORKLOAD_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
@@ -50,6 +53,8 @@ examples:
   mqstore bench ../omb/workloads/simple-workload.yaml --duration 10 --warmup 0
   mqstore inspect data/ orders-0                  dump one partition of a store
   mqstore verify data/ && echo sound
+  mqstore verify --json data/                     machine-readable damage report
+  mqstore repair --dry-run data/                  what recovery would drop
 """
 
 
@@ -112,8 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path", help="the store directory, or a partition / file inside it")
     i.add_argument("target", nargs="?", help="partition or file, relative to the store")
 
-    v = sub.add_parser("verify", help="check every CRC and index; exit 1 on damage")
+    v = sub.add_parser("verify", help="check every file kind; exit 1 on damage",
+                       description="Check every file of a store without changing it: logs "
+                       "(sizes, CRCs), indexes, ConsumeQueue, IndexFile, checkpoints and JSON "
+                       "metadata. One line per root cause, with the first damaged record and "
+                       "how many records recovery would drop. Exit 0 only when nothing is "
+                       "damaged, 1 on damage, 2 on an error.")
     v.add_argument("path", help="the store directory")
+    v.add_argument("--json", action="store_true", help="print a machine-readable report")
+
+    r = sub.add_parser("repair", help="apply recovery explicitly, after showing what it drops",
+                       description="Show what verify finds, then open the store as writer with "
+                       "on_corruption=MODE so recovery truncates torn tails, rebuilds derived "
+                       "files and handles damage below the sync point; verify again. Exit 0 "
+                       "when the store is sound afterwards.")
+    r.add_argument("path", help="the store directory")
+    r.add_argument("--dry-run", action="store_true", help="show what would be dropped; change "
+                   "nothing")
+    r.add_argument("--mode", choices=("skip", "truncate"), default="skip",
+                   help="skip: drop only damaged records and keep every intact one after them "
+                   "(default); truncate: cut each log at its first damage")
+    r.add_argument("--json", action="store_true", help="print a machine-readable report")
     return p
 
 
@@ -137,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_inspect(args, console)
         if args.command == "verify":
             return cmd_verify(args, console)
+        if args.command == "repair":
+            return cmd_repair(args, console)
     except errors.MQStoreError as exc:
         console.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
         return 2
@@ -178,17 +204,86 @@ def cmd_inspect(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace, console: Console) -> int:
-    engine, root, _target = find_store(args.path)
+def verify_store(path: str) -> tuple[str, str, list[Damage]]:
+    """``(engine, root, damage)``: every root cause in the store at ``path``. A damaged
+    manifest is itself reported (kind "metadata") and the engine is then recognised from its
+    files, so the rest of the store is still checked."""
+    p = Path(path).resolve()
+    if not p.exists():
+        raise errors.ConfigError(f"no such file or directory: {path}")
+    for root in (p, *p.parents):  # a path inside a store verifies the whole store
+        if (root / registry.MANIFEST_NAME).exists() or (
+                root.is_dir() and registry.detect_from_files(str(root))):
+            p = root
+            break
+    damage: list[Damage] = []
+    try:
+        engine = registry.detect(p)
+    except errors.ConfigError as exc:
+        damage.append(Damage(str(p / registry.MANIFEST_NAME), 0, str(exc), kind="metadata"))
+        engine = registry.detect_from_files(str(p))
+    if not engine:
+        if damage:
+            return "unknown", str(p), damage
+        raise errors.ConfigError(f"{path} is not an mqstore store (no engine recognises it)")
     cls = registry.load(engine)
-    damage = cls.verify_files(root)
+    damage.extend(cls.verify_files(str(p)))
+    return engine, str(p), damage
+
+
+def _print_damage(console: Console, engine: str, root: str, damage: list[Damage]) -> None:
     if not damage:
-        console.print(f"[green]OK[/]: {root} ({engine}) has no damage", highlight=False)
-        return 0
+        console.print(f"[green]OK[/]: {escape(root)} ({engine}) has no damage", highlight=False)
+        return
     for d in damage:
-        console.print(f"[red]DAMAGE[/] {d}", highlight=False)
-    console.print(f"{len(damage)} problem(s) in {root} ({engine})", highlight=False)
-    return 1
+        console.print(f"[red]DAMAGE[/] {escape(str(d))}", highlight=False)
+    known = [d.records_dropped for d in damage if d.records_dropped is not None]
+    drop = f"; recovery would drop {sum(known)} records" if known else ""
+    console.print(f"{len(damage)} problem(s) in {escape(root)} ({engine}){drop}",
+                  highlight=False)
+
+
+def _damage_json(engine: str, root: str, damage: list[Damage]) -> dict:
+    return {"store": root, "engine": engine, "sound": not damage,
+            "damage": [d.as_dict() for d in damage]}
+
+
+def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    engine, root, damage = verify_store(args.path)
+    if args.json:
+        print(json.dumps(_damage_json(engine, root, damage), indent=2))
+    else:
+        _print_damage(console, engine, root, damage)
+    return 1 if damage else 0
+
+
+def cmd_repair(args: argparse.Namespace, console: Console) -> int:
+    engine, root, before = verify_store(args.path)
+    report: dict = {"store": root, "engine": engine, "mode": args.mode,
+                    "dry_run": args.dry_run, "before": [d.as_dict() for d in before]}
+    if not args.json:
+        _print_damage(console, engine, root, before)
+    if not before or args.dry_run:
+        if args.json:
+            print(json.dumps({**report, "after": report["before"]}, indent=2))
+        elif before:
+            console.print(f"dry run: nothing changed; 'mqstore repair {escape(root)}' would "
+                          f"apply recovery with on_corruption={args.mode!r}", highlight=False)
+        return 1 if before else 0
+    if engine == "unknown":
+        raise errors.ConfigError(f"{root}: no engine recognises the files; nothing to repair")
+    with mqstore.open(root, engine, on_corruption=args.mode) as store:
+        actions = store.stats().get("recovery", {})
+    _engine, _root, after = verify_store(root)
+    report["recovery"] = actions
+    report["after"] = [d.as_dict() for d in after]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        done = ", ".join(f"{k}={v}" for k, v in actions.items() if v) or "nothing"
+        console.print(f"repaired with on_corruption={args.mode!r}: {done}", highlight=False)
+        _print_damage(console, engine, root, after)
+    return 1 if after else 0
 
 
 # --------------------------------------------------------------------------- bench

@@ -164,3 +164,53 @@ def test_inspect_and_verify_a_real_store(engine, tmp_path, capsys):
 
 def test_engine_specs_split_outside_brackets():
     assert cli._split_specs("a,b[x=1,y=2], c") == ["a", "b[x=1,y=2]", "c"]
+
+
+def test_verify_json_report_and_a_damaged_manifest(engine, tmp_path, capsys):
+    if not _loads(engine):
+        pytest.skip(f"engine {engine} is not available yet")
+    path = tmp_path / "s"
+    with mqstore.open(path, engine=engine, **SMALL.get(engine, {})) as s:
+        s.create_topic("orders", 2)
+        for i in range(20):
+            s.append("orders", b"value-%02d" % i, key=b"k%d" % i)
+    assert cli.main(["verify", "--json", str(path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == {"store": str(path.resolve()), "engine": engine, "sound": True, "damage": []}
+    (path / "mqstore.json").write_bytes(b'{"engine": 7}')
+    assert cli.main(["verify", "--json", str(path)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["engine"] == engine  # recognised from its files, and the rest still checked
+    assert [d["kind"] for d in doc["damage"]] == ["metadata"]
+    assert doc["damage"][0]["path"].endswith("mqstore.json")
+
+
+def test_repair_dry_run_changes_nothing_then_repair_drops_only_the_damaged_record(
+        engine, tmp_path, capsys):
+    if not _loads(engine):
+        pytest.skip(f"engine {engine} is not available yet")
+    path = tmp_path / "s"
+    with mqstore.open(path, engine=engine, **SMALL.get(engine, {})) as s:
+        s.create_topic("orders")
+        for i in range(20):
+            s.append("orders", b"value-%02d" % i)
+    hits = [p for p in path.rglob("*") if p.is_file() and b"value-09" in p.read_bytes()]
+    raw = bytearray(hits[0].read_bytes())
+    raw[raw.index(b"value-09") + 6] ^= 0xFF
+    hits[0].write_bytes(bytes(raw))
+    snapshot = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    assert cli.main(["repair", "--dry-run", str(path)]) == 1
+    assert "DAMAGE" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == snapshot
+    assert cli.main(["repair", "--json", str(path)]) == 0, capsys.readouterr().out
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["before"] and doc["after"] == []
+    assert doc["recovery"]["corruption_skipped"] >= 1
+    with mqstore.open(path, engine=engine) as s:
+        got = []
+        off = s.start_offset("orders", 0)
+        while off < s.end_offset("orders", 0):
+            page = s.read("orders", 0, off)
+            got.extend(r.value for r in page)
+            off = page[-1].offset + 1
+    assert got == [b"value-%02d" % i for i in range(20) if i != 9]
