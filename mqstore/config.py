@@ -9,6 +9,8 @@ Options come from four places; a later one wins over an earlier one:
        [store]
        engine = "commitlog"          # or "segments"
        max_message_bytes = 1048588
+       on_corruption = "raise"       # "raise" | "truncate" | "skip"
+       check_crcs = true
        [flush]
        mode = "sync"                 # "sync" | "async" | "os"
        interval_ms = 1000
