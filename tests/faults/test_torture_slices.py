@@ -69,3 +69,59 @@ def test_sigkill_slice_loses_nothing_acknowledged(engine, flush, tmp_path):
     assert (fig.lost, fig.wrong, fig.gaps, fig.open_failures, fig.child_errors) == (0, 0, 0, 0, 0), \
         fig.findings
     assert set(TOPICS)  # the workload's topics were checked
+
+
+# ----- mutation fuzzer slice: one run per engine, several assertions over its figures -----
+
+FUZZ_SLICE = 40
+_fuzz_cache: dict = {}
+
+
+@pytest.fixture
+def fuzz_figures(engine, tmp_path_factory):
+    from mqstore.torture.fuzz import run_fuzz
+
+    if engine not in _fuzz_cache:
+        work = str(tmp_path_factory.mktemp(f"fuzz-{engine}"))
+        _fuzz_cache[engine] = run_fuzz(engine, seed=20261201, mutations=FUZZ_SLICE,
+                                       workdir=work, timeout=60)
+    return _fuzz_cache[engine]
+
+
+def _of(fig, *kinds):
+    return [f for f in fig.findings if f["kind"] in kinds]
+
+
+def test_fuzz_slice_never_crashes_or_hangs(fuzz_figures):
+    assert fuzz_figures.mutations == FUZZ_SLICE
+    assert fuzz_figures.harness_errors == 0, _of(fuzz_figures, "harness_error")
+    assert (fuzz_figures.crashes, fuzz_figures.hangs) == (0, 0), _of(fuzz_figures, "crash", "hang")
+
+
+@pytest.mark.xfail(strict=False, reason="fuzz finding: untyped errors on damaged files "
+                   "(e.g. segments: UnicodeDecodeError from a garbled checkpoint, verify and open)")
+def test_fuzz_slice_raises_only_typed_errors(fuzz_figures):
+    assert fuzz_figures.untyped == 0, _of(fuzz_figures, "untyped")
+
+
+def test_fuzz_slice_returns_nothing_wrong(fuzz_figures):
+    assert fuzz_figures.wrong == 0, _of(fuzz_figures, "wrong")
+
+
+@pytest.mark.xfail(strict=False, reason="fuzz finding: records dropped with no report "
+                   "(e.g. segments: a deleted first segment of a crashed store loses its records "
+                   "silently; verify finds nothing)")
+def test_fuzz_slice_loses_nothing_silently(fuzz_figures):
+    assert fuzz_figures.silent_loss == 0, _of(fuzz_figures, "silent_loss")
+
+
+@pytest.mark.xfail(strict=False, reason="fuzz finding: verify reports a sound store while the "
+                   "open refuses or loses records (e.g. a damaged mqstore.json)")
+def test_fuzz_slice_verify_sees_what_open_sees(fuzz_figures):
+    assert fuzz_figures.verify_missed == 0, _of(fuzz_figures, "verify_missed")
+
+
+@pytest.mark.xfail(strict=False, reason="fuzz finding: a damaged derived file (index, "
+                   "ConsumeQueue, IndexFile, checkpoint) makes the default open refuse")
+def test_fuzz_slice_derived_damage_never_blocks_the_open(fuzz_figures):
+    assert fuzz_figures.derived_refused == 0, _of(fuzz_figures, "derived_refused")
