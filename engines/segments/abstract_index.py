@@ -14,7 +14,16 @@ Two modes:
 The entry count of a file that was never trimmed (a crash, or a live writer) is the length of
 its prefix of non-zero entries: a valid offset entry always has a relative offset > 0 (the
 first batch of a segment is never indexed) and a zero time entry would mean timestamp 0.
+Finding that prefix reads the file in chunks and stops at the first chunk holding an empty slot,
+so its cost follows the entries, not the preallocated size.
 Indexes carry no checksum; the segment checks them against the log and rebuilds them from it.
+
+A full disk: a store into a page of a sparse file that has no block behind it raises SIGBUS
+when the disk is full. So every write into the map first reserves the blocks under it
+(``mqstore.damage.preallocate``, ``ALLOCATE_AHEAD`` bytes at a time). When that fails the
+segment calls :meth:`drop`: the index files are unlinked (the next open rebuilds them from the
+log) and this index stops taking entries; lookups then walk the log from its start. An index
+is a hint, so a full disk never fails an append or an open because of one.
 Not thread-safe: the partition's lock guards writes; lookups read a consistent prefix.
 """
 from __future__ import annotations
@@ -24,6 +33,13 @@ import os
 import struct
 
 import numpy as np
+
+from mqstore.damage import preallocate
+
+#: bytes of an index file reserved at a time before entries are stored into its map
+ALLOCATE_AHEAD = 64 * 1024
+#: bytes examined at a time when looking for the first empty slot
+PREFIX_CHUNK = 64 * 1024
 
 
 class AbstractIndex:
@@ -42,6 +58,8 @@ class AbstractIndex:
         self._cache = b""
         self.entries = 0
         self.sealed = False  # read-only mode: the writer no longer appends to this file
+        self.dropped = False  # the files were unlinked after a full disk: no more entries
+        self._allocated = 0  # bytes known to have blocks behind them
         if writable:
             # the map outlives the descriptor: no file descriptor stays open per index
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -54,6 +72,7 @@ class AbstractIndex:
                 os.close(fd)
             if size:
                 self.entries = self._valid_prefix(self._mm, size // self.entry_size)
+                self._allocated = self.entries * self.entry_size
         else:
             self.refresh()
 
@@ -63,7 +82,9 @@ class AbstractIndex:
         try:
             if zero_first:
                 os.ftruncate(fd, 0)
+                self._allocated = 0
             os.ftruncate(fd, length)
+            self._allocated = min(self._allocated, length)  # shrinking frees blocks
             self._map(fd)
         finally:
             os.close(fd)
@@ -90,12 +111,19 @@ class AbstractIndex:
                 pass
 
     def _valid_prefix(self, buf, n: int) -> int:
+        """How many leading entries of ``buf`` (``n`` slots) are not all zeros: chunk by
+        chunk, stopping at the first empty slot (cost follows the entries, not ``n``)."""
         if n <= 0:
             return 0
-        raw = np.frombuffer(buf, dtype=np.uint8, count=n * self.entry_size)
-        zero = ~raw.reshape(n, self.entry_size).any(axis=1)
-        hits = np.flatnonzero(zero)
-        return int(hits[0]) if hits.size else n
+        per = max(PREFIX_CHUNK // self.entry_size, 1)
+        for first in range(0, n, per):
+            count = min(per, n - first)
+            raw = np.frombuffer(buf, dtype=np.uint8, count=count * self.entry_size,
+                                offset=first * self.entry_size)
+            hits = np.flatnonzero(~raw.reshape(count, self.entry_size).any(axis=1))
+            if hits.size:
+                return first + int(hits[0])
+        return n
 
     @property
     def file_entries_capacity(self) -> int:
@@ -154,9 +182,13 @@ class AbstractIndex:
         is still a hole of the sparse file faults and allocates, which can stall for
         milliseconds; ``through_file`` is for the final entry written on roll / close, where
         that stall would be paid once per partition in a row."""
+        if self.dropped:
+            return
         if self._mm is None or self.entries >= self.file_entries_capacity:
             raise IndexError(f"index {self.path} is full ({self.entries} entries)")
         where = self.entries * self.entry_size
+        if where + self.entry_size > self._allocated:
+            self._allocate(where)
         if through_file:
             fd = os.open(self.path, os.O_RDWR)
             try:
@@ -167,16 +199,45 @@ class AbstractIndex:
             self.entry.pack_into(self._mm, where, *fields)
         self.entries += 1
 
+    def _allocate(self, where: int) -> None:
+        """Reserve blocks from ``where`` (up to ``ALLOCATE_AHEAD`` bytes, within the file) so
+        a store into the map cannot SIGBUS; StoreFullError when the disk is full."""
+        length = min(ALLOCATE_AHEAD, len(self._mm) - where) if self._mm is not None else 0
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            preallocate(fd, where, max(length, self.entry_size), f"index {self.path}")
+        finally:
+            os.close(fd)
+        self._allocated = where + max(length, self.entry_size)
+
+    def drop(self) -> None:
+        """Give the index up (the disk is full): unlink the file so the next open rebuilds
+        it from the log, forget the entries (lookups walk from the segment's start) and take
+        no more. Idempotent."""
+        if self.dropped:
+            return
+        self.dropped = True
+        self.entries = 0
+        self._unmap()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
     def reset(self) -> None:
         """Drop every entry (before a rebuild). The file is zeroed so a crash during the
         rebuild cannot leave stale entries after the new ones."""
         self._unmap()
+        if self.dropped:  # recreate the file unlinked after a full disk
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644))
+            self.dropped = False
         self._resize_file(self.max_entries * self.entry_size, zero_first=True)
         self.entries = 0
+        self._allocated = 0
 
     def trim(self) -> None:
         """Cut the file to exactly its entries (on roll and close)."""
-        if not self.writable:
+        if not self.writable or self.dropped:
             return
         want = self.entries * self.entry_size
         if self._mm is not None and len(self._mm) == want:
@@ -189,7 +250,7 @@ class AbstractIndex:
     def resize_to_max(self) -> None:
         """Grow the file back to the preallocated size (the active segment after a load)."""
         want = self.max_entries * self.entry_size
-        if self._mm is not None and len(self._mm) >= want:
+        if self.dropped or (self._mm is not None and len(self._mm) >= want):
             return
         self._resize_file(max(want, self.entries * self.entry_size))
 

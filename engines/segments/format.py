@@ -43,6 +43,9 @@ BATCH_OFFSETS = struct.Struct(">qiibIhi")
 BASE_OFFSET_AND_LENGTH = struct.Struct(">qi")
 LAST_OFFSET_DELTA = struct.Struct(">i")
 MAX_TIMESTAMP = struct.Struct(">q")
+#: the crc field (uint32 at 17)
+CRC = struct.Struct(">I")
+CRC_POS = 17
 
 # attributes bits
 COMPRESSION_CODEC_MASK = 0x07
@@ -88,6 +91,8 @@ CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
 CHECKPOINT_VERSION = 0
+#: ``<root>/.creating/<topic>`` exists while ``create_topic`` makes the topic's directories
+CREATING_DIR = ".creating"
 
 # ----- internal topics -----
 CONSUMER_OFFSETS_TOPIC = "__consumer_offsets"

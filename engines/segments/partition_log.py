@@ -17,7 +17,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mqstore import errors
+from mqstore.damage import (
+    CORRUPTION_SKIPPED,
+    CORRUPTION_TRUNCATED,
+    DERIVED_REBUILT,
+    TORN_TAIL,
+    RecoveryLog,
+    refuse_corruption,
+    translate_full,
+)
 from mqstore.engines.segments import format as fmt
+from mqstore.engines.segments.log_scan import LogScan
 from mqstore.engines.segments.record_batch import (
     BatchBody,
     batch_prefix,
@@ -42,6 +52,9 @@ class LogConfig:
     segment_index_bytes: int
     retention_ms: int
     retention_bytes: int
+    #: the store's common options that recovery and reads follow (``StoreConfig``)
+    on_corruption: str = "raise"
+    check_crcs: bool = True
 
     @classmethod
     def from_options(cls, o) -> "LogConfig":
@@ -75,7 +88,7 @@ class PartitionLog:
     """The segments of one partition (see the module docstring for thread-safety)."""
 
     def __init__(self, root: str, topic: str, partition: int, config: LogConfig, *,
-                 writable: bool):
+                 writable: bool, recovery: RecoveryLog | None = None):
         self.topic = topic
         self.partition = partition
         self.dir = os.path.join(root, f"{topic}-{partition}")
@@ -92,6 +105,7 @@ class PartitionLog:
         self.appended_bytes = 0
         self.fsyncs = 0
         self.recovered_bytes = 0
+        self.recovery = recovery if recovery is not None else RecoveryLog()
         self._unflushed: list[LogSegment] = []
         self._graveyard: list[LogSegment] = []
 
@@ -133,10 +147,10 @@ class PartitionLog:
         self.load(clean=True)
         fsync_dir(self.dir)
 
-    def load(self, *, clean: bool, recovery_point: int = 0, log_start_offset: int = 0) -> None:
-        """Open the segments; recover from the recovery point when the last shutdown was not
-        clean; rebuild any segment whose indexes are missing or inconsistent; truncate at the
-        first bad byte and delete the segments after it."""
+    def load(self, *, clean: bool, recovery_point: int = 0, log_start_offset: int = 0,
+             scan_all: bool = False) -> None:
+        """Open the segments and recover them (see :meth:`_check_and_recover`); ``scan_all``
+        validates every segment (the recovery-point checkpoint was unreadable)."""
         self.recovery_point = recovery_point
         bases = self._list_bases()
         if not bases:
@@ -145,9 +159,25 @@ class PartitionLog:
                 return
             os.makedirs(self.dir, exist_ok=True)
             bases = [log_start_offset]
-        segs = [self._open_segment(b) for b in bases]
+        segs = []
+        try:
+            for b in bases:
+                segs.append(self._open_segment(b))
+            self._load_segments(segs, clean, recovery_point, log_start_offset, scan_all)
+        except BaseException:
+            for seg in segs:
+                seg.close_handles()
+            raise
+
+    def _load_segments(self, segs: list[LogSegment], clean: bool, recovery_point: int,
+                       log_start_offset: int, scan_all: bool) -> None:
         if self.writable:
-            segs = self._check_and_recover(segs, clean, recovery_point)
+            before = self.recovery.counts()
+            segs = self._check_and_recover(segs, clean, recovery_point, scan_all)
+            after = self.recovery.counts()
+            if recovery_point > segs[-1].next_offset and all(
+                    after[k] == before[k] for k in after if k != DERIVED_REBUILT):
+                self._on_short_log(segs[-1], recovery_point)
             for s in segs[:-1]:
                 s.on_become_inactive()
             segs[-1].offset_index.resize_to_max()
@@ -164,26 +194,144 @@ class PartitionLog:
         if self.recovery_point > self.next_offset:
             self.recovery_point = self.next_offset
 
-    def _check_and_recover(self, segs: list[LogSegment], clean: bool,
-                           recovery_point: int) -> list[LogSegment]:
-        first_unflushed = 0
-        if not clean:
+    # ----- recovery -----
+    def _check_and_recover(self, segs: list[LogSegment], clean: bool, recovery_point: int,
+                           scan_all: bool = False) -> list[LogSegment]:
+        """Kafka's ``LogLoader`` with mqstore's damage model.
+
+        After a crash (no clean-shutdown marker) every segment from the one holding the
+        recovery point is validated batch by batch; older ones, and every segment after a
+        clean shutdown, are trusted as far as their indexes agree with their log (an index
+        that does not is rebuilt: DERIVED_REBUILT). Each segment's base offset must follow
+        the previous segment's last offset. Damage whose first lost offset is at or past the
+        recovery point (after a crash) is a torn tail: cut there, later segments deleted
+        (TORN_TAIL). Damage below it, or anywhere after a clean shutdown, is corruption:
+        ``on_corruption`` refuses the open (default), truncates (CORRUPTION_TRUNCATED) or
+        skips the damaged batches, keeping every intact one (CORRUPTION_SKIPPED)."""
+        durable = None if clean else recovery_point  # damage at/after it is a torn tail
+        first_unflushed = len(segs)
+        if scan_all:
+            first_unflushed = 0
+        elif not clean:
             first_unflushed = max(bisect.bisect_right([s.base_offset for s in segs],
                                                       recovery_point) - 1, 0)
         for i, seg in enumerate(segs):
-            problem = None if (not clean and i >= first_unflushed) else seg.load()
-            if clean and problem is None:
+            if i and seg.base_offset != segs[i - 1].next_offset:
+                if self._on_offset_gap(segs[i - 1], segs[i:], durable) == "cut":
+                    return self._cut(segs, i)
+            why = seg.load()
+            if why is None and i < first_unflushed:
                 continue
-            if not clean and i < first_unflushed and problem is None:
-                continue
-            truncated, _why = seg.recover()
-            self.recovered_bytes += truncated
-            if truncated:
-                for later in segs[i + 1:]:
-                    later.delete_files()
-                    later.close_handles()
-                return segs[: i + 1]
+            if why and not seg.tail_incomplete:
+                self.recovery.record(DERIVED_REBUILT, seg.index_path, 0,
+                                     f"{why}: indexes rebuilt from the log")
+            if self._recover_segment(seg, seg.scan(), segs[i + 1:], durable) == "cut":
+                return self._cut(segs, i + 1)
         return segs
+
+    def _cut(self, segs: list[LogSegment], keep: int) -> list[LogSegment]:
+        for later in segs[keep:]:
+            later.delete_files()
+            later.close_handles()
+        if keep < len(segs):
+            fsync_dir(self.dir)
+        return segs[:keep]
+
+    @staticmethod
+    def _records_in(segs: list[LogSegment]) -> tuple[int, int]:
+        """(intact records, bytes) of whole segments that recovery is about to drop."""
+        records = size = 0
+        for seg in segs:
+            scan = seg.scan()
+            records += scan.records
+            size += scan.file_size
+        return records, size
+
+    def _recover_segment(self, seg: LogSegment, scan: LogScan, later: list[LogSegment],
+                         durable: int | None) -> str:
+        """Apply the damage model to one scanned segment; "cut" if later segments must go."""
+        policy = self.config.on_corruption
+        kept: list[tuple[int, int, int, int, int]] = []
+        rows = scan.rows
+        for d in scan.damaged:
+            kept += [r for r in rows if (kept[-1][0] if kept else -1) < r[0] < d.start]
+            where = f"{d.detail} (first offset lost: {d.first_offset})"
+            if durable is not None and d.first_offset >= durable:  # after the last sync
+                records, size = self._records_in(later)
+                records += scan.records_after(d.start)
+                self.recovered_bytes += seg.rebuild(kept, d.start)
+                self.recovery.record(TORN_TAIL, seg.log_path, d.start, where,
+                                     bytes_dropped=scan.file_size - d.start + size,
+                                     records_dropped=records)
+                return "cut"
+            records, size = self._records_in(later)
+            refuse_corruption(policy, seg.log_path, d.start, where,
+                              scan.records_after(d.start) + records)
+            if policy == "truncate" or (d.next_base is None and not later):
+                self.recovered_bytes += seg.rebuild(kept, d.start)
+                self.recovery.record(
+                    CORRUPTION_TRUNCATED, seg.log_path, d.start,
+                    where + ("" if policy == "truncate" else "; no intact batch follows"),
+                    bytes_dropped=scan.file_size - d.start + size,
+                    records_dropped=scan.records_after(d.start) + records)
+                return "cut"
+            ts = kept[-1][4] if kept else fmt.NO_TIMESTAMP
+            if d.next_base is not None:  # skip: an empty batch where the damage was
+                kept.append(seg.fill_with_empty_batch(d.start, d.end, d.first_offset,
+                                                      d.next_base - 1, ts))
+                self.recovery.record(CORRUPTION_SKIPPED, seg.log_path, d.start,
+                                     f"{where}; offsets {d.first_offset}..{d.next_base - 1} "
+                                     "now read as a gap", bytes_dropped=d.end - d.start,
+                                     records_dropped=d.next_base - d.first_offset)
+                continue
+            # skip, and the damage runs to the end of a segment that is not the last
+            self.recovered_bytes += seg.rebuild(kept, d.start)
+            lost_to = later[0].base_offset - 1
+            if lost_to >= d.first_offset:
+                seg.append_empty_batch(d.first_offset, lost_to)
+            self.recovery.record(CORRUPTION_SKIPPED, seg.log_path, d.start,
+                                 f"{where}; offsets {d.first_offset}..{lost_to} now read as "
+                                 "a gap", bytes_dropped=scan.file_size - d.start,
+                                 records_dropped=max(lost_to - d.first_offset + 1, 0))
+            return "keep"
+        kept += [r for r in rows if (kept[-1][0] if kept else -1) < r[0]]
+        self.recovered_bytes += seg.rebuild(kept, kept[-1][0] + kept[-1][1] if kept else 0)
+        return "keep"
+
+    def _on_short_log(self, seg: LogSegment, recovery_point: int) -> None:
+        """The log ends, at whole batches, before the recovery point: synced records are
+        gone (a file cut short by hand or by the media; a crash cannot do it)."""
+        where = (f"the log ends at offset {seg.next_offset - 1} but offsets up to "
+                 f"{recovery_point - 1} were synced (recovery-point checkpoint)")
+        refuse_corruption(self.config.on_corruption, seg.log_path, seg.size, where, 0)
+        self.recovery.record(CORRUPTION_TRUNCATED, seg.log_path, seg.size,
+                             where + "; the log is kept as it is",
+                             records_dropped=recovery_point - seg.next_offset)
+
+    def _on_offset_gap(self, prev: LogSegment, segs: list[LogSegment],
+                       durable: int | None) -> str:
+        """``segs[0]`` does not start where ``prev`` ends (a rolled segment lost its unsynced
+        tail while a newer one survived, or damage); "cut" if ``segs`` must go."""
+        seg, first = segs[0], prev.next_offset
+        kind = "gap" if seg.base_offset > first else "overlap"
+        where = (f"segment starts at offset {seg.base_offset} but the previous segment ends "
+                 f"at {first - 1} (offset {kind})")
+        records, size = self._records_in(segs)
+        if durable is not None and first >= durable:
+            self.recovery.record(TORN_TAIL, seg.log_path, 0,
+                                 where + "; the previous segment lost its unsynced tail",
+                                 bytes_dropped=size, records_dropped=records)
+            return "cut"
+        refuse_corruption(self.config.on_corruption, seg.log_path, 0, where, records)
+        if self.config.on_corruption == "skip" and kind == "gap":
+            prev.append_empty_batch(first, seg.base_offset - 1)
+            self.recovery.record(CORRUPTION_SKIPPED, seg.log_path, 0,
+                                 f"{where}; offsets {first}..{seg.base_offset - 1} now read "
+                                 "as a gap", records_dropped=seg.base_offset - first)
+            return "keep"
+        self.recovery.record(CORRUPTION_TRUNCATED, seg.log_path, 0, where,
+                             bytes_dropped=size, records_dropped=records)
+        return "cut"
 
     def _set_segments(self, segs: list[LogSegment]) -> None:
         # readers hold snapshots: always replace the lists, never mutate them
@@ -258,9 +406,22 @@ class PartitionLog:
         old = self.segments[-1]
         if old.size == 0 and old.base_offset == new_base:
             return old
+        try:  # the new segment first: if the disk is full, the old one stays active
+            with translate_full(f"rolling {self.dir} to offset {new_base}"):
+                seg = self._open_segment(new_base)
+                try:
+                    fsync_dir(self.dir)
+                except BaseException:
+                    seg.close_handles()
+                    raise
+        except BaseException:
+            for suffix in (fmt.LOG_SUFFIX, fmt.INDEX_SUFFIX, fmt.TIME_INDEX_SUFFIX):
+                try:
+                    os.unlink(os.path.join(self.dir, filename_prefix(new_base) + suffix))
+                except OSError:
+                    pass
+            raise
         old.on_become_inactive()
-        seg = self._open_segment(new_base)
-        fsync_dir(self.dir)
         self._set_segments(self.segments + [seg])
         return seg
 
@@ -273,9 +434,14 @@ class PartitionLog:
                 segs, self._unflushed = self._unflushed, []
                 end = self.next_offset
             n = 0
-            for s in segs:
-                if not s.closed:
-                    n += s.flush()
+            try:
+                for s in segs:
+                    if not s.closed:
+                        n += s.flush()
+            except BaseException:  # not synced: keep them for the next flush
+                with self.lock:
+                    self._unflushed = segs + [s for s in self._unflushed if s not in segs]
+                raise
             self.fsyncs += n
             if end > self.recovery_point:
                 self.recovery_point = end
@@ -314,12 +480,20 @@ class PartitionLog:
         seg, (pos, _size, _base, _last) = loc
         segs = self.segments
         start = segs.index(seg) if seg in segs else len(segs)
+        check = self.config.check_crcs
         for s in segs[start:]:
             p = pos if s is seg else 0
-            for bpos, size, base, last, chunk, off in BatchWalk(s.fd, p, s.size):
+            walk = BatchWalk(s.fd, p, s.size)
+            for bpos, size, base, last, chunk, off in walk:
                 if stop_offset is not None and base >= stop_offset:
                     return
+                if check:
+                    s.check_batch(memoryview(chunk)[off:off + size], bpos)
                 yield s, bpos, size, base, last, chunk, off
+            if walk.stop_reason is not None and walk.stop_position < s.size:
+                raise errors.CorruptRecordError(
+                    f"malformed batch header in {self.topic}-{self.partition} inside the "
+                    "validated part of the segment", s.log_path, walk.stop_position)
 
     def read(self, offset: int, max_records: int, max_bytes: int, tags) -> list[tuple]:
         """Records from ``offset`` as ``(offset, timestamp_ms, key, value, headers, tag)``
@@ -350,7 +524,8 @@ class PartitionLog:
         """The first offset whose record timestamp >= ``timestamp`` (time index first)."""
         for seg in self.segments:
             if seg.largest_timestamp() >= timestamp:
-                found = seg.find_offset_by_timestamp(timestamp, self.log_start_offset)
+                found = seg.find_offset_by_timestamp(timestamp, self.log_start_offset,
+                                                     check_crcs=self.config.check_crcs)
                 if found is not None:
                     return found
         return None
@@ -463,16 +638,18 @@ class PartitionLog:
     # ----- lifecycle -----
     def close(self) -> None:
         """Finish the indexes (final time entry, trim), fsync, close every segment."""
-        if self.writable:
+        try:
+            if self.writable:
+                with self.lock:
+                    self.segments[-1].on_become_inactive()
+                self.flush()
+        finally:
             with self.lock:
-                self.segments[-1].on_become_inactive()
-            self.flush()
-        with self.lock:
-            for s in self._graveyard:
-                s.close_handles()
-            self._graveyard = []
-            for s in self.segments:
-                s.close()
+                for s in self._graveyard:
+                    s.close_handles()
+                self._graveyard = []
+                for s in self.segments:
+                    s.close()
 
     @property
     def size_bytes(self) -> int:

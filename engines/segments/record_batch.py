@@ -247,6 +247,30 @@ def encode_batch(
                         _crc32c(body)) + body
 
 
+def empty_batch(base_offset: int, last_offset: int, timestamp: int,
+                size: int = fmt.RECORD_BATCH_OVERHEAD) -> bytes:
+    """A batch holding no records that covers offsets ``[base_offset, last_offset]``: what
+    ``on_corruption="skip"`` writes where damaged batches were, so the offset chain stays
+    exact and the lost offsets read as a gap (Kafka's log cleaner keeps empty batches the
+    same way). ``size`` > 61 pads it with zeros inside the CRC so it fills a damaged range
+    exactly; readers decode ``recordsCount`` (0) records and ignore the rest."""
+    body = _pack_crc_header(0, last_offset - base_offset, timestamp, timestamp,
+                            fmt.NO_PRODUCER_ID, fmt.NO_PRODUCER_EPOCH, fmt.NO_SEQUENCE, 0)
+    body += bytes(size - fmt.RECORD_BATCH_OVERHEAD)
+    return _pack_prefix(base_offset, len(body) + 9, fmt.NO_PARTITION_LEADER_EPOCH, fmt.MAGIC,
+                        _crc32c(body)) + body
+
+
+def batch_crc_problem(batch) -> str | None:
+    """Why one whole batch read back from a ``.log`` fails its CRC-32C, or None (the read
+    path's check, ``check_crcs``)."""
+    stored = fmt.CRC.unpack_from(batch, fmt.CRC_POS)[0]
+    actual = _crc32c(memoryview(batch)[fmt.CRC_START:])
+    if actual != stored:
+        return f"batch CRC-32C mismatch (stored {stored:#010x}, computed {actual:#010x})"
+    return None
+
+
 # ----- decoding -----
 class BatchHeader(NamedTuple):
     """The 61-byte header of a batch, field by field (Kafka's names, snake_cased)."""

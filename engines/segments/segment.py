@@ -9,20 +9,36 @@ indexed, more than ``index_interval_bytes`` must have been written since the las
 batch (the first batch is never indexed); time entries are added with them only when the
 largest timestamp grew.
 
+A full disk: a failed append is cut back off the log (``ftruncate`` to the size before it) and
+raises ``StoreFullError``; if even the cut fails, ``dirty_tail`` is set, the next append cuts
+first, and the store does not mark its shutdown clean, so the next open drops the partial
+batch as a torn tail (it lies past the acknowledged end). Index writes that meet a full disk
+drop the indexes (see ``AbstractIndex``) instead of failing the append.
+
 Not thread-safe for writers (the partition holds a lock around ``append``, ``roll`` and
-``recover``); reads use ``pread`` on the file and only need a consistent ``size``.
+``rebuild``); reads use ``pread`` on the file and only need a consistent ``size``.
 """
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 from collections.abc import Iterator
 
 from mqstore import errors, native
+from mqstore.damage import is_full, translate_full
 from mqstore.engines.segments import format as fmt
+from mqstore.engines.segments.log_scan import LogScan, scan_log
 from mqstore.engines.segments.offset_index import OffsetIndex
-from mqstore.engines.segments.record_batch import iter_records, read_header
+from mqstore.engines.segments.record_batch import (
+    batch_crc_problem,
+    empty_batch,
+    iter_records,
+    read_header,
+)
 from mqstore.engines.segments.time_index import TimeIndex
+
+logger = logging.getLogger("mqstore")
 
 #: bytes read at a time when walking or scanning a ``.log``
 WALK_CHUNK = 64 * 1024
@@ -119,6 +135,7 @@ class LogSegment:
         self.closed = False
         self.inactive = False
         self.tail_incomplete = False
+        self.dirty_tail = False  # a failed append could not be cut back off the file
 
     # ----- loading -----
     def load(self) -> str | None:
@@ -180,66 +197,53 @@ class LogSegment:
             self.next_offset = last + 1
         return walk
 
-    def recover(self) -> tuple[int, str | None]:
-        """Validate every batch (size >= 61, magic, CRC-32C, offsets increasing), truncate the
-        ``.log`` at the first bad byte and rebuild both indexes (Kafka's
-        ``LogSegment.recover``). Returns ``(bytes truncated, what was wrong or None)``; a torn
-        final batch is reported as ``"torn tail"``."""
+    def scan(self) -> LogScan:
+        """Validate every batch of the ``.log`` (size, magic, CRC-32C, the offset chain) and
+        find every damaged range (``log_scan.scan_log``, shared with ``verify_files``). Only
+        reads. A log in the pre-0.11 formats is refused (UnsupportedOperation), untouched."""
         if self._is_legacy_message_set():
             head = os.pread(self.fd, 17, 0)
             raise errors.UnsupportedOperation(
                 f"{self.log_path} holds Kafka message format v{head[16]} (magic {head[16]}); "
                 "mqstore reads RecordBatch v2 only (as Kafka 4.0 does); the file was left untouched")
+        return scan_log(self.fd, self.base_offset)
+
+    def rebuild(self, rows: list[tuple[int, int, int, int, int]], cut: int) -> int:
+        """Keep the batches ``rows`` (``(position, size, base, last, max_ts)``, back to back
+        from position 0 up to ``cut``), cut the ``.log`` at ``cut`` and rebuild both indexes
+        from them (Kafka's ``LogSegment.recover``). Returns the bytes truncated."""
         self.offset_index.reset()
         self.time_index.reset()
         self.max_timestamp_so_far, self.offset_of_max_timestamp = fmt.NO_TIMESTAMP, -1
         self.rolling_based_timestamp = None
         self._last_indexed_pos = 0
+        next_offset = self.base_offset
+        for pos, _size, _base, last, max_ts in rows:
+            self._index_batch(pos, last, max_ts)
+            next_offset = last + 1
         file_size = os.fstat(self.fd).st_size
-        pos, next_offset, need = 0, self.base_offset, RECOVER_CHUNK
-        problem: str | None = None
-        while pos < file_size:
-            chunk_start = pos
-            buf = os.pread(self.fd, min(need, file_size - pos), pos)
-            scan = native.scan_batches(buf, 0, len(buf))
-            rows = zip(scan.positions.tolist(), scan.sizes.tolist(), scan.base_offsets.tolist(),
-                       scan.last_offsets.tolist(), scan.max_timestamps.tolist())
-            for rpos, _size, base, last, max_ts in rows:
-                if base < next_offset or last - self.base_offset > fmt.MAX_RELATIVE_OFFSET:
-                    problem = f"batch at position {chunk_start + rpos} has offset {base} " \
-                              f"below {next_offset}"
-                    pos = chunk_start + rpos
-                    break
-                self._index_batch(chunk_start + rpos, last, max_ts)
-                next_offset = last + 1
-                pos = chunk_start + rpos + _size
-            else:
-                pos = chunk_start + scan.valid_end
-            if problem:
-                break
-            if scan.status == native.SCAN_OK:
-                need = RECOVER_CHUNK
-                continue
-            if scan.status == native.SCAN_CORRUPT:
-                problem = f"corrupt batch (size, magic or CRC) at position {pos}"
-                break
-            # SCAN_TORN: the end of the file, or just the end of this chunk
-            if chunk_start + len(buf) >= file_size or file_size - pos < fmt.RECORD_BATCH_OVERHEAD:
-                problem = "torn tail"
-                break
-            size = fmt.BASE_OFFSET_AND_LENGTH.unpack_from(os.pread(self.fd, 12, pos), 0)[1] + 12
-            if pos + size > file_size:
-                problem = "torn tail"
-                break
-            need = max(size, RECOVER_CHUNK)
-        truncated = file_size - pos
-        if truncated:
-            os.ftruncate(self.fd, pos)
-        self.file_size = self.size = pos
+        if cut < file_size:
+            os.ftruncate(self.fd, cut)
+        self.file_size = self.size = cut
         self.next_offset = next_offset
-        if problem and not truncated:
-            problem = None
-        return truncated, problem
+        self.tail_incomplete = self.dirty_tail = False
+        return max(file_size - cut, 0)
+
+    def fill_with_empty_batch(self, start: int, end: int, first_offset: int, last_offset: int,
+                              timestamp: int) -> tuple[int, int, int, int, int]:
+        """Overwrite the damaged bytes ``[start, end)`` with one empty batch covering offsets
+        ``[first_offset, last_offset]`` (``on_corruption="skip"``); returns its row."""
+        data = empty_batch(first_offset, last_offset, timestamp, end - start)
+        with translate_full(f"repairing {self.log_path}"):
+            os.pwrite(self.fd, data, start)
+        return start, end - start, first_offset, last_offset, timestamp
+
+    def append_empty_batch(self, first_offset: int, last_offset: int) -> None:
+        """Append an empty batch covering ``[first_offset, last_offset]`` (offsets a skipped
+        damage lost at the end of this segment, before the next one starts)."""
+        ts = max(self.max_timestamp_so_far, fmt.NO_TIMESTAMP)
+        data = empty_batch(first_offset, last_offset, ts)
+        self.append([data], len(data), last_offset, ts)
 
     def _is_legacy_message_set(self) -> bool:
         """True if the log starts with a valid magic 0/1 message (CRC-32 checked, so zero
@@ -261,21 +265,47 @@ class LogSegment:
         if self.rolling_based_timestamp is None:
             self.rolling_based_timestamp = max_timestamp
         if position - self._last_indexed_pos > self.index_interval_bytes:
-            self.offset_index.append(last_offset, position)
-            self.time_index.maybe_append(self.max_timestamp_so_far, self.offset_of_max_timestamp)
+            try:
+                self.offset_index.append(last_offset, position)
+                self.time_index.maybe_append(self.max_timestamp_so_far,
+                                             self.offset_of_max_timestamp)
+            except OSError as exc:
+                self._drop_indexes(exc)
             self._last_indexed_pos = position
+
+    def _drop_indexes(self, exc: OSError) -> None:
+        """An index write met a full disk: give both indexes up (they are hints; the next
+        open rebuilds them from the log) rather than fail the append or the open."""
+        if not is_full(exc):
+            raise exc
+        if not self.offset_index.dropped:
+            logger.warning("%s: %s; dropping the indexes of this segment (rebuilt from the "
+                           "log at the next open)", self.log_path, exc)
+        self.offset_index.drop()
+        self.time_index.drop()
 
     def append(self, parts: list[bytes], size: int, last_offset: int, max_timestamp: int) -> None:
         """Write one batch (given as byte strings to concatenate) at the end of the log and
         index it. On a failed or short write the log is cut back: nothing half-written."""
         pos = self.size
+        if self.dirty_tail:  # a failed append left bytes behind: cut them first
+            with translate_full(f"appending to {self.log_path}"):
+                os.ftruncate(self.fd, pos)
+            self.dirty_tail = False
         try:
-            n = os.pwritev(self.fd, parts, pos)
-            while n < size:  # short write: finish it
-                rest = b"".join(parts)[n:]
-                n += os.pwrite(self.fd, rest, pos + n)
+            with translate_full(f"appending to {self.log_path}"):
+                n = os.pwritev(self.fd, parts, pos)
+                while n < size:  # short write: finish it
+                    rest = b"".join(parts)[n:]
+                    n += os.pwrite(self.fd, rest, pos + n)
         except BaseException:
-            os.ftruncate(self.fd, pos)
+            try:
+                os.ftruncate(self.fd, pos)
+            except OSError as exc:
+                self.dirty_tail = True
+                logger.warning("%s: could not cut a failed append back off at %d (%s); it is "
+                               "past the acknowledged end and dropped at the next open",
+                               self.log_path, pos, exc)
             raise
         self.size = self.file_size = pos + size
         self.next_offset = last_offset + 1
@@ -306,8 +336,11 @@ class LogSegment:
         """On roll: write the final time-index entry and trim both indexes."""
         if self.writable and not self.inactive:
             self.inactive = True
-            self.time_index.maybe_append(self.max_timestamp_so_far, self.offset_of_max_timestamp,
-                                         final=True)
+            try:
+                self.time_index.maybe_append(self.max_timestamp_so_far,
+                                             self.offset_of_max_timestamp, final=True)
+            except OSError as exc:
+                self._drop_indexes(exc)
             self.offset_index.trim()
             self.time_index.trim()
 
@@ -319,8 +352,20 @@ class LogSegment:
         positions inside the log, a zero-filled or torn tail) and rebuilds the ones that do not
         match, so index pages lost in a crash cost a rebuild, never data.
         """
-        os.fsync(self.fd)
+        with translate_full(f"syncing {self.log_path}"):
+            if self.dirty_tail:
+                os.ftruncate(self.fd, self.size)
+                self.dirty_tail = False
+            os.fsync(self.fd)
         return 1
+
+    def check_batch(self, batch, position: int) -> None:
+        """Raise CorruptRecordError (this file, ``position``) if one whole batch read back
+        fails its CRC-32C (the read path's ``check_crcs``)."""
+        problem = batch_crc_problem(batch)
+        if problem:
+            raise errors.CorruptRecordError(f"{problem} in the batch at position {position}",
+                                            self.log_path, position)
 
     # ----- reads -----
     def translate_offset(self, target: int) -> tuple[int, int, int, int] | None:
@@ -357,7 +402,8 @@ class LogSegment:
                     self.max_timestamp_so_far, self.offset_of_max_timestamp = ts, last
         return self.max_timestamp_so_far
 
-    def find_offset_by_timestamp(self, timestamp: int, start_offset: int) -> int | None:
+    def find_offset_by_timestamp(self, timestamp: int, start_offset: int, *,
+                                 check_crcs: bool = True) -> int | None:
         """The first offset >= ``start_offset`` whose record timestamp >= ``timestamp``
         (time index floor, offset index floor, then batches)."""
         below = self.time_index.lookup_below(timestamp)
@@ -369,6 +415,8 @@ class LogSegment:
             if _unpack_max_ts(chunk, off + fmt.MAX_TIMESTAMP_POS)[0] < timestamp:
                 continue
             batch = chunk[off:off + size]
+            if check_crcs:
+                self.check_batch(batch, pos)
             for rec in iter_records(batch, read_header(batch)):
                 if rec.offset >= first and rec.timestamp_ms >= timestamp:
                     return rec.offset

@@ -21,7 +21,10 @@ retention and ``close`` serialise on a store lock.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -47,6 +50,7 @@ from mqstore.api import (
     validate_topic_name,
 )
 from mqstore.config import StoreConfig
+from mqstore.damage import METADATA_REPAIRED, RecoveryLog, is_full, translate_full
 from mqstore.durability import GroupCommit, PeriodicFlusher
 from mqstore.engines.segments import format as fmt
 from mqstore.engines.segments.checkpoint import (
@@ -63,6 +67,7 @@ from mqstore.partitioner import partition_for_key
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
 _INTERNAL = fmt.CONSUMER_OFFSETS_TOPIC
+logger = logging.getLogger("mqstore")
 _time_ns = time.time_ns
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -105,11 +110,14 @@ class SegmentsStore(Store):
         self._fsyncs = 0
         self._read_only = config.read_only
         self._writable = not config.read_only
+        self._recovery = RecoveryLog()
         if self._writable:
             self._dirlock = DirectoryLock(self.path, fmt.LOCK_FILE)
         try:
             self.config = check_manifest(self.path, config, self.SHAPE_OPTIONS)
-            self._log_config = LogConfig.from_options(self.config.options)
+            self._log_config = dataclasses.replace(
+                LogConfig.from_options(self.config.options),
+                on_corruption=self.config.on_corruption, check_crcs=self.config.check_crcs)
             self._max_message_bytes = self.config.max_message_bytes
             self._open_logs()
             self._load_committed()
@@ -128,13 +136,22 @@ class SegmentsStore(Store):
             raise
 
     # ----- opening -----
+    def _being_created(self) -> set[str]:
+        """Topics whose ``create_topic`` has not finished (or was cut by a crash)."""
+        try:
+            return set(os.listdir(os.path.join(self.path, fmt.CREATING_DIR)))
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+
     def _discover(self) -> dict[str, int]:
-        """Topic -> partition count, from the ``<topic>-<n>`` directories."""
+        """Topic -> partition count, from the ``<topic>-<n>`` directories (a topic still
+        being created is not there yet)."""
         found: dict[str, int] = {}
         try:
             entries = list(os.scandir(self.path))
         except FileNotFoundError:
             return found
+        creating = self._being_created()
         for entry in entries:
             parsed = parse_log_dir_name(entry.name)
             if parsed is None or not entry.is_dir():
@@ -144,31 +161,76 @@ class SegmentsStore(Store):
                 validate_topic_name(topic)
             except errors.InvalidTopicError:
                 continue
+            if topic in creating:
+                continue
             found[topic] = max(found.get(topic, 0), part + 1)
         return found
+
+    def _roll_back_half_created_topics(self) -> None:
+        """A crash during ``create_topic`` left its marker: remove the partitions it made
+        (nothing was appended to them: ``create_topic`` had not returned), so the topic does
+        not exist and creating it again works."""
+        for topic in sorted(self._being_created()):
+            self._remove_topic_dirs(topic)
+            self._recovery.record(METADATA_REPAIRED, os.path.join(self.path, fmt.CREATING_DIR, topic),
+                                  0, f"create_topic({topic!r}) did not finish (a crash): its "
+                                  "partition directories were removed; create it again")
+
+    def _remove_topic_dirs(self, topic: str) -> None:
+        for entry in list(os.scandir(self.path)):
+            parsed = parse_log_dir_name(entry.name)
+            if parsed is not None and parsed[0] == topic and entry.is_dir():
+                shutil.rmtree(entry.path)
+        fsync_dir(self.path)
+        marker_dir = os.path.join(self.path, fmt.CREATING_DIR)
+        try:
+            os.unlink(os.path.join(marker_dir, topic))
+            fsync_dir(marker_dir)
+        except FileNotFoundError:
+            pass
+
+    def _read_hint(self, name: str) -> dict[tuple[str, int], int] | None:
+        """A checkpoint file's entries; None (logged, counted) if it is garbled: it is a
+        hint, and the caller recovers as if it were absent."""
+        path = os.path.join(self.path, name)
+        try:
+            return read_checkpoint(path)
+        except errors.CorruptRecordError as exc:
+            if self._writable:
+                self._recovery.record(METADATA_REPAIRED, path, 0,
+                                      f"{exc}; ignored and rewritten (every log is validated "
+                                      "from its start)")
+            return None
 
     def _open_logs(self) -> None:
         clean = True
         if self._writable:
             clean = take_clean_shutdown(self.path)
+            self._roll_back_half_created_topics()
+        points = self._read_hint(fmt.RECOVERY_POINT_CHECKPOINT)
+        starts = self._read_hint(fmt.LOG_START_OFFSET_CHECKPOINT)
+        rewrite = not clean or points is None or starts is None
         try:
-            points = read_checkpoint(os.path.join(self.path, fmt.RECOVERY_POINT_CHECKPOINT))
+            for topic, count in sorted(self._discover().items()):
+                logs = []
+                self._topics[topic] = logs
+                for p in range(count):
+                    log = PartitionLog(self.path, topic, p, self._log_config,
+                                       writable=self._writable, recovery=self._recovery)
+                    log.load(clean=clean, recovery_point=(points or {}).get((topic, p), 0),
+                             log_start_offset=(starts or {}).get((topic, p), 0),
+                             scan_all=points is None)
+                    logs.append(log)
         except errors.CorruptRecordError:
-            points, clean = {}, False
-        try:
-            starts = read_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT))
-        except errors.CorruptRecordError:
-            starts = {}
-        for topic, count in sorted(self._discover().items()):
-            logs = []
-            for p in range(count):
-                log = PartitionLog(self.path, topic, p, self._log_config, writable=self._writable)
-                log.load(clean=clean, recovery_point=points.get((topic, p), 0),
-                         log_start_offset=starts.get((topic, p), 0))
-                logs.append(log)
-            self._topics[topic] = logs
-        if self._writable and not clean:
-            self._write_checkpoints()
+            if self._writable and clean:  # refused, logs untouched: still a clean shutdown
+                write_clean_shutdown(self.path)
+            raise
+        if self._writable and rewrite:
+            try:
+                self._write_checkpoints()
+            except errors.StoreFullError as exc:  # hints: the old ones stay, the open goes on
+                logger.warning("%s: could not rewrite the checkpoints at open (%s)", self.path,
+                               exc)
 
     def _rediscover(self) -> None:
         """Read-only follower: pick up topics the writer created since."""
@@ -225,15 +287,40 @@ class SegmentsStore(Store):
         self._create(name, partitions)
 
     def _create(self, name: str, partitions: int) -> list[PartitionLog]:
+        """Make the topic's partition directories, all or none across a crash: a marker
+        ``.creating/<topic>`` is made durable first and removed (durably) last; an open
+        that finds one removes the partitions (:meth:`_roll_back_half_created_topics`)."""
         with self._store_lock:
             if name in self._topics:
                 raise errors.TopicExistsError(f"topic {name!r} already exists")
-            logs = []
-            for p in range(partitions):
-                log = PartitionLog(self.path, name, p, self._log_config, writable=True)
-                log.create()
-                logs.append(log)
-            fsync_dir(self.path)
+            marker_dir = os.path.join(self.path, fmt.CREATING_DIR)
+            logs: list[PartitionLog] = []
+            try:
+                with translate_full(f"creating topic {name!r}"):
+                    if not os.path.isdir(marker_dir):
+                        os.makedirs(marker_dir, exist_ok=True)
+                        fsync_dir(self.path)
+                    with open(os.path.join(marker_dir, name), "w") as f:
+                        f.write(f"{partitions}\n")
+                    fsync_dir(marker_dir)
+                    for p in range(partitions):
+                        log = PartitionLog(self.path, name, p, self._log_config, writable=True,
+                                           recovery=self._recovery)
+                        logs.append(log)
+                        log.create()
+                    fsync_dir(self.path)
+                    os.unlink(os.path.join(marker_dir, name))
+                    fsync_dir(marker_dir)
+            except BaseException:
+                for log in logs:
+                    for seg in log.segments:
+                        seg.close_handles()
+                try:
+                    self._remove_topic_dirs(name)
+                except OSError as exc:  # the next open rolls it back from the marker
+                    logger.warning("create_topic(%r) failed and could not be undone now (%s)",
+                                   name, exc)
+                raise
             self._topics[name] = logs
             return logs
 
@@ -495,11 +582,15 @@ class SegmentsStore(Store):
 
     def _write_checkpoints(self) -> None:
         logs = self._all_logs()
+        with translate_full(f"writing the checkpoints of {self.path}"):
+            self._write_checkpoint_files(logs)
+        self._fsyncs += 6  # two files and the directory each time (write_atomic)
+
+    def _write_checkpoint_files(self, logs: list[PartitionLog]) -> None:
         write_checkpoint(os.path.join(self.path, fmt.RECOVERY_POINT_CHECKPOINT),
                          {(lg.topic, lg.partition): lg.recovery_point for lg in logs})
         write_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
                          {(lg.topic, lg.partition): lg.log_start_offset for lg in logs})
-        self._fsyncs += 6  # two files and the directory each time (write_atomic)
 
     def flush(self) -> None:
         """fsync every segment written since the last sync and write the checkpoints. Raises
@@ -529,9 +620,10 @@ class SegmentsStore(Store):
                 for log in logs:
                     freed += log.delete_old_segments(now)
             if freed:
-                write_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
-                                 {(lg.topic, lg.partition): lg.log_start_offset
-                                  for lg in self._all_logs()})
+                with translate_full(f"writing the checkpoints of {self.path}"):
+                    write_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
+                                     {(lg.topic, lg.partition): lg.log_start_offset
+                                      for lg in self._all_logs()})
         return freed
 
     def stats(self) -> dict[str, Any]:
@@ -565,6 +657,7 @@ class SegmentsStore(Store):
             "partitions": len(user),
             "topics": len({lg.topic for lg in user}),
             "recovered_bytes_truncated": sum(lg.recovered_bytes for lg in logs),
+            "recovery": self._recovery.counts(),
         }
 
     def close(self) -> None:
@@ -578,11 +671,26 @@ class SegmentsStore(Store):
                 self._flusher.stop()
             try:
                 if self._writable:
+                    failed: errors.StoreFullError | None = None
                     for log in self._all_logs():
-                        log.close()
-                        log.recovery_point = log.next_offset
-                    self._write_checkpoints()
-                    write_clean_shutdown(self.path)
+                        try:
+                            log.close()
+                            log.recovery_point = log.next_offset
+                        except errors.StoreFullError as exc:  # not synced: say so, go on
+                            failed = failed or exc
+                    clean = failed is None and not any(
+                        seg.dirty_tail for log in self._all_logs() for seg in log.segments)
+                    try:
+                        self._write_checkpoints()
+                        if clean:  # else the next open recovers (and drops a partial batch)
+                            write_clean_shutdown(self.path)
+                    except OSError as exc:
+                        if not is_full(exc):
+                            raise
+                        logger.warning("%s: closed without checkpoints (%s); the next open "
+                                       "recovers from the last ones", self.path, exc)
+                    if failed is not None:
+                        raise failed
                 else:
                     for log in self._all_logs():
                         log.close()

@@ -9,50 +9,16 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from mqstore import native
 from mqstore.api import Damage
 from mqstore.engines.segments import format as fmt
 from mqstore.engines.segments.checkpoint import read_checkpoint
+from mqstore.engines.segments.log_scan import LogScan, scan_log
 from mqstore.engines.segments.partition_log import parse_log_dir_name
 from mqstore.engines.segments.record_batch import batch_is_valid, read_header
 from mqstore.errors import CorruptRecordError
 
-_CHUNK = 8 * 1024 * 1024
 _OFFSET_DTYPE = np.dtype([("relative_offset", ">i4"), ("position", ">i4")])
 _TIME_DTYPE = np.dtype([("timestamp", ">i8"), ("relative_offset", ">i4")])
-
-
-def scan_file(path: str) -> tuple[list[tuple[int, int, int, int, int]], int, int, int]:
-    """Validate every batch of a ``.log``: ``(rows, valid_end, status, file_size)`` with rows
-    ``(position, size, base_offset, last_offset, max_timestamp)`` and a ``native.SCAN_*``
-    status for where it stopped."""
-    rows: list[tuple[int, int, int, int, int]] = []
-    with open(path, "rb") as f:
-        fd = f.fileno()
-        file_size = os.fstat(fd).st_size
-        pos, need, status = 0, _CHUNK, native.SCAN_OK
-        while pos < file_size:
-            buf = os.pread(fd, min(need, file_size - pos), pos)
-            scan = native.scan_batches(buf, 0, len(buf))
-            for r in zip(scan.positions.tolist(), scan.sizes.tolist(), scan.base_offsets.tolist(),
-                         scan.last_offsets.tolist(), scan.max_timestamps.tolist()):
-                rows.append((pos + r[0],) + r[1:])
-            start, pos = pos, pos + scan.valid_end
-            status = scan.status
-            if status == native.SCAN_OK:
-                need = _CHUNK
-                continue
-            if status != native.SCAN_TORN or start + len(buf) >= file_size \
-                    or file_size - pos < fmt.RECORD_BATCH_OVERHEAD:
-                break
-            size = fmt.BASE_OFFSET_AND_LENGTH.unpack_from(os.pread(fd, 12, pos), 0)[1] + 12
-            if size < fmt.RECORD_BATCH_OVERHEAD:
-                status = native.SCAN_CORRUPT
-                break
-            if pos + size > file_size:
-                break
-            need = max(size, _CHUNK)
-    return rows, pos, status, file_size
 
 
 def _index_entries(path: str, dtype: np.dtype) -> np.ndarray | None:
@@ -167,86 +133,166 @@ def inspect_files(root: str, target: str | None = None) -> Iterator[str]:
 
 
 # ----- verify -----
-def _verify_segment(prefix: str, base: int, prev_last: int) -> tuple[list[Damage], int]:
-    damage: list[Damage] = []
-    log_path = prefix + fmt.LOG_SUFFIX
-    rows, valid_end, status, size = scan_file(log_path)
-    if status == native.SCAN_CORRUPT:
-        damage.append(Damage(log_path, valid_end, "corrupt batch (size, magic or CRC-32C)"))
-    elif valid_end < size:
-        damage.append(Damage(log_path, valid_end,
-                             f"torn tail: {size - valid_end} bytes hold no whole batch"))
-    last = prev_last
-    for pos, _sz, b, lst, _ts in rows:
-        if b <= last or b < base:
-            damage.append(Damage(log_path, pos, f"batch offset {b} does not follow {last}"))
-            break
-        last = lst
+def _scan_path(path: str, base: int) -> LogScan:
+    with open(path, "rb") as f:
+        return scan_log(f.fileno(), base)
+
+
+def _first_bad_offset_entry(idx: np.ndarray, base: int, rows, valid_end: int,
+                            damaged: bool) -> tuple[int, str] | None:
+    """(slot, problem) of the first ``.index`` entry that does not match the intact batches
+    (entries past damage in the log are its consequence, not another root cause)."""
     starts = {r[0]: r for r in rows}
     seg_last = rows[-1][3] if rows else base - 1
-    idx = _index_entries(prefix + fmt.INDEX_SUFFIX, _OFFSET_DTYPE)
-    if idx is None:
-        if rows:
-            damage.append(Damage(prefix + fmt.INDEX_SUFFIX, 0, "offset index is missing"))
-    else:
-        prev = (-1, -1)
-        for slot, (rel, pos) in enumerate(idx.tolist()):
-            where = slot * fmt.OFFSET_INDEX_ENTRY_SIZE
-            row = starts.get(pos)
-            if (rel, pos) <= prev or rel <= prev[0] or pos <= prev[1]:
-                damage.append(Damage(prefix + fmt.INDEX_SUFFIX, where,
-                                     f"entry ({base + rel}, {pos}) is not increasing"))
-            elif row is None:
-                damage.append(Damage(prefix + fmt.INDEX_SUFFIX, where,
-                                     f"entry ({base + rel}, {pos}) does not point at a batch"
-                                     + (" (past the end of the log)" if pos >= valid_end else "")))
-            elif not row[2] <= base + rel <= seg_last:
-                damage.append(Damage(prefix + fmt.INDEX_SUFFIX, where,
-                                     f"entry offset {base + rel} is not held by the batch at {pos}"))
-            prev = (rel, pos)
-    tidx = _index_entries(prefix + fmt.TIME_INDEX_SUFFIX, _TIME_DTYPE)
-    if tidx is None:
-        if rows:
-            damage.append(Damage(prefix + fmt.TIME_INDEX_SUFFIX, 0, "time index is missing"))
-    else:
-        running, run_max = [], -1
-        for r in rows:
-            run_max = max(run_max, r[4])
-            running.append((r[2], r[3], run_max))
-        lasts = [x[1] for x in running]
-        prev_ts, prev_rel = -2, -1
-        for slot, (ts, rel) in enumerate(tidx.tolist()):
-            where = slot * fmt.TIME_INDEX_ENTRY_SIZE
-            off = base + rel
-            i = bisect.bisect_left(lasts, off)
-            holder = running[i] if i < len(running) and running[i][0] <= off else None
-            if ts <= prev_ts or rel < prev_rel:
-                damage.append(Damage(prefix + fmt.TIME_INDEX_SUFFIX, where,
-                                     f"entry ({ts}, {off}) is not increasing"))
-            elif holder is None:
-                damage.append(Damage(prefix + fmt.TIME_INDEX_SUFFIX, where,
-                                     f"entry offset {off} is past the end of the log"))
-            elif holder[2] != ts:
-                damage.append(Damage(prefix + fmt.TIME_INDEX_SUFFIX, where,
-                                     f"entry timestamp {ts} is not the largest timestamp up to "
-                                     f"offset {off} ({holder[2]})"))
-            prev_ts, prev_rel = ts, rel
-    return damage, last
+    prev = (-1, -1)
+    for slot, (rel, pos) in enumerate(idx.tolist()):
+        if damaged and pos >= valid_end:
+            return None
+        row = starts.get(pos)
+        if rel <= prev[0] or pos <= prev[1]:
+            return slot, f"entry ({base + rel}, {pos}) is not increasing"
+        if row is None:
+            return slot, (f"entry ({base + rel}, {pos}) does not point at a batch"
+                          + (" (past the end of the log)" if pos >= valid_end else ""))
+        if not row[2] <= base + rel <= seg_last:
+            return slot, f"entry offset {base + rel} is not held by the batch at {pos}"
+        prev = (rel, pos)
+    return None
+
+
+def _first_bad_time_entry(tidx: np.ndarray, base: int, rows, damaged: bool
+                          ) -> tuple[int, str] | None:
+    running, run_max = [], -1
+    for r in rows:
+        run_max = max(run_max, r[4])
+        running.append((r[2], r[3], run_max))
+    lasts = [x[1] for x in running]
+    prev_ts, prev_rel = -2, -1
+    for slot, (ts, rel) in enumerate(tidx.tolist()):
+        off = base + rel
+        i = bisect.bisect_left(lasts, off)
+        holder = running[i] if i < len(running) and running[i][0] <= off else None
+        if ts <= prev_ts or rel < prev_rel:
+            return slot, f"entry ({ts}, {off}) is not increasing"
+        if holder is None:
+            if damaged:
+                return None
+            return slot, f"entry offset {off} is past the end of the log"
+        if holder[2] != ts:
+            return slot, (f"entry timestamp {ts} is not the largest timestamp up to offset "
+                          f"{off} ({holder[2]})")
+        prev_ts, prev_rel = ts, rel
+    return None
+
+
+def _verify_indexes(prefix: str, base: int, scan: LogScan) -> list[Damage]:
+    """One "derived" Damage per index file that does not match its log (the first bad
+    entry, and how many are bad); recovery rebuilds them."""
+    out: list[Damage] = []
+    damaged = bool(scan.damaged)
+    rows = scan.rows_before(scan.valid_end) if damaged else scan.rows
+    for suffix, dtype, size, check in (
+            (fmt.INDEX_SUFFIX, _OFFSET_DTYPE, fmt.OFFSET_INDEX_ENTRY_SIZE,
+             lambda a: _first_bad_offset_entry(a, base, rows, scan.valid_end, damaged)),
+            (fmt.TIME_INDEX_SUFFIX, _TIME_DTYPE, fmt.TIME_INDEX_ENTRY_SIZE,
+             lambda a: _first_bad_time_entry(a, base, rows, damaged))):
+        path = prefix + suffix
+        arr = _index_entries(path, dtype)
+        if arr is None:
+            if scan.rows:
+                out.append(Damage(path, 0, f"{suffix[1:]} file is missing (rebuilt from the log "
+                                  "at the next open)", kind="derived"))
+            continue
+        bad = check(arr)
+        if bad is not None:
+            out.append(Damage(path, bad[0] * size, f"{bad[1]} (rebuilt from the log at the next "
+                              "open)", kind="derived", first_offset=None))
+    return out
+
+
+def _verify_partition(pdir: str, durable: int | None, synced_to: int) -> list[Damage]:
+    """The damage of one partition, one per root cause, classified as recovery would:
+    damage whose first lost offset is at or past ``durable`` (None: a clean shutdown) is a
+    torn tail and ends the partition; anything else is corruption."""
+    bases = _segment_bases(pdir)
+    scans = [_scan_path(os.path.join(pdir, f"{b:0{fmt.FILENAME_DIGITS}d}{fmt.LOG_SUFFIX}"), b)
+             for b in bases]
+    out: list[Damage] = []
+    expect: int | None = None  # where the previous segment's chain ended (None: damage)
+    for i, (base, scan) in enumerate(zip(bases, scans)):
+        prefix = os.path.join(pdir, f"{base:0{fmt.FILENAME_DIGITS}d}")
+        log_path = prefix + fmt.LOG_SUFFIX
+        later = sum(sc.records for sc in scans[i + 1:])
+        if expect is not None and base != expect:
+            what = "gap" if base > expect else "overlap"
+            problem = (f"segment starts at offset {base} but the previous one ends at "
+                       f"{expect - 1} (offset {what})")
+            if durable is not None and expect >= durable:
+                out.append(Damage(log_path, 0, problem + "; torn tail: the previous segment "
+                                  "lost its unsynced tail", kind="torn_tail",
+                                  records_dropped=scan.records + later, first_offset=expect))
+                return out
+            out.append(Damage(log_path, 0, problem, kind="corruption",
+                              records_dropped=base - expect if what == "gap" else None,
+                              first_offset=expect))
+        for d in scan.damaged:
+            after = scan.records_after(d.start)
+            if durable is not None and d.first_offset >= durable:
+                out.append(Damage(log_path, d.start, f"torn tail: {d.detail}", kind="torn_tail",
+                                  records_dropped=after + later, first_offset=d.first_offset))
+                return out
+            lost = d.offsets_lost
+            if lost is None and i + 1 < len(bases):
+                lost = bases[i + 1] - d.first_offset
+            out.append(Damage(log_path, d.start, f"{d.detail}; damage below the last sync "
+                              f"point, {after + later} intact records follow it",
+                              kind="corruption", records_dropped=lost,
+                              first_offset=d.first_offset))
+        out.extend(_verify_indexes(prefix, base, scan))
+        ends_damaged = bool(scan.damaged) and scan.damaged[-1].next_base is None
+        expect = None if ends_damaged else (scan.rows[-1][3] + 1 if scan.rows else base)
+    if expect is not None and bases and synced_to > expect and not out:
+        last = os.path.join(pdir, f"{bases[-1]:0{fmt.FILENAME_DIGITS}d}{fmt.LOG_SUFFIX}")
+        out.append(Damage(last, scans[-1].file_size,
+                          f"the log ends at offset {expect - 1} but offsets up to "
+                          f"{synced_to - 1} were synced (recovery-point checkpoint)",
+                          kind="corruption", records_dropped=synced_to - expect,
+                          first_offset=expect))
+    return out
+
+
+def _read_checkpoint_hint(path: str, damage: list[Damage]) -> dict | None:
+    try:
+        return read_checkpoint(path)
+    except CorruptRecordError as exc:
+        damage.append(Damage(path, 0, f"{exc}; ignored at the next open (every log is then "
+                             "validated from its start) and rewritten", kind="metadata"))
+        return None
 
 
 def verify_files(root: str) -> list[Damage]:
-    """Check every batch (size, magic, CRC-32C, increasing offsets) and every index entry of
-    every partition; return the damage found (empty when sound). Read-only."""
+    """Check every batch (size, magic, CRC-32C, the offset chain inside and between
+    segments), every index against its log, and the checkpoints; return one Damage per root
+    cause (empty when sound), classified as the next open would: a torn tail (after the
+    recovery point, no clean-shutdown marker), corruption, "derived" (an index; rebuilt)
+    or "metadata" (a checkpoint or an unfinished ``create_topic``). Read-only."""
     damage: list[Damage] = []
-    for name in (fmt.RECOVERY_POINT_CHECKPOINT, fmt.LOG_START_OFFSET_CHECKPOINT):
-        try:
-            read_checkpoint(os.path.join(root, name))
-        except CorruptRecordError as exc:
-            damage.append(Damage(os.path.join(root, name), 0, str(exc)))
+    clean = os.path.exists(os.path.join(root, fmt.CLEAN_SHUTDOWN_FILE))
+    points = _read_checkpoint_hint(os.path.join(root, fmt.RECOVERY_POINT_CHECKPOINT), damage)
+    _read_checkpoint_hint(os.path.join(root, fmt.LOG_START_OFFSET_CHECKPOINT), damage)
+    try:
+        creating = set(os.listdir(os.path.join(root, fmt.CREATING_DIR)))
+    except (FileNotFoundError, NotADirectoryError):
+        creating = set()
+    for topic in sorted(creating):
+        damage.append(Damage(os.path.join(root, fmt.CREATING_DIR, topic), 0,
+                             f"create_topic({topic!r}) did not finish; the next open removes "
+                             "its partitions", kind="metadata"))
     for d in _partition_dirs(root):
-        last = -1
-        for base in _segment_bases(d):
-            found, last = _verify_segment(os.path.join(d, f"{base:0{fmt.FILENAME_DIGITS}d}"),
-                                          base, last)
-            damage.extend(found)
+        parsed = parse_log_dir_name(os.path.basename(d))
+        assert parsed is not None
+        if parsed[0] in creating:
+            continue
+        synced = (points or {}).get(parsed, 0)
+        damage.extend(_verify_partition(d, None if clean else synced, synced))
     return damage

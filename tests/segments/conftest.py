@@ -40,3 +40,15 @@ def crash_image(store, dst: str) -> str:
 def segment_files(path: str, topic: str = "t", partition: int = 0, suffix: str = ".log"):
     d = os.path.join(path, f"{topic}-{partition}")
     return sorted(os.path.join(d, n) for n in os.listdir(d) if n.endswith(suffix))
+
+
+def set_recovery_point(root: str, offset: int, topic: str = "t", partition: int = 0) -> None:
+    """Rewrite the recovery-point checkpoint of a crash image so that offsets from
+    ``offset`` on count as written after the last sync (where a crash may tear them)."""
+    from mqstore.engines.segments import format as fmt
+    from mqstore.engines.segments.checkpoint import read_checkpoint, write_checkpoint
+
+    path = os.path.join(root, fmt.RECOVERY_POINT_CHECKPOINT)
+    entries = read_checkpoint(path)
+    entries[(topic, partition)] = offset
+    write_checkpoint(path, entries)

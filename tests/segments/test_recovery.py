@@ -20,7 +20,7 @@ import mqstore
 from mqstore.engines.segments import format as fmt
 from mqstore.engines.segments.store import SegmentsStore
 
-from .conftest import SMALL, crash_image, segment_files
+from .conftest import SMALL, crash_image, segment_files, set_recovery_point
 
 
 def _fill(s, n=120, size=60, partition=0):
@@ -55,6 +55,7 @@ def test_truncated_trailing_batch_is_ignored(open_segments, tmp_path):
     s = open_segments()
     vals = _fill(s)
     img = crash_image(s, str(tmp_path / "img"))
+    set_recovery_point(img, 100)  # the last batches were written after the last sync
     active = segment_files(img)[-1]
     os.truncate(active, os.path.getsize(active) - 7)  # tear the last batch
     assert any("torn tail" in d.problem for d in SegmentsStore.verify_files(img))
@@ -82,6 +83,7 @@ def test_checksum_mismatch_in_active_segment(open_segments, tmp_path):
     s = open_segments(segment_bytes=1 << 20)
     vals = _fill(s, n=50)
     img = crash_image(s, str(tmp_path / "img"))
+    set_recovery_point(img, 10)  # batch 20 was written after the last sync: a torn tail
     (active,) = segment_files(img)
     starts = _batch_starts(active)
     pos, size = starts[20]
@@ -139,6 +141,7 @@ def test_zero_filled_segment_after_crash_is_emptied(open_segments, tmp_path):
     img = crash_image(s, str(tmp_path / "img"))
     active = segment_files(img)[-1]
     base = int(os.path.basename(active)[:20])
+    set_recovery_point(img, base)  # the new segment was never synced
     size = os.path.getsize(active)
     with open(active, "r+b") as f:
         f.write(b"\x00" * size)
@@ -170,7 +173,9 @@ def test_index_entry_past_end_of_log(open_segments, store_path=None):
     cut = starts[50][0]
     os.truncate(log, cut)  # the marker says clean, but the index points past the log now
     assert os.path.exists(os.path.join(s.path, fmt.CLEAN_SHUTDOWN_FILE))
-    r = open_segments(s.path, segment_bytes=1 << 20)
+    with pytest.raises(mqstore.CorruptRecordError, match="synced"):  # synced records gone
+        open_segments(s.path, segment_bytes=1 << 20)
+    r = open_segments(s.path, segment_bytes=1 << 20, on_corruption="truncate")
     assert r.end_offset("t", 0) == 50
     assert _values(r) == vals[:50]
     assert r.offset_for_time("t", 0, 0) == 0
