@@ -302,14 +302,15 @@ def serve() -> None:
 # ----- the parent side -----
 
 class Worker:
-    """A persistent ``python -m mqstore.torture.fuzz --serve`` with a per-case time limit."""
+    """A persistent ``python -m <module> --serve`` with a per-case time limit."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str = "mqstore.torture.fuzz") -> None:
+        self.module = module
         self.proc: subprocess.Popen | None = None
 
     def _start(self) -> subprocess.Popen:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mqstore.torture.fuzz", "--serve"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", self.module, "--serve"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(), text=True)
         return self.proc
 
