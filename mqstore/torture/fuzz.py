@@ -449,8 +449,15 @@ def run_fuzz(engine: str, seed: int, mutations: int, workdir: str, *,
         for vi, variant in enumerate(variants):
             wseed = sub_seed("fuzz", engine, variant, seed) % 1_000_000_007
             template = os.path.join(workdir, f"fuzz-{engine}-{variant}-template")
-            build_template(engine, variant, template, wseed)
-            truth, base_warnings = template_truth(engine, template, template + "-scratch")
+            try:
+                build_template(engine, variant, template, wseed)
+                truth, base_warnings = template_truth(engine, template, template + "-scratch")
+            except Exception as exc:  # noqa: BLE001 - the engine cannot even build a store
+                fig.harness_errors += 1
+                _fuzz_finding(fig, "template_failed", f"{engine}:fuzz-{variant}:{seed}.0",
+                              f"building the {variant} template: {type(exc).__name__}: {exc}",
+                              None, log)
+                continue
             req_truth = {json.dumps(list(k)): v for k, v in truth.items()}
             count = mutations // len(variants) + (1 if vi < mutations % len(variants) else 0)
             cases = range(count) if only_case is None else [only_case]

@@ -1,0 +1,189 @@
+"""Torture loops for every engine, with printed figures (the long runs; CI runs short slices
+in tests/faults/test_torture_slices.py).
+
+    python benchmarks/torture.py [kill|powerloss|fuzz|enospc|all] \\
+        --engine segments,commitlog --seed N --rounds N --mutations N --images N \\
+        --flush sync,async,os [--model posix|ext4] [--json PATH|-] [--findings PATH]
+    python benchmarks/torture.py --replay ENGINE:KIND:SEED
+
+- ``kill``: ``--rounds`` SIGKILLs per engine and flush mode (mqstore.torture.kill);
+- ``powerloss``: ``--images`` crash images per engine and flush mode, from the crash-state
+  model ``--model`` (mqstore.torture.crashfs / powerloss);
+- ``fuzz``: ``--mutations`` mutations per engine, half on a cleanly closed store, half on a
+  killed one (mqstore.torture.fuzz);
+- ``enospc``: a full 4 MiB tmpfs per engine and flush mode (root only; skipped otherwise).
+
+Every loop is bounded and seeded. Each finding is printed with its replay spec, e.g.
+``segments:kill-sync:7@12`` (rounds 0..12 of the kill loop, seed 7), ``commitlog:fuzz-clean:7.41``
+(case 41), ``commitlog:powerloss-os-posix:7.3.1`` (state 3, image 1),
+``commitlog:enospc-sync-write:7``. The exit status is 1 when anything was found.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mqstore.torture.enospc import run_enospc  # noqa: E402
+from mqstore.torture.fuzz import run_fuzz  # noqa: E402
+from mqstore.torture.kill import run_kill_loop  # noqa: E402
+from mqstore.torture.powerloss import run_powerloss  # noqa: E402
+
+LOOPS = ("kill", "powerloss", "fuzz", "enospc")
+COLUMNS = {
+    "kill": ["kills", "acked", "durable_checked", "lost", "wrong", "gaps", "lost_unflushed",
+             "open_failures", "child_errors", "seconds"],
+    "powerloss": ["states", "images", "flushed_checked", "lost", "wrong", "gaps", "refused",
+                  "raised", "crashes", "hangs", "child_errors", "lost_unflushed", "seconds"],
+    "fuzz": ["mutations", "untyped", "crashes", "hangs", "wrong", "silent_loss",
+             "verify_missed", "derived_refused", "dropped_on_default_open", "refused",
+             "harness_errors", "seconds"],
+    "enospc": ["runs", "full", "untyped", "typed_errors", "signals", "lost", "wrong",
+               "reopen_failed", "no_recovery", "acked", "seconds"],
+}
+
+
+class Findings:
+    """Prints each finding as it comes and appends it to a markdown file if asked."""
+
+    def __init__(self, path: str | None, quiet: bool = False):
+        self.path, self.quiet, self.items = path, quiet, []
+
+    def __call__(self, f: dict[str, Any]) -> None:
+        self.items.append(f)
+        line = f"- {f['engine']} | {f['loop']} | {f['kind']} | `{f['replay']}` | {f['detail']}"
+        if f.get("mutation"):
+            line += f" | mutation {json.dumps(f['mutation'])}"
+        if not self.quiet:
+            print("FINDING", line[2:], flush=True)
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(line + "\n")
+
+
+def run(loop: str, engines: list[str], flushes: list[str], args: argparse.Namespace,
+        work: str, log: Findings) -> list[dict[str, Any]]:
+    rows = []
+    for engine in engines:
+        if loop == "kill":
+            for fl in flushes:
+                rows.append(run_kill_loop(engine, fl, args.seed, args.rounds, work, log=log))
+        elif loop == "powerloss":
+            for fl in flushes:
+                rows.append(run_powerloss(engine, fl, args.seed, args.images, work,
+                                          model=args.model, log=log))
+        elif loop == "fuzz":
+            rows.append(run_fuzz(engine, args.seed, args.mutations, work, log=log))
+        elif loop == "enospc":
+            fig = run_enospc(engine, args.seed, tuple(flushes), log=log)
+            if fig.skipped:
+                print(f"enospc skipped for {engine}: {fig.skipped}")
+            rows.append(fig)
+    return [r.as_dict() for r in rows]
+
+
+def print_table(loop: str, rows: list[dict[str, Any]], seed: int, model: str) -> None:
+    cols = COLUMNS[loop]
+    title = f"{loop} (seed {seed}" + (f", model {model}" if loop == "powerloss" else "") + ")"
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # plain text without rich
+        print(title)
+        print("engine".ljust(10), "flush".ljust(6), *[c[:12].rjust(12) for c in cols])
+        for r in rows:
+            print(r["engine"].ljust(10), str(r.get("flush", "-")).ljust(6),
+                  *[str(r.get(c)).rjust(12) for c in cols])
+        return
+    t = Table(title=title)
+    t.add_column("engine")
+    t.add_column("flush")
+    for c in cols:
+        t.add_column(c.replace("_", " "), justify="right")
+    for r in rows:
+        t.add_row(r["engine"], str(r.get("flush", "-")), *[str(r.get(c)) for c in cols])
+    Console().print(t)
+
+
+def replay(spec: str, work: str, log: Findings, model: str) -> dict[str, Any]:
+    engine, kind, seed_part = spec.split(":", 2)
+    if kind.startswith("kill-"):
+        seed_s, _, rnd = seed_part.partition("@")
+        stop = int(rnd) if rnd else 0
+        return run_kill_loop(engine, kind[5:], int(seed_s), stop + 1, work, log=log).as_dict()
+    if kind.startswith("fuzz-"):
+        seed_s, case = seed_part.split(".")
+        return run_fuzz(engine, int(seed_s), 1, work, variants=(kind[5:],),
+                        only_case=int(case), log=log).as_dict()
+    if kind.startswith("powerloss-"):
+        _, flush, mdl = kind.split("-")
+        bits = seed_part.split(".")
+        j = int(bits[2]) if len(bits) > 2 else None
+        return run_powerloss(engine, flush, int(bits[0]), 1 if j is not None else 4, work,
+                             model=mdl, only=(int(bits[1]), j), log=log).as_dict()
+    if kind.startswith("enospc-"):
+        return run_enospc(engine, int(seed_part), (kind.split("-")[1],), log=log).as_dict()
+    raise SystemExit(f"unknown replay kind {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("loop", nargs="?", default="all", choices=LOOPS + ("all",))
+    ap.add_argument("--engine", default="segments,commitlog")
+    ap.add_argument("--flush", default="sync,async,os")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=20, help="kills per engine and flush mode")
+    ap.add_argument("--mutations", type=int, default=300, help="mutations per engine")
+    ap.add_argument("--images", type=int, default=20, help="images per engine and flush mode")
+    ap.add_argument("--model", default="posix", choices=("posix", "ext4"))
+    ap.add_argument("--json", nargs="?", const="-", default=None,
+                    help="write the figures as JSON to PATH (or stdout with no PATH)")
+    ap.add_argument("--findings", default=None, help="append findings to this markdown file")
+    ap.add_argument("--replay", default=None, help="ENGINE:KIND:SEED printed by a finding")
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args(argv)
+    work = args.workdir or tempfile.mkdtemp(prefix="mqstore-torture-")
+    os.makedirs(work, exist_ok=True)
+    log = Findings(args.findings)
+    out: dict[str, Any] = {"seed": args.seed, "model": args.model, "loops": {}}
+    t0 = time.monotonic()
+    try:
+        if args.replay:
+            fig = replay(args.replay, work, log, args.model)
+            findings = fig.pop("findings", [])
+            print(json.dumps(fig, indent=2, default=str))
+            for f in findings:
+                print(json.dumps(f, indent=2, default=str))
+            return 1 if findings else 0
+        engines = [e for e in args.engine.split(",") if e]
+        flushes = [f for f in args.flush.split(",") if f]
+        for loop in (LOOPS if args.loop == "all" else (args.loop,)):
+            rows = run(loop, engines, flushes, args, work, log)
+            out["loops"][loop] = rows
+            print_table(loop, [{k: v for k, v in r.items() if k != "findings"} for r in rows],
+                        args.seed, args.model)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    out["seconds"] = round(time.monotonic() - t0, 1)
+    out["findings"] = len(log.items)
+    print(f"{len(log.items)} findings in {out['seconds']} s")
+    if args.json:
+        text = json.dumps(out, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 1 if log.items else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
