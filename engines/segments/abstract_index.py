@@ -125,6 +125,14 @@ class AbstractIndex:
                 return first + int(hits[0])
         return n
 
+    def length_problem(self) -> str | None:
+        """Why the file's length cannot be right (not a whole number of entries), or None
+        (Kafka's ``sanityCheck``)."""
+        if self._mm is not None and len(self._mm) % self.entry_size:
+            return (f"{os.path.basename(self.path)} is {len(self._mm)} bytes long, not a "
+                    f"multiple of {self.entry_size}")
+        return None
+
     @property
     def file_entries_capacity(self) -> int:
         """How many entries fit in the file as it is now."""

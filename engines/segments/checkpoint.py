@@ -9,9 +9,10 @@ Checkpoint text (Kafka's ``CheckpointFile`` / ``OffsetCheckpointFile``)::
     orders 1 998
 
 Written to ``<name>.tmp``, fsynced, renamed over the old file (``storedir.write_atomic``), so a
-crash leaves the old or the new file. Reading refuses a version or count mismatch or a
-malformed line (ConfigError would hide it; a damaged checkpoint is reported as
-CorruptRecordError and the caller falls back to a full recovery).
+crash leaves the old or the new file. Reading refuses a version or count mismatch, bytes that
+are not UTF-8, or a malformed line (a duplicate, a negative number, anything but exactly
+``<topic> <partition> <offset>``) with CorruptRecordError; the store treats such a file as
+absent (a hint: every log is then validated from its start) and rewrites it.
 
 ``.kafka_cleanshutdown`` holds ``{"version":0,"brokerEpoch":0}`` and exists only between a
 clean close and the next open. Functions only; callers serialise writes.
@@ -29,11 +30,14 @@ from mqstore.storedir import fsync_dir, write_atomic
 def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
     """The entries of a checkpoint file (empty if the file does not exist)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         return {}
     try:
+        lines = raw.decode("utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
         if not lines or int(lines[0]) != fmt.CHECKPOINT_VERSION:
             raise ValueError(f"unknown version line {lines[:1]!r}")
         count = int(lines[1])
@@ -42,10 +46,12 @@ def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
             raise ValueError(f"expected {count} entries, found {len(body)}")
         out: dict[tuple[str, int], int] = {}
         for ln in body:
-            topic, part, off = ln.split()
+            topic, part, off = ln.split(" ")
+            if (topic, int(part)) in out or int(part) < 0 or int(off) < 0:
+                raise ValueError(f"bad entry {ln!r}")
             out[(topic, int(part))] = int(off)
         return out
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
         raise errors.CorruptRecordError(f"malformed checkpoint: {exc}", path, 0) from None
 
 

@@ -66,6 +66,11 @@ class LogScan:
         """Offsets held by the intact batches."""
         return sum(last - base + 1 for _p, _s, base, last, _t in self.rows)
 
+    @property
+    def last_offset(self) -> int | None:
+        """The last offset of the last intact batch (None when there is none)."""
+        return self.rows[-1][3] if self.rows else None
+
     def records_after(self, position: int) -> int:
         """Offsets held by the intact batches that start at or after ``position``."""
         return sum(last - base + 1 for p, _s, base, last, _t in self.rows if p >= position)

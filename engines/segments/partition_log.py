@@ -106,6 +106,7 @@ class PartitionLog:
         self.fsyncs = 0
         self.recovered_bytes = 0
         self.recovery = recovery if recovery is not None else RecoveryLog()
+        self._known_start: int | None = None  # the log-start checkpoint's entry, at load
         self._unflushed: list[LogSegment] = []
         self._graveyard: list[LogSegment] = []
 
@@ -147,11 +148,15 @@ class PartitionLog:
         self.load(clean=True)
         fsync_dir(self.dir)
 
-    def load(self, *, clean: bool, recovery_point: int = 0, log_start_offset: int = 0,
+    def load(self, *, clean: bool, recovery_point: int = 0, log_start_offset: int | None = 0,
              scan_all: bool = False) -> None:
         """Open the segments and recover them (see :meth:`_check_and_recover`); ``scan_all``
-        validates every segment (the recovery-point checkpoint was unreadable)."""
+        validates every segment (the recovery-point checkpoint was unreadable). A
+        ``log_start_offset`` from the checkpoint (None: no entry) below the first segment
+        means segments are missing at the head."""
         self.recovery_point = recovery_point
+        self._known_start = log_start_offset
+        log_start_offset = log_start_offset or 0
         bases = self._list_bases()
         if not bases:
             if not self.writable:
@@ -174,6 +179,9 @@ class PartitionLog:
         if self.writable:
             before = self.recovery.counts()
             segs = self._check_and_recover(segs, clean, recovery_point, scan_all)
+            known = self._known_start
+            if known is not None and known < segs[0].base_offset:
+                self._on_missing_head(segs[0], known)
             after = self.recovery.counts()
             if recovery_point > segs[-1].next_offset and all(
                     after[k] == before[k] for k in after if k != DERIVED_REBUILT):
@@ -238,14 +246,27 @@ class PartitionLog:
         return segs[:keep]
 
     @staticmethod
-    def _records_in(segs: list[LogSegment]) -> tuple[int, int]:
-        """(intact records, bytes) of whole segments that recovery is about to drop."""
+    def _records_in(segs: list[LogSegment]) -> tuple[int, int, int | None]:
+        """(intact records, bytes, last offset seen) of whole segments that recovery is
+        about to drop."""
         records = size = 0
+        last = None
         for seg in segs:
             scan = seg.scan()
             records += scan.records
             size += scan.file_size
-        return records, size
+            last = scan.last_offset if scan.last_offset is not None else last
+        return records, size, last
+
+    @staticmethod
+    def _offsets_dropped(first: int, scan: LogScan, position: int,
+                         later_last: int | None) -> int:
+        """Offsets a cut at ``position`` (first lost offset ``first``) drops: up to the last
+        intact batch seen after it (the torn batches' own count is unknowable)."""
+        last = later_last
+        if last is None and scan.rows and scan.rows[-1][0] >= position:
+            last = scan.rows[-1][3]
+        return 0 if last is None else last - first + 1
 
     def _recover_segment(self, seg: LogSegment, scan: LogScan, later: list[LogSegment],
                          durable: int | None) -> str:
@@ -256,15 +277,14 @@ class PartitionLog:
         for d in scan.damaged:
             kept += [r for r in rows if (kept[-1][0] if kept else -1) < r[0] < d.start]
             where = f"{d.detail} (first offset lost: {d.first_offset})"
+            records, size, later_last = self._records_in(later)
+            dropped = self._offsets_dropped(d.first_offset, scan, d.start, later_last)
             if durable is not None and d.first_offset >= durable:  # after the last sync
-                records, size = self._records_in(later)
-                records += scan.records_after(d.start)
                 self.recovered_bytes += seg.rebuild(kept, d.start)
                 self.recovery.record(TORN_TAIL, seg.log_path, d.start, where,
                                      bytes_dropped=scan.file_size - d.start + size,
-                                     records_dropped=records)
+                                     records_dropped=dropped)
                 return "cut"
-            records, size = self._records_in(later)
             refuse_corruption(policy, seg.log_path, d.start, where,
                               scan.records_after(d.start) + records)
             if policy == "truncate" or (d.next_base is None and not later):
@@ -272,8 +292,7 @@ class PartitionLog:
                 self.recovery.record(
                     CORRUPTION_TRUNCATED, seg.log_path, d.start,
                     where + ("" if policy == "truncate" else "; no intact batch follows"),
-                    bytes_dropped=scan.file_size - d.start + size,
-                    records_dropped=scan.records_after(d.start) + records)
+                    bytes_dropped=scan.file_size - d.start + size, records_dropped=dropped)
                 return "cut"
             ts = kept[-1][4] if kept else fmt.NO_TIMESTAMP
             if d.next_base is not None:  # skip: an empty batch where the damage was
@@ -298,6 +317,17 @@ class PartitionLog:
         self.recovered_bytes += seg.rebuild(kept, kept[-1][0] + kept[-1][1] if kept else 0)
         return "keep"
 
+    def _on_missing_head(self, seg: LogSegment, log_start: int) -> None:
+        """The first segment starts above the checkpointed log start: segments were lost
+        at the head (retention writes the checkpoint before it deletes, so not a crash)."""
+        where = (f"the log starts at offset {seg.base_offset} but the log-start checkpoint "
+                 f"says {log_start}: segments are missing at the head")
+        refuse_corruption(self.config.on_corruption, seg.log_path, 0, where, None)
+        self.recovery.record(CORRUPTION_SKIPPED if self.config.on_corruption == "skip"
+                             else CORRUPTION_TRUNCATED, seg.log_path, 0,
+                             where + f"; the log now starts at {seg.base_offset}",
+                             records_dropped=seg.base_offset - log_start)
+
     def _on_short_log(self, seg: LogSegment, recovery_point: int) -> None:
         """The log ends, at whole batches, before the recovery point: synced records are
         gone (a file cut short by hand or by the media; a crash cannot do it)."""
@@ -316,11 +346,12 @@ class PartitionLog:
         kind = "gap" if seg.base_offset > first else "overlap"
         where = (f"segment starts at offset {seg.base_offset} but the previous segment ends "
                  f"at {first - 1} (offset {kind})")
-        records, size = self._records_in(segs)
+        records, size, last = self._records_in(segs)
+        dropped = 0 if last is None else last - first + 1
         if durable is not None and first >= durable:
             self.recovery.record(TORN_TAIL, seg.log_path, 0,
                                  where + "; the previous segment lost its unsynced tail",
-                                 bytes_dropped=size, records_dropped=records)
+                                 bytes_dropped=size, records_dropped=dropped)
             return "cut"
         refuse_corruption(self.config.on_corruption, seg.log_path, 0, where, records)
         if self.config.on_corruption == "skip" and kind == "gap":
@@ -330,7 +361,7 @@ class PartitionLog:
                                  "as a gap", records_dropped=seg.base_offset - first)
             return "keep"
         self.recovery.record(CORRUPTION_TRUNCATED, seg.log_path, 0, where,
-                             bytes_dropped=size, records_dropped=records)
+                             bytes_dropped=size, records_dropped=dropped)
         return "cut"
 
     def _set_segments(self, segs: list[LogSegment]) -> None:
@@ -598,12 +629,19 @@ class PartitionLog:
 
     # ----- retention -----
     def delete_old_segments(self, now_ms: int) -> int:
-        """Kafka's ``deleteOldSegments``: whole segments, oldest first, never the active one;
-        by largest record timestamp (``retention_ms``) and by total size
-        (``retention_bytes``). Returns the bytes deleted."""
+        """Kafka's ``deleteOldSegments``: :meth:`detach_old_segments`, then
+        :meth:`delete_detached` (the store writes the log-start checkpoint in between, so a
+        crash never leaves segments missing below a checkpointed log start). Returns the
+        bytes deleted."""
+        return self.delete_detached(self.detach_old_segments(now_ms))
+
+    def detach_old_segments(self, now_ms: int) -> list[LogSegment]:
+        """Choose whole segments to delete, oldest first, never the active one, by largest
+        record timestamp (``retention_ms``) and by total size (``retention_bytes``); take
+        them out of the log and advance the log start offset. Files are not touched yet."""
         c = self.config
         if c.retention_ms < 0 and c.retention_bytes < 0:
-            return 0
+            return []
         with self.lock:
             for s in self._graveyard:  # handles of segments deleted by the previous pass
                 s.close_handles()
@@ -624,10 +662,18 @@ class PartitionLog:
                 doomed.append(seg)
                 total -= seg.size
             if not doomed:
-                return 0
+                return []
             keep = segs[len(doomed):]
             self.log_start_offset = max(self.log_start_offset, keep[0].base_offset)
             self._set_segments(keep)
+            return doomed
+
+    def delete_detached(self, doomed: list[LogSegment]) -> int:
+        """Unlink the files of segments :meth:`detach_old_segments` took out (their handles
+        close at the next pass, so readers in flight finish); returns the bytes freed."""
+        if not doomed:
+            return 0
+        with self.lock:
             freed = 0
             for seg in doomed:
                 freed += seg.delete_files()

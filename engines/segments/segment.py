@@ -145,7 +145,8 @@ class LogSegment:
         self.tail_incomplete = False
         if self.indexes_were_missing and self.file_size and self.writable:
             return "index files missing"  # (a follower reads them as empty: they are hints)
-        problem = self.offset_index.sanity_problem(self.file_size)
+        problem = (self.offset_index.length_problem() or self.time_index.length_problem()
+                   or self.offset_index.sanity_problem(self.file_size))
         if problem:
             return problem
         last = self.time_index.last_entry()
@@ -341,8 +342,11 @@ class LogSegment:
                                              self.offset_of_max_timestamp, final=True)
             except OSError as exc:
                 self._drop_indexes(exc)
-            self.offset_index.trim()
-            self.time_index.trim()
+            try:
+                self.offset_index.trim()
+                self.time_index.trim()
+            except OSError as exc:  # a hint: the next open checks and rebuilds it
+                logger.warning("%s: could not trim the indexes (%s)", self.log_path, exc)
 
     def flush(self) -> int:
         """fsync the log; returns the number of fsyncs made.

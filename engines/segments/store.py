@@ -218,7 +218,7 @@ class SegmentsStore(Store):
                     log = PartitionLog(self.path, topic, p, self._log_config,
                                        writable=self._writable, recovery=self._recovery)
                     log.load(clean=clean, recovery_point=(points or {}).get((topic, p), 0),
-                             log_start_offset=(starts or {}).get((topic, p), 0),
+                             log_start_offset=(starts or {}).get((topic, p)),
                              scan_all=points is None)
                     logs.append(log)
         except errors.CorruptRecordError:
@@ -614,16 +614,27 @@ class SegmentsStore(Store):
         now = _now() if now_ms is None else now_ms
         freed = 0
         with self._store_lock:
+            plans = []
             for topic, logs in list(self._topics.items()):
                 if topic == fmt.CONSUMER_OFFSETS_TOPIC:
                     continue  # Kafka compacts it; mqstore keeps it whole
                 for log in logs:
-                    freed += log.delete_old_segments(now)
-            if freed:
-                with translate_full(f"writing the checkpoints of {self.path}"):
-                    write_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
-                                     {(lg.topic, lg.partition): lg.log_start_offset
-                                      for lg in self._all_logs()})
+                    doomed = log.detach_old_segments(now)
+                    if doomed:
+                        plans.append((log, doomed))
+            if plans:  # the new log starts are durable before any file goes
+                try:
+                    with translate_full(f"writing the checkpoints of {self.path}"):
+                        write_checkpoint(
+                            os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
+                            {(lg.topic, lg.partition): lg.log_start_offset
+                             for lg in self._all_logs()})
+                except BaseException:  # files kept: they come back at the next open
+                    for log, doomed in plans:
+                        log._graveyard += doomed
+                    raise
+            for log, doomed in plans:
+                freed += log.delete_detached(doomed)
         return freed
 
     def stats(self) -> dict[str, Any]:

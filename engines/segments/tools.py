@@ -204,13 +204,17 @@ def _verify_indexes(prefix: str, base: int, scan: LogScan) -> list[Damage]:
                                   "at the next open)", kind="derived"))
             continue
         bad = check(arr)
+        length = os.path.getsize(path)
+        if bad is None and length % size:
+            bad = (length // size, f"file is {length} bytes long, not a multiple of {size}")
         if bad is not None:
             out.append(Damage(path, bad[0] * size, f"{bad[1]} (rebuilt from the log at the next "
                               "open)", kind="derived", first_offset=None))
     return out
 
 
-def _verify_partition(pdir: str, durable: int | None, synced_to: int) -> list[Damage]:
+def _verify_partition(pdir: str, durable: int | None, synced_to: int,
+                      log_start: int | None = None) -> list[Damage]:
     """The damage of one partition, one per root cause, classified as recovery would:
     damage whose first lost offset is at or past ``durable`` (None: a clean shutdown) is a
     torn tail and ends the partition; anything else is corruption."""
@@ -218,7 +222,27 @@ def _verify_partition(pdir: str, durable: int | None, synced_to: int) -> list[Da
     scans = [_scan_path(os.path.join(pdir, f"{b:0{fmt.FILENAME_DIGITS}d}{fmt.LOG_SUFFIX}"), b)
              for b in bases]
     out: list[Damage] = []
+    if log_start is not None and bases and log_start < bases[0]:
+        out.append(Damage(os.path.join(pdir, f"{bases[0]:0{fmt.FILENAME_DIGITS}d}"
+                                       f"{fmt.LOG_SUFFIX}"), 0,
+                          f"the log starts at offset {bases[0]} but the log-start checkpoint "
+                          f"says {log_start}: segments are missing at the head",
+                          kind="corruption", records_dropped=bases[0] - log_start,
+                          first_offset=log_start))
+    held: list[Damage] = []  # index entries past the end of a log: a consequence of log damage
     expect: int | None = None  # where the previous segment's chain ended (None: damage)
+
+    def seen_after(i: int, position: int) -> int | None:
+        for sc in reversed(scans[i + 1:]):
+            if sc.rows:
+                return sc.rows[-1][3]
+        rows = scans[i].rows
+        return rows[-1][3] if rows and rows[-1][0] >= position else None
+
+    def dropped(first: int, i: int, position: int) -> int:
+        last = seen_after(i, position)
+        return 0 if last is None else last - first + 1
+
     for i, (base, scan) in enumerate(zip(bases, scans)):
         prefix = os.path.join(pdir, f"{base:0{fmt.FILENAME_DIGITS}d}")
         log_path = prefix + fmt.LOG_SUFFIX
@@ -230,16 +254,21 @@ def _verify_partition(pdir: str, durable: int | None, synced_to: int) -> list[Da
             if durable is not None and expect >= durable:
                 out.append(Damage(log_path, 0, problem + "; torn tail: the previous segment "
                                   "lost its unsynced tail", kind="torn_tail",
-                                  records_dropped=scan.records + later, first_offset=expect))
+                                  records_dropped=dropped(expect, i - 1, 1 << 62),
+                                  first_offset=expect))
                 return out
             out.append(Damage(log_path, 0, problem, kind="corruption",
                               records_dropped=base - expect if what == "gap" else None,
                               first_offset=expect))
+        else:  # the chain holds: entries past the end were not explained by a lost tail
+            out.extend(held)
+        held = []
         for d in scan.damaged:
             after = scan.records_after(d.start)
             if durable is not None and d.first_offset >= durable:
                 out.append(Damage(log_path, d.start, f"torn tail: {d.detail}", kind="torn_tail",
-                                  records_dropped=after + later, first_offset=d.first_offset))
+                                  records_dropped=dropped(d.first_offset, i, d.start),
+                                  first_offset=d.first_offset))
                 return out
             lost = d.offsets_lost
             if lost is None and i + 1 < len(bases):
@@ -248,16 +277,20 @@ def _verify_partition(pdir: str, durable: int | None, synced_to: int) -> list[Da
                               f"point, {after + later} intact records follow it",
                               kind="corruption", records_dropped=lost,
                               first_offset=d.first_offset))
-        out.extend(_verify_indexes(prefix, base, scan))
+        for dmg in _verify_indexes(prefix, base, scan):
+            (held if "past the end" in dmg.problem else out).append(dmg)
         ends_damaged = bool(scan.damaged) and scan.damaged[-1].next_base is None
         expect = None if ends_damaged else (scan.rows[-1][3] + 1 if scan.rows else base)
-    if expect is not None and bases and synced_to > expect and not out:
+    if expect is not None and bases and synced_to > expect and \
+            not any(d.kind != "derived" for d in out):
         last = os.path.join(pdir, f"{bases[-1]:0{fmt.FILENAME_DIGITS}d}{fmt.LOG_SUFFIX}")
         out.append(Damage(last, scans[-1].file_size,
                           f"the log ends at offset {expect - 1} but offsets up to "
                           f"{synced_to - 1} were synced (recovery-point checkpoint)",
                           kind="corruption", records_dropped=synced_to - expect,
                           first_offset=expect))
+    else:
+        out.extend(held)
     return out
 
 
@@ -279,7 +312,7 @@ def verify_files(root: str) -> list[Damage]:
     damage: list[Damage] = []
     clean = os.path.exists(os.path.join(root, fmt.CLEAN_SHUTDOWN_FILE))
     points = _read_checkpoint_hint(os.path.join(root, fmt.RECOVERY_POINT_CHECKPOINT), damage)
-    _read_checkpoint_hint(os.path.join(root, fmt.LOG_START_OFFSET_CHECKPOINT), damage)
+    starts = _read_checkpoint_hint(os.path.join(root, fmt.LOG_START_OFFSET_CHECKPOINT), damage)
     try:
         creating = set(os.listdir(os.path.join(root, fmt.CREATING_DIR)))
     except (FileNotFoundError, NotADirectoryError):
@@ -294,5 +327,6 @@ def verify_files(root: str) -> list[Damage]:
         if parsed[0] in creating:
             continue
         synced = (points or {}).get(parsed, 0)
-        damage.extend(_verify_partition(d, None if clean else synced, synced))
+        damage.extend(_verify_partition(d, None if clean else synced, synced,
+                                        (starts or {}).get(parsed)))
     return damage

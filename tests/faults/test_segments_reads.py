@@ -1,0 +1,99 @@
+"""Reads check CRCs (issue 8, item 9): a flipped byte in a stored batch is never returned.
+
+The damage is made in a cleanly closed store (or below the recovery point), where the open
+trusts the segment and does not re-validate it: the read path is what must notice.
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+import mqstore
+from mqstore.errors import CorruptRecordError
+from tests.segments.conftest import SMALL, segment_files
+
+NEEDLE = b"precious-value-0123456789abcdef"
+
+
+@pytest.fixture
+def damaged_store(tmp_path):
+    """A closed store of 3 segments; one byte of NEEDLE (offset 37, the middle segment)
+    flipped. Returns (path, log file, batch position)."""
+    path = str(tmp_path / "store")
+    with mqstore.open(path, "segments", **{**SMALL, "segment_bytes": 2000}) as s:
+        s.create_topic("t")
+        for i in range(90):
+            s.append("t", NEEDLE if i == 37 else b"filler-%05d" % i, key=b"k%d" % i,
+                     timestamp_ms=1_000_000 + i)
+    for log in segment_files(path):
+        data = open(log, "rb").read()
+        at = data.find(NEEDLE)
+        if at >= 0:
+            with open(log, "r+b") as f:
+                f.seek(at + 5)
+                f.write(b"X")
+            pos = 0
+            while True:
+                size = struct.unpack_from(">i", data, pos + 8)[0] + 12
+                if pos <= at < pos + size:
+                    return path, log, pos
+                pos += size
+    raise AssertionError("needle not found")
+
+
+def _open(path, **kw):
+    return mqstore.open(path, "segments", **{**SMALL, "segment_bytes": 2000, **kw})
+
+
+def test_flipped_value_byte_raises_on_read(damaged_store):
+    path, log, pos = damaged_store
+    with _open(path) as s:
+        assert s.read("t", 0, 36, max_records=1)[0].value == b"filler-00036"
+        for start in (0, 30, 37):
+            with pytest.raises(CorruptRecordError) as info:
+                out, off = [], start
+                while off < 90:
+                    page = s.read("t", 0, off)
+                    out += page
+                    off = page[-1].offset + 1
+            assert info.value.path == log and info.value.position == pos
+        assert s.read("t", 0, 38, max_records=1)[0].value == b"filler-00038"
+
+
+def test_lookups_that_decode_check_crcs(damaged_store):
+    path, _log, _pos = damaged_store
+    with _open(path) as s:
+        with pytest.raises(CorruptRecordError):
+            s.lookup_key("t", b"k37")
+        with pytest.raises(CorruptRecordError):
+            s.offset_for_time("t", 0, 1_000_037)
+        assert s.offset_for_time("t", 0, 1_000_050) == 50
+
+
+def test_check_crcs_false_returns_the_bytes(damaged_store):
+    path, _log, _pos = damaged_store
+    with _open(path, check_crcs=False) as s:
+        (rec,) = s.read("t", 0, 37, max_records=1)
+        assert rec.value != NEEDLE and len(rec.value) == len(NEEDLE)
+
+
+def test_malformed_header_in_a_trusted_segment_raises_instead_of_ending_the_read(tmp_path):
+    """A flipped magic byte in a segment the open trusts: the read must not just stop."""
+    path = str(tmp_path / "store")
+    with _open(path) as s:
+        s.create_topic("t")
+        for i in range(90):
+            s.append("t", b"value-%05d" % i)
+    log = segment_files(path)[1]
+    data = open(log, "rb").read()
+    size0 = struct.unpack_from(">i", data, 8)[0] + 12
+    with open(log, "r+b") as f:  # batch 1 of the middle segment: magic 2 -> 3
+        f.seek(size0 + 16)
+        f.write(b"\x03")
+    base = int(os.path.basename(log)[:20])
+    with _open(path) as s:
+        with pytest.raises(CorruptRecordError) as info:
+            s.read("t", 0, base, max_records=1000)
+        assert info.value.path == log
