@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -43,29 +44,50 @@ COLUMNS = {
     "powerloss": ["states", "images", "flushed_checked", "lost", "wrong", "gaps", "refused",
                   "raised", "crashes", "hangs", "child_errors", "lost_unflushed", "seconds"],
     "fuzz": ["mutations", "untyped", "crashes", "hangs", "wrong", "silent_loss",
-             "verify_missed", "derived_refused", "dropped_on_default_open", "refused",
+             "verify_missed", "derived_refused", "default_open_dropped", "dropped_on_default_open", "refused",
              "harness_errors", "seconds"],
     "enospc": ["runs", "full", "untyped", "typed_errors", "signals", "lost", "wrong",
                "reopen_failed", "no_recovery", "acked", "seconds"],
 }
 
 
-class Findings:
-    """Prints each finding as it comes and appends it to a markdown file if asked."""
+def signature(f: dict[str, Any]) -> tuple[str, ...]:
+    """Findings with the same engine, loop, kind, file kind and message shape are one group."""
+    detail = re.sub(r"/\S+", "<path>", f["detail"])
+    detail = re.sub(r"\d+", "N", detail)[:110]
+    kind_of_file = (f.get("mutation") or {}).get("kind", "")
+    return (f["engine"], f["loop"], f["kind"], kind_of_file, detail)
 
-    def __init__(self, path: str | None, quiet: bool = False):
-        self.path, self.quiet, self.items = path, quiet, []
+
+class Findings:
+    """Collects findings (printed as they come with ``--verbose``) and summarises them by
+    group, with the first replay specs of each, on the screen and in ``--findings PATH``."""
+
+    def __init__(self, path: str | None, verbose: bool = False):
+        self.path, self.verbose, self.items = path, verbose, []
 
     def __call__(self, f: dict[str, Any]) -> None:
         self.items.append(f)
-        line = f"- {f['engine']} | {f['loop']} | {f['kind']} | `{f['replay']}` | {f['detail']}"
-        if f.get("mutation"):
-            line += f" | mutation {json.dumps(f['mutation'])}"
-        if not self.quiet:
-            print("FINDING", line[2:], flush=True)
-        if self.path:
-            with open(self.path, "a") as fh:
-                fh.write(line + "\n")
+        if self.verbose:
+            line = f"{f['engine']} | {f['loop']} | {f['kind']} | {f['replay']} | {f['detail']}"
+            if f.get("mutation"):
+                line += f" | mutation {json.dumps(f['mutation'])}"
+            print("FINDING", line, flush=True)
+
+    def summary(self, header: str) -> str:
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for f in self.items:
+            groups.setdefault(signature(f), []).append(f)
+        lines = [f"## {header}", ""]
+        for sig, fs in sorted(groups.items(), key=lambda kv: (kv[0][:3], -len(kv[1]))):
+            eng, loop, kind, fkind, _ = sig
+            first = fs[0]
+            replays = ", ".join(f"`{x['replay']}`" for x in fs[:3])
+            mut = f" mutation {json.dumps(first['mutation'])}" if first.get("mutation") else ""
+            lines.append(f"- **{eng} | {loop} | {kind}**{' (' + fkind + ')' if fkind else ''}"
+                         f" x{len(fs)}: {first['detail'][:400]}{mut} -- replay {replays}")
+        lines.append("")
+        return "\n".join(lines)
 
 
 def run(loop: str, engines: list[str], flushes: list[str], args: argparse.Namespace,
@@ -90,26 +112,26 @@ def run(loop: str, engines: list[str], flushes: list[str], args: argparse.Namesp
 
 
 def print_table(loop: str, rows: list[dict[str, Any]], seed: int, model: str) -> None:
+    """One table per loop: a row per figure, a column per engine (and flush mode)."""
     cols = COLUMNS[loop]
     title = f"{loop} (seed {seed}" + (f", model {model}" if loop == "powerloss" else "") + ")"
+    heads = [r["engine"] + (f" {r['flush']}" if r.get("flush") else "") for r in rows]
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:  # plain text without rich
         print(title)
-        print("engine".ljust(10), "flush".ljust(6), *[c[:12].rjust(12) for c in cols])
-        for r in rows:
-            print(r["engine"].ljust(10), str(r.get("flush", "-")).ljust(6),
-                  *[str(r.get(c)).rjust(12) for c in cols])
+        print("figure".ljust(24), *[h.rjust(16) for h in heads])
+        for c in cols:
+            print(c.ljust(24), *[str(r.get(c)).rjust(16) for r in rows])
         return
     t = Table(title=title)
-    t.add_column("engine")
-    t.add_column("flush")
+    t.add_column("figure")
+    for h in heads:
+        t.add_column(h, justify="right")
     for c in cols:
-        t.add_column(c.replace("_", " "), justify="right")
-    for r in rows:
-        t.add_row(r["engine"], str(r.get("flush", "-")), *[str(r.get(c)) for c in cols])
-    Console().print(t)
+        t.add_row(c.replace("_", " "), *[str(r.get(c)) for r in rows])
+    Console(width=max(100, 26 + 17 * len(rows))).print(t)
 
 
 def replay(spec: str, work: str, log: Findings, model: str) -> dict[str, Any]:
@@ -145,13 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="posix", choices=("posix", "ext4"))
     ap.add_argument("--json", nargs="?", const="-", default=None,
                     help="write the figures as JSON to PATH (or stdout with no PATH)")
-    ap.add_argument("--findings", default=None, help="append findings to this markdown file")
+    ap.add_argument("--findings", default=None,
+                    help="append the grouped findings to this markdown file")
+    ap.add_argument("--verbose", "-v", action="store_true", help="print every finding")
     ap.add_argument("--replay", default=None, help="ENGINE:KIND:SEED printed by a finding")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
     work = args.workdir or tempfile.mkdtemp(prefix="mqstore-torture-")
     os.makedirs(work, exist_ok=True)
-    log = Findings(args.findings)
+    log = Findings(args.findings, args.verbose)
     out: dict[str, Any] = {"seed": args.seed, "model": args.model, "loops": {}}
     t0 = time.monotonic()
     try:
@@ -173,8 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     out["seconds"] = round(time.monotonic() - t0, 1)
-    out["findings"] = len(log.items)
-    print(f"{len(log.items)} findings in {out['seconds']} s")
+    out["findings"] = log.items
+    head = (f"torture {args.loop} --engine {args.engine} --flush {args.flush} --seed {args.seed} "
+            f"--rounds {args.rounds} --mutations {args.mutations} --images {args.images} "
+            f"--model {args.model}: {len(log.items)} findings in {out['seconds']} s")
+    text = log.summary(head)
+    print(text)
+    if args.findings:
+        with open(args.findings, "a") as f:
+            f.write(text + "\n")
     if args.json:
         text = json.dumps(out, indent=2, default=str)
         if args.json == "-":

@@ -12,7 +12,8 @@ then a file of that kind, then one mutation: bit flip, byte set, swap two bytes,
 extend with zeros, extend with garbage, delete. Positions fall in the used part of a
 preallocated file half of the time. In a worker subprocess (so a signal death is a *crash*
 and a case over the time limit a *hang*), on two copies of the mutated store:
-``verify_files``; open with the default policy; open with ``on_corruption="skip"``; each open
+``mqstore verify`` (``mqstore.cli.verify_store``: the manifest, then the engine's
+``verify_files``); open with the default policy; open with ``on_corruption="skip"``; each open
 then reads every partition (a ``CorruptRecordError`` from a read *reports* that offset),
 runs ``lookup_key`` and ``offset_for_time``, and closes.
 
@@ -28,9 +29,11 @@ Classes (each one a finding):
 - ``derived_refused``: the default open refused a store whose only damage is in a derived file
   (index, time index, ConsumeQueue, IndexFile, checkpoint), which must be rebuilt instead.
 
+- ``default_open_dropped``: in a ``clean`` store (everything is below the sync point, there
+  is no torn tail) the default open did not refuse but records are missing, logged or not.
+
 Figures also count ``dropped_on_default_open`` (records missing after a default open that
-did not raise, whether logged or not): in a ``clean`` store everything is below the sync
-point, so any of these is a damage-model violation too.
+did not raise, in either variant) and ``refused`` (default opens that refused).
 
 Replay: ``<engine>:fuzz-<variant>:<seed>.<case>``.
 """
@@ -270,7 +273,13 @@ def run_case(req: dict[str, Any]) -> dict[str, Any]:
     shutil.copytree(a, b)
     res: dict[str, Any] = {"mutation": m}
     try:
-        damage = registry.load(engine).verify_files(a)
+        # what ``mqstore verify`` reports (it also checks the manifest), else the engine's own
+        try:
+            from mqstore.cli import verify_store
+        except ImportError:
+            damage = registry.load(engine).verify_files(a)
+        else:
+            damage = verify_store(a)[2]
         res["verify"] = [str(d) for d in damage][:5]
         res["verify_count"] = len(damage)
     except errors.MQStoreError as exc:
@@ -403,6 +412,7 @@ class FuzzFigures:
     verify_missed: int = 0
     derived_refused: int = 0
     dropped_on_default_open: int = 0
+    default_open_dropped: int = 0
     refused: int = 0
     harness_errors: int = 0
     seconds: float = 0.0
@@ -413,7 +423,8 @@ class FuzzFigures:
         return dict(self.__dict__)
 
 
-def classify(ans: dict[str, Any], base_warnings: int = 0) -> list[tuple[str, str]]:
+def classify(ans: dict[str, Any], base_warnings: int = 0,
+             variant: str = "clean") -> list[tuple[str, str]]:
     """The findings of one answered case: (class, detail)."""
     out: list[tuple[str, str]] = []
     m = ans["mutation"]
@@ -435,6 +446,11 @@ def classify(ans: dict[str, Any], base_warnings: int = 0) -> list[tuple[str, str
         out.append(("verify_missed", f"verify found nothing; {why}"))
     if refused and m["kind"] in DERIVED_KINDS:
         out.append(("derived_refused", d["open"]))
+    if variant == "clean" and not refused and d.get("lost"):
+        # a cleanly closed store has no torn tail: the default policy must refuse, not drop
+        out.append(("default_open_dropped", f"default open did not refuse but lost "
+                                            f"{d['lost']} records (e.g. {d.get('lost_example')}),"
+                                            f" {d.get('warnings')} WARNINGs"))
     return out
 
 
@@ -487,7 +503,7 @@ def run_fuzz(engine: str, seed: int, mutations: int, workdir: str, *,
                     fig.refused += 1
                 elif ans["default"].get("lost"):
                     fig.dropped_on_default_open += 1
-                for cls, detail in classify(ans, base_warnings):
+                for cls, detail in classify(ans, base_warnings, variant):
                     setattr(fig, cls, getattr(fig, cls) + 1)
                     _fuzz_finding(fig, cls, replay, detail, ans["mutation"], log)
             shutil.rmtree(template, ignore_errors=True)
