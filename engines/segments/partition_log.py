@@ -21,6 +21,7 @@ from mqstore.damage import (
     CORRUPTION_SKIPPED,
     CORRUPTION_TRUNCATED,
     DERIVED_REBUILT,
+    METADATA_REPAIRED,
     TORN_TAIL,
     RecoveryLog,
     refuse_corruption,
@@ -107,6 +108,7 @@ class PartitionLog:
         self.recovered_bytes = 0
         self.recovery = recovery if recovery is not None else RecoveryLog()
         self._known_start: int | None = None  # the log-start checkpoint's entry, at load
+        self._reported_loss = False
         self._unflushed: list[LogSegment] = []
         self._graveyard: list[LogSegment] = []
 
@@ -145,11 +147,11 @@ class PartitionLog:
     def create(self) -> None:
         """Make the directory and an empty first segment (a new partition)."""
         os.makedirs(self.dir, exist_ok=True)
-        self.load(clean=True)
+        self.load(clean=True, new=True)
         fsync_dir(self.dir)
 
     def load(self, *, clean: bool, recovery_point: int = 0, log_start_offset: int | None = 0,
-             scan_all: bool = False) -> None:
+             scan_all: bool = False, new: bool = False) -> None:
         """Open the segments and recover them (see :meth:`_check_and_recover`); ``scan_all``
         validates every segment (the recovery-point checkpoint was unreadable). A
         ``log_start_offset`` from the checkpoint (None: no entry) below the first segment
@@ -162,6 +164,8 @@ class PartitionLog:
             if not self.writable:
                 self._set_segments([])
                 return
+            if not new:
+                self._on_no_segments(clean, recovery_point, log_start_offset)
             os.makedirs(self.dir, exist_ok=True)
             bases = [log_start_offset]
         segs = []
@@ -182,8 +186,17 @@ class PartitionLog:
             known = self._known_start
             if known is not None and known < segs[0].base_offset:
                 self._on_missing_head(segs[0], known)
+            elif known is not None and known > segs[0].base_offset and \
+                    known not in {s.base_offset for s in segs}:
+                # retention moves the log start to a segment's base, nothing else does
+                self.recovery.record(
+                    METADATA_REPAIRED, os.path.join(os.path.dirname(self.dir),
+                                                    fmt.LOG_START_OFFSET_CHECKPOINT), 0,
+                    f"log start {known} of {self.topic}-{self.partition} is not a segment "
+                    f"boundary; the log starts at {segs[0].base_offset} instead")
+                log_start_offset = segs[0].base_offset
             after = self.recovery.counts()
-            if recovery_point > segs[-1].next_offset and all(
+            if recovery_point > segs[-1].next_offset and not self._reported_loss and all(
                     after[k] == before[k] for k in after if k != DERIVED_REBUILT):
                 self._on_short_log(segs[-1], recovery_point)
             for s in segs[:-1]:
@@ -316,6 +329,19 @@ class PartitionLog:
         kept += [r for r in rows if (kept[-1][0] if kept else -1) < r[0]]
         self.recovered_bytes += seg.rebuild(kept, kept[-1][0] + kept[-1][1] if kept else 0)
         return "keep"
+
+    def _on_no_segments(self, clean: bool, recovery_point: int, log_start: int) -> None:
+        """The partition directory holds no ``.log`` at all (a crash cannot remove one: the
+        directory was fsynced when it was made). Synced records gone are corruption; else
+        what was lost lay after the last sync point."""
+        where = f"{self.dir} holds no segment; an empty one is created at offset {log_start}"
+        lost = max(recovery_point - log_start, 0)
+        if lost:
+            refuse_corruption(self.config.on_corruption, self.dir, 0,
+                              f"{where}, but offsets up to {recovery_point - 1} were synced", 0)
+        self.recovery.record(TORN_TAIL if not clean and not lost else CORRUPTION_TRUNCATED,
+                             self.dir, 0, where, records_dropped=lost)
+        self._reported_loss = True
 
     def _on_missing_head(self, seg: LogSegment, log_start: int) -> None:
         """The first segment starts above the checkpointed log start: segments were lost

@@ -218,7 +218,8 @@ class SegmentsStore(Store):
                     log = PartitionLog(self.path, topic, p, self._log_config,
                                        writable=self._writable, recovery=self._recovery)
                     log.load(clean=clean, recovery_point=(points or {}).get((topic, p), 0),
-                             log_start_offset=(starts or {}).get((topic, p)),
+                             log_start_offset=None if starts is None
+                             else starts.get((topic, p), 0),
                              scan_all=points is None)
                     logs.append(log)
         except errors.CorruptRecordError:

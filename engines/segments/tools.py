@@ -229,6 +229,16 @@ def _verify_partition(pdir: str, durable: int | None, synced_to: int,
                           f"says {log_start}: segments are missing at the head",
                           kind="corruption", records_dropped=bases[0] - log_start,
                           first_offset=log_start))
+    if not bases:
+        lost = max(synced_to - (log_start or 0), 0)
+        return [Damage(pdir, 0, f"the partition holds no segment (offsets up to {synced_to - 1} "
+                       "were synced)" if lost else "the partition holds no segment",
+                       kind="torn_tail" if durable is not None and not lost else "corruption",
+                       records_dropped=lost, first_offset=log_start or 0)]
+    if log_start is not None and log_start > bases[0] and log_start not in bases:
+        out.append(Damage(pdir, 0, f"log-start checkpoint entry {log_start} is not a segment "
+                          f"boundary (the next open starts the log at {bases[0]})",
+                          kind="metadata"))
     held: list[Damage] = []  # index entries past the end of a log: a consequence of log damage
     expect: int | None = None  # where the previous segment's chain ended (None: damage)
 
@@ -328,5 +338,5 @@ def verify_files(root: str) -> list[Damage]:
             continue
         synced = (points or {}).get(parsed, 0)
         damage.extend(_verify_partition(d, None if clean else synced, synced,
-                                        (starts or {}).get(parsed)))
+                                        None if starts is None else starts.get(parsed, 0)))
     return damage

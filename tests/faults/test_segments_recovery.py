@@ -541,3 +541,20 @@ def test_retention_writes_the_log_start_before_deleting(open_segments, monkeypat
     r = open_segments(img, segment_bytes=2000, retention_bytes=4000)
     assert r.start_offset("t", 0) == start
     assert [o for o, _v in _all(r, start)] == list(range(start, 120))
+
+
+def test_log_start_that_is_not_a_segment_boundary_is_ignored(open_segments, tmp_path):
+    """A bit flip turned the log start 0 into 4: it hid records 0..3 with no report."""
+    s = open_segments(segment_bytes=2000)
+    vals = _fill(s, n=120)
+    s.close()
+    path = os.path.join(s.path, fmt.LOG_START_OFFSET_CHECKPOINT)
+    with open(path, "wb") as f:
+        f.write(b"0\n1\nt 0 4\n")
+    assert [d.kind for d in SegmentsStore.verify_files(s.path)] == ["metadata"]
+    r = open_segments(s.path, segment_bytes=2000)
+    assert r.start_offset("t", 0) == 0
+    assert [v for _o, v in _all(r)] == vals
+    assert r.stats()["recovery"][METADATA_REPAIRED] == 1
+    r.close()
+    assert SegmentsStore.verify_files(s.path) == []
