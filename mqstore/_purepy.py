@@ -424,17 +424,20 @@ class _Malformed(Exception):
     pass
 
 
-def _varint(mv: memoryview, pos: int, end: int) -> tuple[int, int]:
-    """Zig-zag LEB128 of at most 10 bytes within [pos, end) (bits past 64 are dropped)."""
+def _varint(mv: memoryview, pos: int, end: int, max_bytes: int = 5) -> tuple[int, int]:
+    """Zig-zag LEB128 within [pos, end): an int32 varint (``max_bytes=5``, at most 32 bits)
+    or a varlong (``max_bytes=10``, at most 64 bits). Longer encodings and bits past the
+    width are malformed (Kafka's ``ByteUtils`` throws on the first and wraps the second)."""
     z = shift = 0
-    for _ in range(10):
+    for _ in range(max_bytes):
         if pos >= end:
             raise _Malformed
         b = mv[pos]
         pos += 1
         z |= (b & 0x7F) << shift
         if b < 0x80:
-            z &= 0xFFFFFFFFFFFFFFFF
+            if z >> (32 if max_bytes == 5 else 64):
+                raise _Malformed
             return (z >> 1) ^ -(z & 1), pos
         shift += 7
     raise _Malformed
@@ -449,16 +452,25 @@ def _field(mv: memoryview, pos: int, end: int, min_len: int) -> tuple[int, int, 
 
 def decode_records(buf, pos: int, end: int, count: int) -> RecordFields:
     """Parse ``count`` magic-2 records from ``buf[pos:end)`` (an uncompressed batch's records
-    section, Kafka's ``DefaultRecord``): varint length, attributes, timestampDelta,
-    offsetDelta, key, value, headers. Every field must fit in its record and every record
-    must end exactly at its length. ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``.
+    section, Kafka's ``DefaultRecord``): varint length, attributes, varlong timestampDelta,
+    offsetDelta, key, value, headers.
+
+    Malformed means SCAN_CORRUPT at the first record that does not parse (the records before
+    it are returned): an int32 varint longer than 5 bytes or past 32 bits, a varlong longer
+    than 10 bytes or past 64 bits, a key or value length below -1, a header count or header
+    key length below 0, a header value length below -1, a field that does not fit in its
+    record, a record that does not end exactly at its length. With ``count > 0`` the records
+    must also end exactly at ``end`` (trailing bytes: SCAN_CORRUPT with ``next_pos`` at the
+    end of the last record); ``count == 0`` reads nothing (as Kafka, which never reads the
+    body of an empty batch); ``count < 0`` is SCAN_CORRUPT. ``BufferRangeError`` if
+    ``pos < 0`` or ``end > len(buf)``.
     """
     mv = _bytes_view(buf)
     _check_range(mv, pos, end)
     end = max(end, pos)
     records: list[tuple[int, ...]] = []
     headers: list[tuple[int, int, int, int]] = []
-    status = SCAN_OK
+    status = SCAN_CORRUPT if count < 0 else SCAN_OK
     for _ in range(count):
         try:
             length, p = _varint(mv, pos, end)
@@ -468,7 +480,7 @@ def decode_records(buf, pos: int, end: int, count: int) -> RecordFields:
             if p >= rec_end:
                 raise _Malformed
             p += 1  # attributes
-            ts_delta, p = _varint(mv, p, rec_end)
+            ts_delta, p = _varint(mv, p, rec_end, 10)
             offset_delta, p = _varint(mv, p, rec_end)
             kp, kl, p = _field(mv, p, rec_end, -1)
             vp, vl, p = _field(mv, p, rec_end, -1)
@@ -488,6 +500,9 @@ def decode_records(buf, pos: int, end: int, count: int) -> RecordFields:
         records.append((offset_delta, ts_delta, kp, kl, vp, vl, len(headers), nh, rec_end))
         headers.extend(mine)
         pos = rec_end
+    else:
+        if count > 0 and pos != end:
+            status = SCAN_CORRUPT  # trailing bytes after the last record
     return RecordFields(status, pos,
                         np.array(records, dtype=np.int64).reshape(-1, 9),
                         np.array(headers, dtype=np.int64).reshape(-1, 4))

@@ -10,8 +10,10 @@ only the names exported here.
 Buffers (bytes, bytearray, memoryview including unaligned slices, mmap, numpy arrays) reach
 the C code without a copy through ``ffi.from_buffer``. An argument the C side cannot take
 (a non-contiguous buffer, an integer outside int64) goes to the reference implementation,
-so it gets exactly the reference's result or error. C error codes become exceptions through
-``_ERRORS``, the one table of them.
+so it gets exactly the reference's result or error. A C error code (a window outside the
+buffer, a bad argument) is handed to the reference too (``_from_reference``): it raises the
+same typed error with the same message on both builds, so a damaged length never reads
+differently depending on the build (tests/faults/test_native_parity.py).
 
 Thread-safety: every function is pure over caller-owned memory; the C code keeps no state
 after import. Calls keep the GIL (cheaper for the small kernels); CRC-32C and the scans
@@ -44,7 +46,6 @@ from mqstore._purepy import (  # noqa: F401  (re-exported: status codes and resu
     RecordFields,
     RecordScan,
 )
-from mqstore.errors import BufferRangeError
 
 _mode = os.environ.get("MQSTORE_NATIVE", "auto").lower()
 _lib = None
@@ -100,13 +101,9 @@ __all__ = [
     "time_index_floor",
 ]
 
-# ----- C return codes -> exceptions: the one table (codes from native/mqstore_native.h) -----
+# ----- C return codes (from native/mqstore_native.h) -----
 _ERR_RANGE = -2
 _ERR_ARG = -3
-_ERRORS: dict[int, tuple[type[Exception], str]] = {
-    _ERR_RANGE: (BufferRangeError, "position, length or count outside the buffer"),
-    _ERR_ARG: (ValueError, "invalid argument to the native helper"),
-}
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _SCAN_FULL = 5  # the output arrays are full: call again from next_pos (never leaves this file)
 _EMPTY = np.empty(0, dtype=np.int64)
@@ -117,13 +114,16 @@ if _ffi is not None:
     _from_buffer = _ffi.from_buffer
 
 
-def _raise(code: int, what: str, *held):
-    """Raise the exception of a C error code, after releasing the ``held`` buffers (so that
-    a traceback kept by the caller does not keep an mmap from being closed)."""
+def _from_reference(code: int, held, reference, *args):
+    """A C call returned the error ``code``: release the ``held`` buffers (so that a kept
+    traceback does not keep an mmap from being closed) and let the reference run on the same
+    arguments. It checks them first and raises its typed error (``BufferRangeError`` for
+    ``_ERR_RANGE``, ``ValueError`` for ``_ERR_ARG``) with its message; should it accept
+    them, its result is the answer (the reference defines the behaviour)."""
+    del code  # the reference finds the problem again and names it
     for cdata in held:
         _ffi.release(cdata)
-    exc_type, text = _ERRORS.get(code, (RuntimeError, f"unknown native error code {code}"))
-    raise exc_type(f"{what}: {text}")
+    return reference(*args)
 
 
 def _crc32c_native(data, crc: int = 0) -> int:
@@ -164,7 +164,7 @@ def _java_string_hashes_native(strings) -> np.ndarray:
                                         _from_buffer(_I64_ARRAY, lengths), len(strings),
                                         _from_buffer(_I64_ARRAY, out))
     if status < 0:
-        _raise(status, f"hashing {len(strings)} strings")
+        return _from_reference(status, (), _purepy.java_string_hashes, strings)
     return out
 
 
@@ -188,7 +188,7 @@ def _index_floor(c_function, reference, entry_bytes: int, buf, n_entries: int, t
     except (*_BAD_BUFFER, OverflowError):
         return reference(buf, n_entries, target)
     if slot < -1:
-        _raise(slot, f"{n_entries} index entries of {entry_bytes} bytes in {len(p)} bytes", p)
+        return _from_reference(slot, (p,), reference, buf, n_entries, target)
     return slot
 
 
@@ -212,7 +212,7 @@ def _find_batch_native(buf, pos: int, end: int, target_offset: int) -> int:
     except (*_BAD_BUFFER, OverflowError):
         return _purepy.find_batch(buf, pos, end, target_offset)
     if found < -1:
-        _raise(found, f"batch search window [{pos}, {end}) in {len(p)} bytes", p)
+        return _from_reference(found, (p,), _purepy.find_batch, buf, pos, end, target_offset)
     return found
 
 
@@ -222,6 +222,7 @@ def _scan(c_function, reference, min_entry: int, buf, pos: int, end: int):
     count = _ffi.new("int64_t[2]")  # count, next_pos
     chunks = []
     cap = 0
+    start = pos
     while True:
         cap = min(cap * 4, 1 << 20) if cap else max(1, min(max(end - pos, 0) // min_entry + 1,
                                                            4096))
@@ -236,7 +237,7 @@ def _scan(c_function, reference, min_entry: int, buf, pos: int, end: int):
         else:
             status = c_function(p, len(p), pos, end, cap, *ptrs, count, count + 1)
         if status < 0:
-            _raise(status, f"scan window [{pos}, {end}) in {len(p)} bytes", p)
+            return _from_reference(status, (p,), reference, buf, start, end)
         pos = int(count[1])
         chunks.append(cols[:, :count[0]])
         if status != _SCAN_FULL:
@@ -279,8 +280,8 @@ def _cq_tag_scan_native(buf, start_unit: int, n_units: int, tag_hashes) -> np.nd
     except (*_BAD_BUFFER, OverflowError, MemoryError):
         return _purepy.cq_tag_scan(buf, start_unit, n_units, wanted.tolist())
     if k < 0:
-        _raise(k, f"ConsumeQueue units [{start_unit}, {start_unit + n_units}) in "
-                  f"{len(p)} bytes", p)
+        return _from_reference(k, (p,), _purepy.cq_tag_scan, buf, start_unit, n_units,
+                               wanted.tolist())
     return out[:k].copy() if k < len(out) // 2 else out[:k]
 
 
@@ -305,7 +306,7 @@ def _decode_records_native(buf, pos: int, end: int, count: int) -> RecordFields:
     except (*_BAD_BUFFER, OverflowError):
         return _purepy.decode_records(buf, pos, end, count)
     if status < 0:
-        _raise(status, f"records window [{pos}, {end}) in {len(p)} bytes", p)
+        return _from_reference(status, (p,), _purepy.decode_records, buf, pos, end, count)
     return RecordFields(status, int(out[2]), records[:out[0]], headers[:out[1]])
 
 
@@ -315,6 +316,7 @@ def _dispatch_fields_native(buf, pos: int, end: int) -> DispatchScan:
     count = _ffi.new("int64_t[2]")  # count, next_pos
     chunks = []
     cap = 0
+    start = pos
     while True:
         cap = min(cap * 4, 1 << 18) if cap else \
             max(1, min(max(end - pos, 0) // MSG_FIXED_OVERHEAD + 1, 4096))
@@ -332,7 +334,7 @@ def _dispatch_fields_native(buf, pos: int, end: int) -> DispatchScan:
                                              _from_buffer(_I64_ARRAY, rows),
                                              count, count + 1)
         if status < 0:
-            _raise(status, f"dispatch window [{pos}, {end}) in {len(p)} bytes", p)
+            return _from_reference(status, (p,), _purepy.dispatch_fields, buf, start, end)
         pos = int(count[1])
         chunks.append(rows[:count[0]])
         if status != _SCAN_FULL:
@@ -355,10 +357,8 @@ def _encode_value_records_native(values) -> bytes:
     out = _ffi.new("uint8_t[]", cap)
     written = _lib.mq_encode_value_records(blob, len(blob), _from_buffer(_I64_ARRAY, lengths),
                                            n, out, cap)
-    if written == _ERR_ARG:  # len() is not the byte length (e.g. a memoryview of int32s)
-        return _purepy.encode_value_records(values)
-    if written < 0:
-        _raise(written, f"encoding {n} values of {len(blob)} bytes")
+    if written < 0:  # _ERR_ARG: len() is not the byte length (a memoryview of int32s)
+        return _from_reference(written, (), _purepy.encode_value_records, values)
     return _ffi.buffer(out, written)[:]
 
 
@@ -382,11 +382,9 @@ def _index_put_keys_native(buf, hash_slots: int, index_entries: int, state, key_
     except (*_BAD_BUFFER, OverflowError):
         return _purepy.index_put_keys(buf, hash_slots, index_entries, state, key_hashes,
                                       phy_offsets, store_timestamps)
-    if put == _ERR_ARG:  # let the reference name the bad argument
-        return _purepy.index_put_keys(buf, hash_slots, index_entries, state, key_hashes,
-                                      phy_offsets, store_timestamps)
-    if put < 0:
-        _raise(put, f"IndexFile of {hash_slots} slots and {index_entries} entries", p)
+    if put < 0:  # the reference names the bad argument or range
+        return _from_reference(put, (p,), _purepy.index_put_keys, buf, hash_slots,
+                               index_entries, state, key_hashes, phy_offsets, store_timestamps)
     return IndexPut(put, st[0], st[1], st[2], st[3])
 
 
@@ -402,10 +400,9 @@ def _index_truncate_from_native(buf, hash_slots: int, index_entries: int, state,
                                               phy_offset, last)
     except (*_BAD_BUFFER, OverflowError):
         return _purepy.index_truncate_from(buf, hash_slots, index_entries, state, phy_offset)
-    if removed == _ERR_ARG:
-        return _purepy.index_truncate_from(buf, hash_slots, index_entries, state, phy_offset)
     if removed < 0:
-        _raise(removed, f"IndexFile of {hash_slots} slots and {index_entries} entries", p)
+        return _from_reference(removed, (p,), _purepy.index_truncate_from, buf, hash_slots,
+                               index_entries, state, phy_offset)
     return IndexTruncate(removed, st[0], st[1], last[0])
 
 

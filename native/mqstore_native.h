@@ -90,8 +90,11 @@ int64_t mq_cq_tag_scan(const uint8_t *buf, size_t buf_len, int64_t start_unit, i
    row in headers, header count, record end. Row h of headers (4 int64 each): key position,
    key length, value position, value length (-1 = null). Positions are absolute in buf.
    Returns MQ_SCAN_OK (and *next_pos = end of the last record), MQ_SCAN_CORRUPT at the first
-   record that does not parse (rows before it are kept), MQ_SCAN_FULL when headers_cap rows
-   are not enough (call again with more room), or MQ_ERR_RANGE. */
+   record that does not parse (rows before it are kept), after count > 0 records that do not
+   end at end (trailing bytes), or for count < 0; MQ_SCAN_FULL when headers_cap rows are not
+   enough (call again with more room), or MQ_ERR_RANGE. The rules of "does not parse" are
+   those of mqstore._purepy.decode_records (int32 varints of at most 5 bytes and 32 bits,
+   the timestampDelta varlong of at most 10 bytes and 64 bits, lengths >= -1, ...). */
 int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
                       int64_t count, int64_t records_cap, int64_t *records,
                       int64_t headers_cap, int64_t *headers,

@@ -2,28 +2,46 @@
  *
  * Only positions and lengths come out; Python slices the bytes it needs. Every varint and
  * every length is checked against the record's own end (its length prefix) before use, so
- * malformed or hostile records give MQ_SCAN_CORRUPT, never a read outside [pos, end).
+ * malformed or hostile records give MQ_SCAN_CORRUPT, never a read outside [pos, end). The
+ * rules (varint widths, lengths, counts, trailing bytes) are _purepy.decode_records's.
  * Pure function over caller-owned memory, thread-safe.
  */
 #include "mqstore_internal.h"
 
-/* Zig-zag LEB128 of at most 10 bytes within [*pos, end); 0 when it does not fit. */
-static int read_varint(const uint8_t *buf, int64_t *pos, int64_t end, int64_t *out)
+/* Zig-zag LEB128 within [*pos, end): an int32 varint (max_bytes 5, at most 32 bits) or a
+   varlong (max_bytes 10, at most 64 bits); 0 when it does not fit, is longer, or carries
+   bits past the width (as _purepy._varint). */
+static int read_varint_n(const uint8_t *buf, int64_t *pos, int64_t end, int max_bytes,
+                         int64_t *out)
 {
     uint64_t z = 0;
     int shift = 0;
-    for (int i = 0; i < 10; i++) {
+    /* the last byte may carry 32 - 28 = 4 bits (int32) or 64 - 63 = 1 bit (int64) */
+    const uint8_t last_max = max_bytes == 5 ? 0x0F : 0x01;
+    for (int i = 0; i < max_bytes; i++) {
         if (*pos >= end)
             return 0;
         uint8_t b = buf[(*pos)++];
+        if (i == max_bytes - 1 && b > last_max)
+            return 0;
         z |= (uint64_t)(b & 0x7F) << shift;
         if (b < 0x80) {
-            *out = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+            if (max_bytes == 5) { /* zig-zag of the 32-bit value */
+                uint32_t z32 = (uint32_t)z;
+                *out = (int64_t)(int32_t)((z32 >> 1) ^ (0u - (z32 & 1u)));
+            } else {
+                *out = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+            }
             return 1;
         }
         shift += 7;
     }
     return 0;
+}
+
+static int read_varint(const uint8_t *buf, int64_t *pos, int64_t end, int64_t *out)
+{
+    return read_varint_n(buf, pos, end, 5, out);
 }
 
 /* A length-prefixed field: length >= min_len (-1 allows null), then that many bytes. */
@@ -57,6 +75,8 @@ int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
         return MQ_ERR_ARG;
     if (end < pos)
         end = pos;
+    if (count < 0)
+        return MQ_SCAN_CORRUPT;
     int64_t k = 0, h = 0;
     for (; k < count; k++) {
         int64_t p = pos, length, rec_end;
@@ -67,7 +87,7 @@ int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
             break;
         p++;
         int64_t ts_delta, offset_delta, kp, kl, vp, vl, nh;
-        if (!read_varint(buf, &p, rec_end, &ts_delta) ||
+        if (!read_varint_n(buf, &p, rec_end, 10, &ts_delta) ||
             !read_varint(buf, &p, rec_end, &offset_delta) ||
             !read_field(buf, &p, rec_end, -1, &kp, &kl) ||
             !read_field(buf, &p, rec_end, -1, &vp, &vl) ||
@@ -112,7 +132,9 @@ int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
     *n_records = k;
     *n_headers = h;
     *next_pos = pos;
-    return k < count ? MQ_SCAN_CORRUPT : MQ_SCAN_OK;
+    if (k < count || (count > 0 && pos != end)) /* a bad record, or trailing bytes */
+        return MQ_SCAN_CORRUPT;
+    return MQ_SCAN_OK;
 }
 
 /* Zig-zag LEB128 of v into out (at most 10 bytes); returns the bytes written. */
