@@ -12,39 +12,96 @@ Unlike RocketMQ (where the index timestamp only moves when a full IndexFile is f
 index entries may be lost after a crash unless ``messageIndexSafe``), mqstore moves it on
 every index flush and always includes it in the recovery start point, so the IndexFile is
 rebuilt as completely as the ConsumeQueue.
+
+The checkpoint is a hint. mqstore ends the 4 KiB file with an 8-byte trailer, ``MQCK`` and
+the CRC-32 of the bytes before it (RocketMQ leaves that area zero and ignores it). A file
+whose trailer does not match, that is short, unreadable, or whose timestamps are negative or
+in the future, is *garbled*: its timestamps are taken as 0, so an abnormal recovery scans
+the CommitLog from its first file (as after a crash with no checkpoint), and the repair is
+logged and counted as ``derived_rebuilt``. A file without the trailer (RocketMQ's, or an
+older mqstore's) is only checked for plausible timestamps.
 """
 from __future__ import annotations
 
+import logging
 import os
+import struct
+import time
+import zlib
+
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog
 
 from . import format as fmt
+
+#: the trailer at the end of the file: magic, CRC-32 (zlib) of every byte before it
+TRAILER = struct.Struct(">4sI")
+TRAILER_MAGIC = b"MQCK"
+TRAILER_POS = fmt.CHECKPOINT_FILE_SIZE - TRAILER.size
+#: a timestamp later than now by more than this is garbage, not clock skew
+FUTURE_SLACK_MS = 24 * 3600 * 1000
 
 
 class StoreCheckpoint:
     """The checkpoint file. Thread-safety: callers serialise :meth:`flush` (the store's
     checkpoint lock); reading the attributes is safe anywhere."""
 
-    def __init__(self, path: str, *, read_only: bool = False):
+    def __init__(self, path: str, *, read_only: bool = False, log: RecoveryLog | None = None):
         self.path = path
         self.read_only = read_only
         self.physic_msg_timestamp = 0
         self.logics_msg_timestamp = 0
         self.index_msg_timestamp = 0
+        #: why the file was not trusted (None: it was, or there was none)
+        self.garbled: str | None = None
+        #: bytes 24.. before the trailer, kept as found (RocketMQ 5 stores offsets there)
+        self._rest = bytes(TRAILER_POS - fmt.CHECKPOINT.size)
         self._fd = -1
         if read_only:
-            if os.path.exists(path):
+            try:
                 with open(path, "rb") as f:
-                    self._decode(f.read(fmt.CHECKPOINT.size))
+                    data = f.read(fmt.CHECKPOINT_FILE_SIZE)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                data = b""
+                self.garbled = f"unreadable ({exc})"
+            self._decode(data, existed=True)
             return
+        existed = os.path.exists(path)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if os.fstat(self._fd).st_size < fmt.CHECKPOINT_FILE_SIZE:
+        size = os.fstat(self._fd).st_size
+        data = os.pread(self._fd, fmt.CHECKPOINT_FILE_SIZE, 0)
+        if size < fmt.CHECKPOINT_FILE_SIZE:
             os.ftruncate(self._fd, fmt.CHECKPOINT_FILE_SIZE)
-        self._decode(os.pread(self._fd, fmt.CHECKPOINT.size, 0))
+        self._decode(data, existed=existed and size > 0)
+        if self.garbled is not None:
+            detail = (f"checkpoint {self.garbled}: ignored, recovery after a crash scans the "
+                      "commitlog from its first file")
+            if log is not None:
+                log.record(DERIVED_REBUILT, path, 0, detail)
+            else:
+                logging.getLogger("mqstore").warning("recovery: %s: %s", path, detail)
 
-    def _decode(self, data: bytes) -> None:
-        if len(data) >= fmt.CHECKPOINT.size:
-            (self.physic_msg_timestamp, self.logics_msg_timestamp,
-             self.index_msg_timestamp) = fmt.CHECKPOINT.unpack_from(data, 0)
+    def _decode(self, data: bytes, *, existed: bool) -> None:
+        """Take the timestamps from ``data`` (the file's bytes) unless it is garbled."""
+        if not existed:
+            return
+        if len(data) < fmt.CHECKPOINT_FILE_SIZE:
+            if self.garbled is None:
+                self.garbled = f"is {len(data)} bytes, not {fmt.CHECKPOINT_FILE_SIZE}"
+            return
+        magic, crc = TRAILER.unpack_from(data, TRAILER_POS)
+        if magic == TRAILER_MAGIC and zlib.crc32(data[:TRAILER_POS]) != crc:
+            self.garbled = "CRC mismatch"
+            return
+        stamps = fmt.CHECKPOINT.unpack_from(data, 0)
+        future = time.time_ns() // 1_000_000 + FUTURE_SLACK_MS
+        if any(ts < 0 or ts > future for ts in stamps):
+            self.garbled = f"holds impossible timestamps {stamps}"
+            return
+        (self.physic_msg_timestamp, self.logics_msg_timestamp,
+         self.index_msg_timestamp) = stamps
+        self._rest = bytes(data[fmt.CHECKPOINT.size:TRAILER_POS])
 
     def min_timestamp(self) -> int:
         """Where an abnormal recovery may start: every message stored at or before this time
@@ -54,11 +111,16 @@ class StoreCheckpoint:
         return max(0, ts - fmt.CHECKPOINT_SLACK_MS)
 
     def flush(self) -> None:
-        """Write the three timestamps and fsync the file."""
-        os.pwrite(self._fd, fmt.CHECKPOINT.pack(self.physic_msg_timestamp,
-                                                self.logics_msg_timestamp,
-                                                self.index_msg_timestamp), 0)
+        """Write the three timestamps and the trailer (the whole 4 KiB: the CRC covers it,
+        so a flipped byte anywhere is seen) and fsync the file."""
+        data = bytearray(fmt.CHECKPOINT_FILE_SIZE)
+        fmt.CHECKPOINT.pack_into(data, 0, self.physic_msg_timestamp, self.logics_msg_timestamp,
+                                 self.index_msg_timestamp)
+        data[fmt.CHECKPOINT.size:TRAILER_POS] = self._rest
+        TRAILER.pack_into(data, TRAILER_POS, TRAILER_MAGIC, zlib.crc32(data[:TRAILER_POS]))
+        os.pwrite(self._fd, data, 0)
         os.fsync(self._fd)
+        self.garbled = None
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -2,7 +2,11 @@
 
 The CommitLog and every ConsumeQueue are sequences of these. A file is named by the offset of
 its first byte in the whole sequence, 20 digits zero-padded (``00000000001073741824``), and
-is created at its full size with ``ftruncate`` so it is sparse until written.
+is created at its full size with ``ftruncate`` and then preallocated with ``posix_fallocate``
+(``mqstore.damage.preallocate``): on a full disk the creation fails with ``StoreFullError``
+(and leaves no file behind) instead of a later write through the mapping dying of SIGBUS.
+A file of an older store that is still sparse is preallocated before its first write
+(:meth:`MappedFile.reserve`), so no write can ever land in a hole.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import sys
 import threading
 
 from mqstore import errors
+from mqstore.damage import full_error, is_full, preallocate
 
 from . import format as fmt
 
@@ -57,13 +62,17 @@ class MappedFile:
     paths see the same bytes). ``wrote_position`` is the end of the data written by this
     process; ``flushed_position`` the end of what was last made durable.
 
+    ``reserved`` is True once every block of the file is allocated (always for a file this
+    process created; an existing sparse file is preallocated by :meth:`reserve` before its
+    first write), so a write through the mapping never needs new space.
+
     Thread-safety: callers serialise writes (the CommitLog's put lock, the dispatcher's lock);
     :meth:`flush` may run concurrently with a write, and reads of already written bytes may
-    run anywhere.
+    run anywhere. :meth:`close` / :meth:`release` wait for a flush in progress.
     """
 
     __slots__ = ("path", "file_from_offset", "file_size", "write_mode", "read_only", "_fd",
-                 "mm", "wrote_position", "flushed_position", "_flush_lock")
+                 "mm", "wrote_position", "flushed_position", "_flush_lock", "reserved")
 
     def __init__(self, path: str, file_size: int, *, write_mode: str = "mmap",
                  create: bool = False, read_only: bool = False):
@@ -76,11 +85,32 @@ class MappedFile:
         self.write_mode = write_mode
         self.read_only = read_only
         flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
-        self._fd = os.open(path, flags, 0o644)
+        existed = create and os.path.exists(path)
+        try:
+            self._fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            if is_full(exc):
+                raise full_error(exc, f"creating {path}") from exc
+            raise
         try:
             if create:
-                os.ftruncate(self._fd, file_size)  # preallocated, sparse
-            actual = os.fstat(self._fd).st_size
+                os.ftruncate(self._fd, file_size)
+                try:
+                    preallocate(self._fd, 0, file_size, f"preallocating {path}")
+                except BaseException:
+                    os.close(self._fd)
+                    self._fd = -1
+                    if not existed:  # never leave a sparse file a write could SIGBUS on
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
+                    raise
+                # the full size must be durable before anything in the file can be: a
+                # crash then never leaves it shorter than the store's files
+                os.fdatasync(self._fd)
+            st = os.fstat(self._fd)
+            actual = st.st_size
             if actual != file_size:
                 raise errors.CorruptRecordError(
                     f"mapped file is {actual} bytes, the store's files are {file_size} bytes",
@@ -88,8 +118,10 @@ class MappedFile:
             access = mmap.ACCESS_READ if read_only else mmap.ACCESS_WRITE
             self.mm = mmap.mmap(self._fd, file_size, access=access)
         except BaseException:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
             raise
+        self.reserved = create or read_only or st.st_blocks * 512 >= file_size
         self.wrote_position = 0
         self.flushed_position = 0
         self._flush_lock = threading.Lock()
@@ -99,14 +131,31 @@ class MappedFile:
         """The offset just past this file in the whole sequence."""
         return self.file_from_offset + self.file_size
 
+    def reserve(self) -> None:
+        """Allocate every block of the file (an older store's sparse file) before it is
+        written; raises ``StoreFullError`` when the disk is full (then nothing was written,
+        and the next write tries again)."""
+        if not self.reserved:
+            preallocate(self._fd, 0, self.file_size, f"preallocating {self.path}")
+            self.reserved = True
+
     def write_at(self, pos: int, data) -> None:
-        """Write ``data`` at ``pos`` and move ``wrote_position`` past it if needed."""
+        """Write ``data`` at ``pos`` and move ``wrote_position`` past it if needed. A full
+        disk raises ``StoreFullError`` (in ``write`` mode part of ``data`` may have been
+        written: the caller rolls it back, see :meth:`zero_range`)."""
         n = len(data)
+        if not self.reserved:
+            self.reserve()
         if self.write_mode == "write":
             view = memoryview(data)
             done = 0
-            while done < n:
-                done += os.pwrite(self._fd, view[done:], pos + done)
+            try:
+                while done < n:
+                    done += os.pwrite(self._fd, view[done:], pos + done)
+            except OSError as exc:
+                if is_full(exc):
+                    raise full_error(exc, f"writing {self.path}") from exc
+                raise
         else:
             self.mm[pos:pos + n] = data
         if pos + n > self.wrote_position:
@@ -145,6 +194,25 @@ class MappedFile:
             else:
                 self.mm.flush()
             self.flushed_position = self.wrote_position
+
+    def zero_range(self, start: int, end: int) -> None:
+        """Zero the bytes in [start, end) that are not zero already, page by page, and move
+        ``wrote_position`` / ``flushed_position`` back to ``start`` if they were past it: the
+        undo of a failed write. A page holding a non-zero byte has its block allocated, so
+        this needs no new space, and a page never written (a hole) is left alone. The zeros
+        go through the mapping in both write modes (the page cache is shared), so this
+        cannot fail like a ``pwrite``; :meth:`force` makes them durable."""
+        end = min(end, self.file_size)
+        p = start
+        while p < end:
+            q = min((p // PAGE_SIZE + 1) * PAGE_SIZE, end)
+            if any(self.mm[p:q]):
+                self.mm[p:q] = _ZERO_CHUNK[:q - p]
+            p = q
+        if self.wrote_position > start:
+            self.wrote_position = start
+        if self.flushed_position > start:
+            self.flushed_position = start
 
     def view(self, pos: int, size: int) -> memoryview:
         """A zero-copy view of ``size`` bytes at ``pos`` (release it before closing)."""
@@ -196,23 +264,25 @@ class MappedFile:
         return False
 
     def allocated_bytes(self) -> int:
-        """Bytes the file really occupies on disk (it is sparse)."""
+        """Bytes the file really occupies on disk (all of it once preallocated)."""
         return os.fstat(self._fd).st_blocks * 512 if self._fd >= 0 else 0
 
     def close(self) -> None:
         """Unmap and close (idempotent). A mapping still exported to a reader is left to the
         garbage collector instead of failing."""
-        if self._fd < 0:
-            return
-        close_mapping(self.mm, self._fd)
-        self._fd = -1
+        with self._flush_lock:  # never close a descriptor a flush is syncing
+            if self._fd < 0:
+                return
+            close_mapping(self.mm, self._fd)
+            self._fd = -1
 
     def release(self) -> None:
         """Close the descriptor but keep the mapping for readers still holding this object
         (it is unmapped when the last reference goes)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._flush_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def destroy(self, *, unmap: bool = True) -> int:
         """Delete the file; return its size. With ``unmap=False`` (retention, while readers
