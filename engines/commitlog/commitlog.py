@@ -13,26 +13,18 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
 
-from mqstore import errors, native
-from mqstore.api import Damage
+from mqstore import errors
+from mqstore.damage import TORN_TAIL, RecoveryLog
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
 from . import message as msgcodec
+from . import recovery
 from .mapped_file import MappedFile, file_name, parse_file_name
+from .recovery import RecoveryResult
 
-_SCAN_NAMES = {native.SCAN_TORN: "torn tail", native.SCAN_CORRUPT: "corrupt message"}
-
-
-class RecoveryResult(NamedTuple):
-    """Where the recovery scan started and ended, and the damage it dropped."""
-
-    start_offset: int
-    valid_end: int
-    damage: list[Damage]
-    scanned_messages: int
+__all__ = ["CommitLog", "RecoveryResult"]
 
 
 class CommitLog:
@@ -59,14 +51,21 @@ class CommitLog:
         self.flushed_store_timestamp = 0
         self.fsyncs = 0
         self._dir_dirty = False
-        self._pending_undo = None
-        self._flush_lock = threading.Lock()
+        #: [start, end) ranges recovery kept in place under on_corruption="skip": never
+        #: dispatched, their queue offsets read as gaps (recovery.py)
+        self.skipped: list[tuple[int, int]] = []
+        #: every message from this offset carries the __CRC32# record CRC (set by
+        #: recovery.py; a follower, which runs no recovery, never requires it)
+        self.crc_required_from = 1 << 62
 
     # ----- loading and recovery -----
-    def load(self) -> None:
+    def load(self, log: RecoveryLog | None = None) -> None:
         """Map every existing file (RocketMQ ``MappedFileQueue#doLoad``): names must be
-        20-digit offsets without holes and every file must have the configured size; a
-        trailing zero-length file (a crash during creation) is deleted."""
+        20-digit offsets without holes. A trailing zero-length file (a crash during
+        creation) is deleted; a file shorter than the configured size (its creation or
+        growth did not reach the disk) is extended with zeros, which recovery then reads as
+        the end of the data or as damage. A longer one is refused (not a store of this
+        shape)."""
         if not self.read_only:
             os.makedirs(self.dir, exist_ok=True)
         elif not os.path.isdir(self.dir):
@@ -79,11 +78,22 @@ class CommitLog:
             if size != self.file_size and i == len(names) - 1 and size == 0:
                 if not self.read_only:
                     os.unlink(path)
+                    self._dir_dirty = True
+                    if log is not None:
+                        log.record(TORN_TAIL, path, 0, "empty commitlog file (created after "
+                                   "the last sync point) deleted")
                 continue
             if files and parse_file_name(name) != files[-1].file_end_offset:
                 raise errors.CorruptRecordError(
                     f"commitlog files are not contiguous: {name} does not follow "
                     f"{os.path.basename(files[-1].path)}", path, 0)
+            if size < self.file_size and not self.read_only:
+                with open(path, "r+b") as f:
+                    os.ftruncate(f.fileno(), self.file_size)
+                    os.fsync(f.fileno())
+                if log is not None:
+                    log.record(TORN_TAIL, path, size, f"commitlog file is {size} bytes, "
+                               f"{self.file_size} expected: extended with zeros")
             mf = MappedFile(path, self.file_size, write_mode=self.write_mode,
                             read_only=self.read_only)
             mf.wrote_position = mf.flushed_position = self.file_size
@@ -100,77 +110,19 @@ class CommitLog:
         """Index of the file an abnormal recovery scans from: the newest whose first message
         is valid and was stored at or before ``min_timestamp`` (else the first file)."""
         for i in range(len(self.files) - 1, -1, -1):
-            mm = self.files[i].mm
-            size, magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from(mm, 0)
-            if magic != fmt.MESSAGE_MAGIC_V1 or size < fmt.MSG_FIXED_OVERHEAD:
-                continue
-            ts = fmt.STORETIMESTAMP.unpack_from(mm, fmt.POS_STORETIMESTAMP)[0]
+            ts = msgcodec.store_timestamp(self.files[i].mm, 0, self.file_size)
             if 0 < ts <= min_timestamp:
                 return i
         return 0
 
-    def recover(self, start_index: int) -> RecoveryResult:
-        """Scan from file ``start_index`` with full checks (size, magic, recomputed length,
-        body CRC), truncate at the first invalid message and drop every later file.
-
-        A torn or corrupt message is reported in ``damage`` (a torn tail is the normal
-        result of a crash; a corrupt one means lost data after it).
-        """
-        damage: list[Damage] = []
-        if not self.files:
-            self.max_offset = self.flushed_offset = 0
-            return RecoveryResult(0, 0, damage, 0)
-        start = self.files[start_index].file_from_offset
-        valid_end = start
-        count = 0
-        last_ts = 0
-        for mf in self.files[start_index:]:
-            scan = native.scan_commitlog(mf.mm, 0, self.file_size)
-            count += len(scan.positions)
-            if len(scan.store_timestamps):
-                last_ts = int(scan.store_timestamps[-1])
-            if scan.status in (native.SCAN_BLANK, native.SCAN_OK):
-                valid_end = mf.file_end_offset
-                continue
-            valid_end = mf.file_from_offset + scan.valid_end
-            if scan.status in _SCAN_NAMES:
-                self._refuse_unsupported(mf, scan.valid_end)
-                damage.append(self._classify(mf, scan.valid_end))
-            break
-        self.truncate_to(valid_end)
-        if last_ts == 0 and self.files and start_index > 0:
-            last_ts = self._first_store_timestamp(self.files[start_index])
-        self.last_store_timestamp = self.flushed_store_timestamp = last_ts
-        return RecoveryResult(start, valid_end, damage, count)
-
-    @staticmethod
-    def _refuse_unsupported(mf: MappedFile, pos: int) -> None:
-        """A message RocketMQ may write but mqstore cannot read (V2, IPv6 hosts) is not
-        damage: refuse to open rather than truncate the log there."""
-        if pos + fmt.POS_SYSFLAG + 4 > mf.file_size:
-            return
-        magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from(mf.mm, pos)[1]
-        sysflag = fmt.TOTALSIZE.unpack_from(mf.mm, pos + fmt.POS_SYSFLAG)[0]
-        if magic == fmt.MESSAGE_MAGIC_V2 or (
-                magic == fmt.MESSAGE_MAGIC_V1 and sysflag & fmt.SYSFLAG_IPV6_HOSTS
-                and msgcodec.check(mf.mm, pos, mf.file_size) is not None):
-            raise errors.UnsupportedOperation(
-                f"{mf.path} position {pos}: a RocketMQ message in a format mqstore does not "
-                "read (version V2 or IPv6 hosts); refusing to open rather than cut the log there")
-
-    def _classify(self, mf: MappedFile, pos: int) -> Damage:
-        """LevelDB's distinction: a bad message with nothing after it is the torn tail a
-        crash leaves (expected, silently dropped); one followed by more data is corruption
-        in the middle of the log (the data after it is lost, so it is reported)."""
-        problem = msgcodec.check(mf.mm, pos, self.file_size) or "bad message"
-        size = fmt.TOTALSIZE.unpack_from(mf.mm, pos)[0] if pos + 4 <= self.file_size else 0
-        after = pos + max(size, 8) if 0 < size <= self.file_size - pos else pos + 8
-        later = [f for f in self.files if f.file_from_offset > mf.file_from_offset]
-        if (after < self.file_size and mf.has_data_after(after)) or any(
-                f.has_data_after(0) for f in later):
-            return Damage(mf.path, pos, f"corrupt message in the middle of the log: {problem}; "
-                                        "the messages after it are dropped")
-        return Damage(mf.path, pos, f"torn tail: {problem}")
+    def recover(self, start_index: int, *, policy: str = "raise", clean: bool = True,
+                sync_timestamp: int = 0, log: RecoveryLog | None = None) -> RecoveryResult:
+        """Validate the log from file ``start_index``, classify and handle the first bad
+        message (torn tail / corruption, ``on_corruption`` = ``policy``), truncate at the
+        new end and drop every later file: see ``recovery.py``."""
+        return recovery.recover(self, start_index, policy=policy, clean=clean,
+                                sync_timestamp=sync_timestamp,
+                                log=log if log is not None else RecoveryLog())
 
     def truncate_to(self, offset: int) -> None:
         """Make ``offset`` the end of the log: zero what follows in its file, delete later
@@ -197,29 +149,10 @@ class CommitLog:
 
         The messages of one call are written contiguously, one write per file touched;
         a message that does not fit with 8 bytes to spare ends the file with a blank.
-
-        All or nothing: if a write fails (a full disk raises ``StoreFullError``), the bytes
-        this call wrote are zeroed and synced, the files it created are deleted and the
-        positions are put back, so neither this process nor a recovery after a restart can
-        find any message of the failed call; the next call appends at the same offset.
         """
-        if self._pending_undo is not None:  # a failed put could not clean up: finish first
-            self._zero_failed_put(*self._pending_undo)
-        files_before = len(self.files)
-        first = self._file_for_append()
-        first_start = first.wrote_position
-        try:
-            return self._put(first, messages, queue_offsets, born_defaulted)
-        except BaseException:
-            written = sum(map(len, messages)) + fmt.END_FILE_MIN_BLANK_LENGTH
-            self._undo_put(files_before, first, first_start, first_start + written)
-            raise
-
-    def _put(self, mf: MappedFile, messages: Sequence[bytearray],
-             queue_offsets: Sequence[int],
-             born_defaulted: Sequence[bool]) -> tuple[list[int], int]:
         size = self.file_size
         store_ts = max(time.time_ns() // 1_000_000, self.last_store_timestamp)
+        mf = self._file_for_append()
         chunk = bytearray()
         chunk_start = mf.wrote_position
         phys_out: list[int] = []
@@ -245,35 +178,6 @@ class CommitLog:
         self.max_offset = mf.file_from_offset + mf.wrote_position
         return phys_out, store_ts
 
-    def _undo_put(self, files_before: int, first: MappedFile, first_start: int,
-                  first_end: int) -> None:
-        """Roll back a failed :meth:`put_locked` (see there). An error while zeroing is
-        kept for the next put (which retries before writing anything) so that the caller
-        sees the original error."""
-        with self._files_lock:
-            created = self.files[files_before:]
-            self.files = self.files[:files_before]
-        for mf in created:  # nothing reads them: max_offset never moved into them
-            self._dir_dirty = True
-            try:
-                mf.destroy(unmap=False)
-            except OSError:
-                pass
-        if first in created:
-            return
-        first.wrote_position = min(first.wrote_position, first_start)
-        try:
-            self._zero_failed_put(first, first_start, first_end)
-        except Exception:  # noqa: BLE001 - keep the error that made the put fail
-            self._pending_undo = (first, first_start, first_end)
-
-    def _zero_failed_put(self, mf: MappedFile, start: int, end: int) -> None:
-        """Zero what a failed put left in ``mf`` and sync it: the zeros must reach the disk
-        before anything written after them."""
-        mf.zero_range(start, end)
-        mf.force()
-        self._pending_undo = None
-
     def _file_for_append(self) -> MappedFile:
         if not self.files:
             return self._roll()
@@ -293,29 +197,24 @@ class CommitLog:
 
     # ----- flush -----
     def flush(self) -> int:
-        """Make everything appended so far durable; return the number of syncs issued.
-
-        Serialised (``_flush_lock``): the group-commit leader, the periodic flusher and an
-        explicit ``flush()`` may call it at once, and none may move ``flushed_offset`` past
-        a new file whose directory entry another one is still syncing."""
-        with self._flush_lock:
-            ts = self.last_store_timestamp
-            target = self.max_offset
-            syncs = 0
-            with self._files_lock:
-                files = [mf for mf in self.files if mf.file_end_offset > self.flushed_offset]
-            for mf in files:
-                if mf.flush():
-                    syncs += 1
-            if self._dir_dirty:
-                self._dir_dirty = False
-                fsync_dir(self.dir)
+        """Make everything appended so far durable; return the number of syncs issued."""
+        ts = self.last_store_timestamp
+        target = self.max_offset
+        syncs = 0
+        with self._files_lock:
+            files = [mf for mf in self.files if mf.file_end_offset > self.flushed_offset]
+        for mf in files:
+            if mf.flush():
                 syncs += 1
-            if target > self.flushed_offset:
-                self.flushed_offset = target
-                self.flushed_store_timestamp = ts
-            self.fsyncs += syncs
-            return syncs
+        if self._dir_dirty:
+            self._dir_dirty = False
+            fsync_dir(self.dir)
+            syncs += 1
+        if target > self.flushed_offset:
+            self.flushed_offset = target
+            self.flushed_store_timestamp = ts
+        self.fsyncs += syncs
+        return syncs
 
     def dirty(self) -> bool:
         """True if bytes were appended since the last flush."""
@@ -415,11 +314,6 @@ class CommitLog:
         return sum(mf.allocated_bytes() for mf in list(self.files))
 
     def close(self) -> None:
-        """Unmap every file (after zeroing what a failed put left, if that failed too)."""
-        if self._pending_undo is not None:
-            try:
-                self._zero_failed_put(*self._pending_undo)
-            except Exception:  # noqa: BLE001 - recovery cuts it (no sync point covers it)
-                pass
+        """Unmap every file."""
         for mf in self.files:
             mf.close()

@@ -19,8 +19,8 @@ import threading
 
 import numpy as np
 
-from mqstore import errors, native
-from mqstore.damage import translate_full
+from mqstore import native
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
@@ -56,9 +56,10 @@ class ConsumeQueue:
         self.min_logic_offset = 0
         self.max_phys_end = 0
         self._lock = threading.RLock()
-        self._flush_lock = threading.Lock()
         self._dir_dirty = False
         self._parents_dirty = False
+        self._verify_last: int | None = None  # recovery's verifying dispatch (verify_put)
+        self._verify_fixed = 0
 
     # ----- files -----
     @property
@@ -66,24 +67,41 @@ class ConsumeQueue:
         """The queue offset of the first unit of the first file (0 if there is no file)."""
         return self.files[0].file_from_offset // fmt.CQ_UNIT_SIZE if self.files else 0
 
-    def load(self) -> None:
-        """Map the queue's existing files (20-digit names, contiguous, full size)."""
+    def load(self, log: RecoveryLog | None = None) -> None:
+        """Map the queue's existing files (20-digit names). The ConsumeQueue is derived, so
+        a writer repairs what does not fit instead of refusing: a file shorter than the
+        configured size is extended with zeros and a longer one cut to it (recovery then
+        rebuilds the missing units from the CommitLog); files after a hole in the names are
+        deleted. A read-only follower stops at the first such file."""
         if not os.path.isdir(self.dir):
             return
         names = sorted(n for n in os.listdir(self.dir) if parse_file_name(n) is not None)
-        for name in names:
+        for i, name in enumerate(names):
             path = os.path.join(self.dir, name)
             if self.files and parse_file_name(name) != self.files[-1].file_end_offset:
                 if self.read_only:
                     break
-                raise errors.CorruptRecordError(
-                    f"consume queue files are not contiguous at {name}", path, 0)
-            if os.path.getsize(path) != self.file_size:
+                for gone in names[i:]:
+                    os.unlink(os.path.join(self.dir, gone))
+                self._dir_dirty = True
+                if log is not None:
+                    log.record(DERIVED_REBUILT, path, 0, "ConsumeQueue files are not "
+                               f"contiguous: {len(names) - i} files from here deleted, to be "
+                               "rebuilt from the CommitLog")
+                break
+            size = os.path.getsize(path)
+            if size != self.file_size:
                 if self.read_only:
                     break  # being created by the writer
-                if os.path.getsize(path) == 0 and name == names[-1]:
+                if size == 0 and name == names[-1]:
                     os.unlink(path)
                     continue
+                with open(path, "r+b") as f:
+                    os.ftruncate(f.fileno(), self.file_size)
+                if log is not None:
+                    log.record(DERIVED_REBUILT, path, min(size, self.file_size),
+                               f"ConsumeQueue file is {size} bytes, {self.file_size} expected: "
+                               "resized; the units it lacks are rebuilt from the CommitLog")
             self._map(path, create=False)
         if self.files:
             self.max_units = self.first_unit + len(self.files) * self.units_per_file
@@ -116,38 +134,152 @@ class ConsumeQueue:
         self.arrays.append(np.frombuffer(mf.mm, dtype=CQ_DTYPE))
 
     def _new_file(self, first_unit: int) -> None:
-        """Create (preallocated: a full disk raises ``StoreFullError`` and leaves no file)
-        and map the file starting at ``first_unit``."""
         if not self.files and not os.path.isdir(self.dir):
-            with translate_full(f"creating {self.dir}"):
-                os.makedirs(self.dir, exist_ok=True)
+            os.makedirs(self.dir)
             self._parents_dirty = True
         self._map(os.path.join(self.dir, file_name(first_unit * fmt.CQ_UNIT_SIZE)), create=True)
         self._dir_dirty = True
 
     # ----- recovery -----
-    def scan_end(self) -> int:
-        """The queue offset where the units end (RocketMQ ``ConsumeQueue#recover``): from the
-        third-last file, the first unit with offset < 0 or size <= 0 ends the queue."""
-        if not self.files:
-            return 0
-        start = max(0, len(self.files) - 3)
-        end_unit = self.first_unit + start * self.units_per_file
-        for i in range(start, len(self.files)):
-            arr = self.arrays[i]
-            bad = np.flatnonzero((arr["offset"] < 0) | (arr["size"] <= 0))
-            if bad.size:
-                return end_unit + int(bad[0])
-            end_unit += self.units_per_file
-        return end_unit
+    #: units read per step while looking for the end of the last file
+    SCAN_CHUNK = 4096
+    #: units looked at after the first empty one: a unit torn in the middle of the queue
+    #: (a lost sector or page) has written units after it
+    PEEK_UNITS = 1024
 
-    def recover(self) -> None:
+    def scan_end(self) -> int:
+        """The queue offset where the units end: the first unit with offset < 0 or size <= 0
+        (RocketMQ ``ConsumeQueue#recover``), looked for in every file, the last one read in
+        steps of :attr:`SCAN_CHUNK` units so the cost follows the data, not the file size."""
+        return self._scan()[0]
+
+    def _scan(self) -> tuple[int, str | None]:
+        """(end unit, problem): the first empty unit, or the first unit that breaks the
+        queue's invariants, with what is wrong (None for a clean end). Invariants: a real
+        unit (not a filler) covers at least a message header, and the commitlog offsets of
+        real units increase by at least the previous one's size. When two units are out of
+        order either may be the wrong one, so the cut is before both."""
+        upf = self.units_per_file
+        prev_end = -1  # end of the last real unit's message
+        prev_q = -1  # its queue offset
+        for i, arr in enumerate(self.arrays):
+            base = self.first_unit + i * upf
+            last = i == len(self.arrays) - 1
+            step = self.SCAN_CHUNK if last else upf
+            for lo in range(0, upf, step):
+                a = arr[lo:lo + step]
+                off = a["offset"].astype(np.int64)
+                size = a["size"].astype(np.int64)
+                empty = np.flatnonzero((off < 0) | (size <= 0))
+                n = int(empty[0]) if empty.size else len(a)
+                real = np.flatnonzero(size[:n] != fmt.CQ_FILLER_SIZE)
+                cut = None
+                if real.size:
+                    r_off = off[real]
+                    r_end = r_off + size[real]
+                    small = np.flatnonzero(size[real] < fmt.MSG_FIXED_OVERHEAD)
+                    if small.size:
+                        cut = base + lo + int(real[small[0]])
+                    lows = np.concatenate(([prev_end], r_end[:-1]))
+                    mono = np.flatnonzero(r_off < lows)
+                    if mono.size:
+                        m = int(mono[0])
+                        before = base + lo + int(real[m - 1]) if m > 0 else prev_q
+                        if before < 0:
+                            before = base + lo + int(real[m])
+                        cut = before if cut is None else min(cut, before)
+                    if cut is not None:
+                        return cut, "a unit out of order or too small for a message"
+                    prev_end = int(r_end[-1])
+                    prev_q = base + lo + int(real[-1])
+                if n < len(a):
+                    if not last or self._written_after(i, lo + n):
+                        return base + lo + n, "an empty unit with written units after it"
+                    return base + lo + n, None
+        return self.first_unit + len(self.arrays) * upf, None
+
+    def _written_after(self, i: int, rel: int) -> bool:
+        """True if any of the next :attr:`PEEK_UNITS` units after ``rel`` in file ``i``, or
+        the first units of the next file, is not empty."""
+        arr = self.arrays[i]
+        if np.any(arr[rel + 1:rel + 1 + self.PEEK_UNITS]["size"] != 0):
+            return True
+        return i + 1 < len(self.arrays) and bool(
+            np.any(self.arrays[i + 1][:self.PEEK_UNITS]["size"] != 0))
+
+    def recover(self, log: RecoveryLog | None = None, min_phys: int = 0) -> int | None:
         """Find the end of the units (:meth:`scan_end`), zero what follows, delete later
-        files."""
+        files. Returns None if the queue simply ends there, or, when a unit before the end
+        was empty, torn or out of order (it is cut there), the commitlog offset from which
+        the dispatcher must rebuild this queue: the end of the last good unit's message
+        (``min_phys`` if there is none)."""
         if not self.files:
             self.max_units = 0
-            return
-        self.truncate_units(self.scan_end())
+            return None
+        end, problem = self._scan()
+        self.truncate_units(end)
+        if problem is None:
+            return None
+        path = self.files[0].path if self.files else self.dir
+        rebuild = max(self.max_phys_end, min_phys) if self.max_units > self.first_unit \
+            else min_phys
+        if log is not None:
+            log.record(DERIVED_REBUILT, path, end * fmt.CQ_UNIT_SIZE,
+                       f"ConsumeQueue {self.topic}/{self.queue_id} unit {end}: {problem}; cut "
+                       f"there and rebuilt from commitlog offset {rebuild}")
+        return rebuild
+
+    def verify_put(self, units: list[tuple[int, int, int, int]]) -> int:
+        """Recovery's :meth:`put_many`: units already present are compared with the ones
+        the dispatcher derived from the CommitLog and rewritten when different (a torn or
+        flipped unit); queue offsets that no message produced between two that did (their
+        message was skipped as damaged) become fillers. Returns the units rewritten."""
+        fixed = 0
+        with self._lock:
+            last = self._verify_last
+            for q, phys, size, tag in units:
+                if last is not None and q > last + 1:
+                    for g in range(last + 1, min(q, self.max_units)):
+                        if g >= self.first_unit and self.unit(g)[1] != fmt.CQ_FILLER_SIZE:
+                            self._write_unit(g, _FILLER)
+                            fixed += 1
+                if self.first_unit <= q < self.max_units:
+                    if self.unit(q) != (phys, size, tag):
+                        self._write_unit(q, fmt.CQ_UNIT.pack(phys, size, tag))
+                        fixed += 1
+                if last is None or q > last:
+                    last = q
+            self._verify_last = last
+            self._verify_fixed += fixed
+        rest = [u for u in units if u[0] >= self.max_units]
+        if rest:
+            self.put_many(rest)
+        return fixed
+
+    def finish_verify(self, start_phys: int, end_phys: int) -> int:
+        """End of recovery's verifying dispatch over commitlog [start_phys, end_phys): units
+        after the last one the dispatch produced that still point into that range have no
+        message there (it was skipped as damaged, or the unit is garbage): they become
+        fillers. Returns the units rewritten during the whole verification."""
+        with self._lock:
+            q = self.max_units - 1
+            lo = self._verify_last + 1 if self._verify_last is not None else self.first_unit
+            while q >= lo:
+                phys, size, _tag = self.unit(q)
+                if size == fmt.CQ_FILLER_SIZE:
+                    q -= 1
+                    continue
+                if phys < start_phys:
+                    break
+                if phys < end_phys:
+                    self._write_unit(q, _FILLER)
+                    self._verify_fixed += 1
+                q -= 1
+            fixed = self._verify_fixed
+            self._verify_last = None
+            self._verify_fixed = 0
+            self.max_phys_end = self._last_phys_end()
+        return fixed
 
     def truncate_units(self, end_unit: int) -> None:
         """Keep units below ``end_unit`` only: zero the rest, delete files left empty."""
@@ -257,20 +389,6 @@ class ConsumeQueue:
             self.max_units = q
             self.max_phys_end = last[1] + last[2]
 
-    def reserve_units(self, first: int, last: int) -> None:
-        """Create now the files that units ``first``..``last`` will be written to. The
-        append path calls it (under the CommitLog put lock, before it writes anything), so
-        that a full disk fails the append with ``StoreFullError`` instead of the dispatcher,
-        which then never has to create a file for a message that was acknowledged."""
-        with self._lock:
-            upf = self.units_per_file
-            if not self.files:
-                self._new_file((first // upf) * upf)
-                self.max_units = self.first_unit
-                self.min_logic_offset = first
-            while (last - self.first_unit) // upf >= len(self.files):
-                self._new_file(self.first_unit + len(self.files) * upf)
-
     def _write_unit(self, q: int, unit: bytes) -> None:
         idx = (q - self.first_unit) // self.units_per_file
         while idx >= len(self.files):
@@ -300,34 +418,24 @@ class ConsumeQueue:
 
     # ----- flush, retention -----
     def flush(self) -> int:
-        """msync the files written since the last flush; return the syncs issued.
-
-        Serialised by ``_flush_lock`` (not the writer's lock, so the dispatcher is never
-        blocked behind an fsync): a second flush waits until the first one's directory
-        syncs are done instead of seeing the dirty flags already cleared and returning
-        while the new files' directory entries are not yet durable. The flags are cleared
-        *before* the sync, so a file created meanwhile is covered by this sync or the next.
-        """
-        with self._flush_lock:
-            syncs = 0
-            for mf in reversed(list(self.files)):  # written in order: stop at a clean file
-                if mf.wrote_position == 0:
-                    continue  # created ahead by reserve_units, nothing in it yet
-                if mf.wrote_position <= mf.flushed_position:
-                    break
-                if mf.flush():
-                    syncs += 1
-            if self._dir_dirty:
-                self._dir_dirty = False
-                fsync_dir(self.dir)
+        """msync the files written since the last flush; return the syncs issued."""
+        syncs = 0
+        for mf in reversed(list(self.files)):  # written in order: stop at a clean file
+            if mf.wrote_position <= mf.flushed_position:
+                break
+            if mf.flush():
                 syncs += 1
-            if self._parents_dirty:  # a new queue: its directory entries must be durable too
-                self._parents_dirty = False
-                topic_dir = os.path.dirname(self.dir)
-                for d in (topic_dir, os.path.dirname(topic_dir)):
-                    fsync_dir(d)
-                    syncs += 1
-            return syncs
+        if self._dir_dirty:
+            self._dir_dirty = False
+            fsync_dir(self.dir)
+            syncs += 1
+        if self._parents_dirty:  # a new queue: its directory entries must be durable too
+            self._parents_dirty = False
+            topic_dir = os.path.dirname(self.dir)
+            for d in (topic_dir, os.path.dirname(topic_dir)):
+                fsync_dir(d)
+                syncs += 1
+        return syncs
 
     def correct_min_offset(self, min_phys: int) -> None:
         """Move ``min_logic_offset`` to the first unit whose message is at or after

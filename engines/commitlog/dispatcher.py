@@ -27,6 +27,7 @@ from .consume_queue import ConsumeQueue
 from .index_file import IndexService
 
 _HEADER = fmt.MSG_HEADER
+_SKIPPED_TOPIC = fmt.SKIPPED_TOPIC
 
 
 def _tag_text(raw: bytes) -> str:
@@ -65,6 +66,9 @@ class Dispatcher:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._tag_hashes: dict[str, int] = {}
+        #: set by recovery while it re-dispatches: units already present are compared with
+        #: the messages and rewritten when wrong (ConsumeQueue.verify_put)
+        self.verify_units = False
 
     # ----- the background service -----
     def start(self) -> None:
@@ -169,14 +173,62 @@ class Dispatcher:
                 break
             pos = off - mf.file_from_offset
             limit = min(mf.file_size, end - mf.file_from_offset)
+            if cl.skipped:  # ranges recovery kept under on_corruption="skip"
+                jump = self._skip_range(off)
+                if jump is not None and jump[0] <= off:
+                    off = jump[1]
+                    continue
+                if jump is not None and jump[0] < mf.file_from_offset + limit:
+                    limit = jump[0] - mf.file_from_offset
             n, pos, blank = self._dispatch_block(mf.mm, pos, limit)
             done += n
             off = mf.file_end_offset if blank else mf.file_from_offset + pos
             self._publish(off)
             if not blank and pos < limit:
+                size = self._dispatch_one(mf, pos, limit)
+                if size:  # a message the native walk does not read (V2, IPv6 hosts)
+                    done += 1
+                    off += size
+                    self._publish(off)
+                    continue
                 break  # a partial message: stop, retry later
         self._publish(off)
         return done
+
+    def _skip_range(self, off: int) -> tuple[int, int] | None:
+        """The first skipped range that ends after ``off``."""
+        for r in self.commitlog.skipped:
+            if r[1] > off:
+                return r
+        return None
+
+    def _dispatch_one(self, mf, pos: int, limit: int) -> int:
+        """Dispatch the one message at ``pos`` in Python; its size, or 0 if there is no
+        whole sound message there (yet)."""
+        try:
+            d = msgcodec.dispatch_fields(mf.mm, pos, limit)
+        except msgcodec.BadMessage:
+            return 0
+        if d.topic == _SKIPPED_TOPIC:
+            return d.size
+        units = [(d.queue_offset, d.physical_offset, d.size,
+                  0 if d.tag is None else self._tag_hash(d.tag))]
+        key = (d.topic, d.queue_id)
+        cq = self.queues.get(key)
+        if cq is None:
+            cq = self.consume_queue(*key)
+        if self.verify_units:
+            cq.verify_put(units)
+        else:
+            cq.put_many(units)
+        if self.index is not None and (d.keys_text is not None or d.uniq_key):
+            keys = [k for k in (d.keys_text or "").split(fmt.KEY_SEPARATOR) if k]
+            if d.uniq_key:
+                keys.append(d.uniq_key)
+            self.index.build_many([(d.topic, d.physical_offset, d.store_timestamp, keys)])
+        self.last_dispatched_timestamp = d.store_timestamp
+        self.dispatched_messages += 1
+        return d.size
 
     def _dispatch_block(self, mm, pos: int, limit: int) -> tuple[int, int, bool]:
         queues = self.queues
@@ -192,6 +244,8 @@ class Dispatcher:
         for (_pos, size, queue_id, queue_offset, phys, store_ts, tp, tl, gp, gl, kp, kl,
              up, ul) in scan.fields.tolist():
             topic = bytes(mm[tp:tp + tl]).decode("utf-8", "replace")
+            if topic == _SKIPPED_TOPIC:  # recovery's marker over a skipped damaged range
+                continue
             tag = None if gp < 0 else _tag_text(bytes(mm[gp:gp + gl]))
             keys_text = None if kp < 0 else bytes(mm[kp:kp + kl]).decode("utf-8", "replace")
             uniq = None if up < 0 else bytes(mm[up:up + ul]).decode("utf-8", "replace")
@@ -220,7 +274,10 @@ class Dispatcher:
             cq = queues.get(key)
             if cq is None:
                 cq = self.consume_queue(*key)
-            cq.put_many(units)
+            if self.verify_units:
+                cq.verify_put(units)
+            else:
+                cq.put_many(units)
         if n:
             self.last_dispatched_timestamp = last_ts
             self.dispatched_messages += n

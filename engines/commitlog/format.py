@@ -32,10 +32,16 @@ import struct
 
 # ----- CommitLog message -----
 MESSAGE_MAGIC_V1 = 0xDAA320A7
-#: RocketMQ's V2 (2-byte topic length): recognised only to refuse it
+#: RocketMQ's V2 (MessageVersion.MESSAGE_VERSION_V2): the topic length is 2 bytes. mqstore
+#: reads it (a RocketMQ 5 store holds such messages) and writes V1.
 MESSAGE_MAGIC_V2 = 0xDAA320AB
-#: SYSFLAG bits for IPv6 born / store hosts (longer host fields): recognised only to refuse
-SYSFLAG_IPV6_HOSTS = 0x30
+#: SYSFLAG bits (MessageSysFlag): an IPv6 born host / store host takes 16 + 4 bytes instead
+#: of 4 + 4. mqstore reads both and writes IPv4 hosts.
+SYSFLAG_BORNHOST_V6 = 0x10
+SYSFLAG_STOREHOST_V6 = 0x20
+SYSFLAG_IPV6_HOSTS = SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6
+HOST_V4_SIZE = 8
+HOST_V6_SIZE = 20
 POS_SYSFLAG = 36
 BLANK_MAGIC = 0xCBD43194
 #: fixed part of a V1 message with IPv4 hosts (everything but body, topic and properties)
@@ -78,6 +84,29 @@ SYSFLAG_NONE = 0
 BORNHOST = bytes([127, 0, 0, 1]) + struct.pack(">i", 0)
 #: 127.0.0.1, port 10911 (RocketMQ's default broker listen port)
 STOREHOST = bytes([127, 0, 0, 1]) + struct.pack(">i", 10911)
+
+# ----- the record CRC (RocketMQ 5 enabledAppendPropCRC) -----
+#: the last property of every message mqstore writes: ``__CRC32#`` \x01 10 ASCII digits
+#: \x02, the digits being UtilAll.crc32 (zlib.crc32 & 0x7FFFFFFF) of the whole message up
+#: to this property, least-significant digit first (MessageDecoder#createCrc32). RocketMQ
+#: checks it on recovery with forceVerifyPropCRC; mqstore always does, and on every read.
+PROPERTY_CRC32 = "__CRC32#"
+CRC32_PREFIX = b"__CRC32#\x01"
+CRC32_DIGITS = 10
+#: CommitLog.CRC32_RESERVED_LEN: len("__CRC32#") + 1 + 10 + 1
+CRC32_RESERVED_LEN = 20
+#: the placeholder encode() writes; patch() fills the digits once the position is known
+CRC32_PLACEHOLDER = CRC32_PREFIX + b"0" * CRC32_DIGITS + b"\x02"
+
+# ----- the skip marker -----
+#: topic of the message recovery writes over a damaged range it skips
+#: (on_corruption="skip"): a sound V1 message (its PHYSICALOFFSET its own offset, QUEUEID 0,
+#: QUEUEOFFSET 0, no properties but the record CRC) that every reader and the dispatcher
+#: ignore. '%' is outside mqstore's topic names, so no user topic can collide (RocketMQ's
+#: own system topics use it the same way, e.g. %RETRY%).
+SKIPPED_TOPIC = "%SKIPPED%"
+#: the body starts with this text, then zeros
+SKIPPED_BODY = b"mqstore recovery: damaged bytes skipped here (on_corruption=skip)"
 
 # ----- message properties (MessageConst / MessageDecoder) -----
 NAME_VALUE_SEPARATOR = "\x01"

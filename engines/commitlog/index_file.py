@@ -18,25 +18,24 @@ re-checks topic and key on the messages.
 from __future__ import annotations
 
 import datetime
-import logging
 import mmap
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 
 from mqstore import errors, native
-from mqstore.damage import preallocate, translate_full
-from mqstore.errors import StoreFullError
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
 from .mapped_file import close_mapping
 
 _INT_MAX = 0x7FFFFFFF
-logger = logging.getLogger("mqstore")
+#: one IndexFile entry as numpy sees it (format.INDEX_ENTRY)
+INDEX_ENTRY_DTYPE = np.dtype([("hash", ">i4"), ("phy", ">i8"), ("diff", ">i4"),
+                              ("prev", ">i4")])
 
 
 def key_hash(key: str) -> int:
@@ -60,24 +59,11 @@ class IndexFile:
         self.index_entries = index_entries
         self.file_size = fmt.INDEX_HEADER_SIZE + hash_slots * 4 + index_entries * 20
         flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
-        with translate_full(f"creating {path}"):
-            self._fd = os.open(path, flags, 0o644)
+        self._fd = os.open(path, flags, 0o644)
         try:
             if create:
                 os.ftruncate(self._fd, self.file_size)
-                try:  # no write through the mapping may ever SIGBUS on a full disk
-                    preallocate(self._fd, 0, self.file_size, f"preallocating {path}")
-                except BaseException:
-                    os.close(self._fd)
-                    self._fd = -1
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
-                    raise
-                os.fdatasync(self._fd)  # the full size is durable before any entry is
-            st = os.fstat(self._fd)
-            if st.st_size != self.file_size:
+            if os.fstat(self._fd).st_size != self.file_size:
                 raise errors.CorruptRecordError(
                     f"index file is {os.fstat(self._fd).st_size} bytes, expected "
                     f"{self.file_size} (hash_slots={hash_slots}, index_entries={index_entries})",
@@ -85,11 +71,8 @@ class IndexFile:
             access = mmap.ACCESS_READ if read_only else mmap.ACCESS_WRITE
             self.mm = mmap.mmap(self._fd, self.file_size, access=access)
         except BaseException:
-            if self._fd >= 0:
-                os.close(self._fd)
+            os.close(self._fd)
             raise
-        #: every block allocated (see :meth:`reserve`)
-        self.reserved = create or read_only or st.st_blocks * 512 >= self.file_size
         self.entries_pos = fmt.INDEX_HEADER_SIZE + hash_slots * 4
         if create:
             self.begin_timestamp = end_timestamp
@@ -102,13 +85,6 @@ class IndexFile:
         else:
             self.read_header()
         self.dirty = create
-
-    def reserve(self) -> None:
-        """Preallocate an older store's sparse IndexFile before it is written (raises
-        ``StoreFullError`` on a full disk, before anything was written)."""
-        if not self.reserved:
-            preallocate(self._fd, 0, self.file_size, f"preallocating {self.path}")
-            self.reserved = True
 
     def read_header(self) -> None:
         """Load the header fields from the file."""
@@ -242,6 +218,76 @@ class IndexFile:
             self.dirty = True
         return got.removed
 
+    def validate(self, repair: bool = False) -> tuple[str, str | None]:
+        """Check the file against its own invariants (numpy over the entries written, so the
+        cost follows ``indexCount``, not the preallocated size): ("ok", None), ("repaired",
+        what) when only derived-of-derived fields were wrong and ``repair`` rewrote them
+        (slot heads, header counts and bounds), or ("damaged", what) when entries are wrong
+        and the file must be rebuilt.
+
+        Entries: keyHash >= 0, prev in [0, n) and in the same slot, commitlog offsets and
+        times in log order. Slots: the slot of every key holds its newest entry. Chains:
+        every entry is reached exactly once (from its slot or from one newer entry)."""
+        (_bt, _et, begin_phy, end_phy, slot_count,
+         count) = fmt.INDEX_HEADER.unpack_from(self.mm, 0)
+        if not 1 <= count <= self.index_entries:
+            return "damaged", f"indexCount {count} outside [1, {self.index_entries}]"
+        n = count - 1
+        if n == 0:
+            return "ok", None
+        e = np.frombuffer(self.mm, dtype=INDEX_ENTRY_DTYPE, count=n,
+                          offset=self.entries_pos + fmt.INDEX_ENTRY_SIZE)
+        h = e["hash"].astype(np.int64)
+        phy = e["phy"].astype(np.int64)
+        diff = e["diff"].astype(np.int64)
+        prev = e["prev"].astype(np.int64)
+        idx = np.arange(1, count, dtype=np.int64)
+        if (h < 0).any():
+            return "damaged", f"entry {int(idx[np.argmax(h < 0)])}: negative key hash"
+        bad = np.flatnonzero((prev < 0) | (prev >= idx))
+        if bad.size:
+            return "damaged", f"entry {int(idx[bad[0]])}: previous entry {int(prev[bad[0]])} " \
+                              "out of range"
+        bad = np.flatnonzero((np.diff(phy) < 0) | (np.diff(diff) < 0))
+        if bad.size or phy[0] < 0 or diff[0] < 0:
+            at = int(idx[bad[0] + 1]) if bad.size else 1
+            return "damaged", f"entry {at}: commitlog offset or time out of log order"
+        slot = h % self.hash_slots
+        linked = prev > 0
+        if (slot[prev[linked] - 1] != slot[linked]).any():
+            at = int(idx[linked][np.argmax(slot[prev[linked] - 1] != slot[linked])])
+            return "damaged", f"entry {at}: chained to an entry of another slot"
+        # the newest entry of each used slot (entries are in index order)
+        order = np.lexsort((idx, slot))
+        last_of_slot = np.flatnonzero(np.diff(slot[order], append=-1) != 0)
+        used = slot[order][last_of_slot]
+        heads = idx[order][last_of_slot]
+        refs = np.bincount(prev[linked], minlength=count)[1:]
+        refs[heads - 1] += 1
+        if (refs != 1).any():
+            at = int(idx[np.argmax(refs != 1)])
+            return "damaged", f"entry {at}: reached {int(refs[at - 1])} times from its slot chain"
+        slots = np.frombuffer(self.mm, dtype=">i4", count=self.hash_slots,
+                              offset=fmt.INDEX_HEADER_SIZE)
+        wrong_heads = np.flatnonzero(slots[used] != heads)
+        fixes = []
+        if wrong_heads.size:
+            fixes.append(f"{wrong_heads.size} slots did not hold the newest entry of their "
+                         "chain")
+        if begin_phy != phy[0] or end_phy != phy[-1] or slot_count != used.size:
+            fixes.append("header bounds or hashSlotCount disagreed with the entries")
+        if not fixes:
+            return "ok", None
+        if repair:
+            for s_, hd in zip(used[wrong_heads].tolist(), heads[wrong_heads].tolist()):
+                fmt.INDEX_SLOT.pack_into(self.mm, fmt.INDEX_HEADER_SIZE + s_ * 4, hd)
+            self.read_header()
+            self.begin_phy_offset, self.end_phy_offset = int(phy[0]), int(phy[-1])
+            self.hash_slot_count = int(used.size)
+            self._write_header()
+            self.dirty = True
+        return "repaired", "; ".join(fixes)
+
     def flush(self) -> bool:
         """msync the file if it changed; True if a sync was issued."""
         if not self.dirty:
@@ -299,26 +345,70 @@ class IndexService:
         #: commitlog offset of the newest message indexed (-1: none); re-dispatch skips
         #: messages at or below it (idempotence)
         self.indexed_end = -1
-        self.stalled = False
         self.last_flushed_timestamp = 0
 
-    def load(self) -> None:
-        """Map the existing index files, oldest first (names sort by creation time)."""
+    def load(self, log: RecoveryLog | None = None) -> None:
+        """Map the existing index files, oldest first (names sort by creation time). The
+        IndexFile is derived: a writer deletes a file of the wrong size, and every later one
+        (each continues the previous), and recovery rebuilds them from the CommitLog."""
         if not os.path.isdir(self.dir):
             if not self.read_only:
                 os.makedirs(self.dir, exist_ok=True)
             return
-        for name in sorted(os.listdir(self.dir)):
-            if len(name) != 17 or not name.isdigit():
-                continue
+        names = [n for n in sorted(os.listdir(self.dir)) if len(n) == 17 and n.isdigit()]
+        for i, name in enumerate(names):
             path = os.path.join(self.dir, name)
-            if os.path.getsize(path) == 0:  # a crash between create and ftruncate
+            size = os.path.getsize(path)
+            if size == 0:  # a crash between create and ftruncate
                 if not self.read_only:
                     os.unlink(path)
                 continue
+            expected = fmt.INDEX_HEADER_SIZE + self.hash_slots * 4 + self.index_entries * 20
+            if size != expected:
+                if self.read_only:
+                    break
+                self._drop(names[i:], log, f"IndexFile is {size} bytes, {expected} expected")
+                break
             self.files.append(IndexFile(path, self.hash_slots, self.index_entries,
                                         read_only=self.read_only))
         self._update_indexed_end()
+
+    def _drop(self, names: list[str], log: RecoveryLog | None, why: str) -> None:
+        for name in names:
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except FileNotFoundError:
+                pass
+        self._dir_dirty = True
+        if log is not None:
+            log.record(DERIVED_REBUILT, os.path.join(self.dir, names[0]), 0,
+                       f"{why}: {len(names)} IndexFile(s) from here deleted, to be rebuilt "
+                       "from the CommitLog")
+
+    def recover(self, log: RecoveryLog | None, window_start: int, min_phys: int) -> int | None:
+        """Validate the IndexFiles that cover the recovery window (from commitlog offset
+        ``window_start``) and the newest one (:meth:`IndexFile.validate`); repair what is
+        repairable and delete a damaged file and every later one. Returns the commitlog
+        offset the dispatcher must re-index from, or None if nothing was deleted."""
+        with self._lock:
+            for k, f in enumerate(self.files):
+                if f.end_phy_offset < window_start and k < len(self.files) - 1 \
+                        and 1 <= f.index_count <= self.index_entries:
+                    continue
+                status, why = f.validate(repair=True)
+                if status == "repaired" and log is not None:
+                    log.record(DERIVED_REBUILT, f.path, 0, f"IndexFile repaired: {why}")
+                if status != "damaged":
+                    continue
+                gone = self.files[k:]
+                self.files = self.files[:k]
+                for g in gone:
+                    g.close()
+                self._drop([os.path.basename(g.path) for g in gone], log,
+                           f"IndexFile damaged: {why}")
+                self._update_indexed_end()
+                return self.indexed_end if self.indexed_end >= 0 else min_phys
+        return None
 
     def _update_indexed_end(self) -> None:
         self.indexed_end = -1
@@ -330,9 +420,9 @@ class IndexService:
     def build_index(self, topic: str, phy_offset: int, store_timestamp: int,
                     keys: list[str]) -> None:
         """Index ``topic#k`` for each of ``keys`` of the message at ``phy_offset``."""
-        if phy_offset <= self.indexed_end or self.stalled:
+        if phy_offset <= self.indexed_end:
             return
-        with self._lock, self._stall_when_full():
+        with self._lock:
             f = self._writable_file(store_timestamp)
             for k in keys:
                 full = topic + fmt.INDEX_KEY_SEPARATOR + k
@@ -346,9 +436,7 @@ class IndexService:
     def build_many(self, entries: list[tuple[str, int, int, list[str]]]) -> None:
         """:meth:`build_index` for a run of messages (topic, commitlog offset, store
         timestamp, keys) in log order, under one lock and one header write per file."""
-        if self.stalled:
-            return
-        with self._lock, self._stall_when_full():
+        with self._lock:
             if native.backend == "native":
                 self._build_many_native(entries)
                 return
@@ -409,24 +497,10 @@ class IndexService:
             f.write_header()
         self.indexed_end = indexed_end
 
-    @contextmanager
-    def _stall_when_full(self) -> Iterator[None]:
-        """A full disk while indexing stalls the index (see ``stalled``) instead of
-        stopping the dispatcher."""
-        try:
-            yield
-        except StoreFullError as exc:
-            self.stalled = True
-            self._update_indexed_end()
-            logger.warning("index: %s; key lookups miss messages stored from now on until "
-                           "the store is reopened (recovery re-indexes them)", exc)
-
     def _writable_file(self, now: int) -> IndexFile:
         if not self.files or self.files[-1].is_full:
             return self._roll(now)
-        f = self.files[-1]
-        f.reserve()
-        return f
+        return self.files[-1]
 
     def _roll(self, now: int) -> IndexFile:
         last = self.files[-1] if self.files else None
@@ -436,8 +510,7 @@ class IndexService:
                 os.path.join(self.dir, name)):
             ms += 1
             name = _index_file_name(ms)
-        with translate_full(f"creating {self.dir}"):
-            os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, exist_ok=True)
         f = IndexFile(os.path.join(self.dir, name), self.hash_slots, self.index_entries,
                       create=True,
                       end_phy_offset=last.end_phy_offset if last else 0,

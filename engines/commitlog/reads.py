@@ -131,19 +131,32 @@ class ConsumeQueueReads:
 
     def _record_at(self, phys: int, size: int, topic: str, partition: int,
                    queue_offset: int) -> Record | None:
-        mf = self.commitlog.find_file(phys)
+        """The record a ConsumeQueue unit points at. Every length is bounds-checked and,
+        with ``check_crcs`` (default), the record CRC (``__CRC32#``) or, for a message
+        without one, the body CRC; the message must be the one the unit names (size, queue,
+        queue offset). Any mismatch raises CorruptRecordError."""
+        cl = self.commitlog
+        mf = cl.find_file(phys)
         if mf is None:
             return None  # MESSAGE_WAS_REMOVING: retention took it
         pos = phys - mf.file_from_offset
-        total, magic, born, body, props = msgcodec.record_fields(mf.mm, pos)
-        if total != size or magic != fmt.MESSAGE_MAGIC_V1:
+        try:
+            f = msgcodec.read_fields(mf.mm, pos, mf.file_size, self.config.check_crcs,
+                                     phys >= cl.crc_required_from)
+        except msgcodec.BadMessage as exc:
+            raise errors.CorruptRecordError(
+                f"{topic}/{partition}@{queue_offset}: {exc}", mf.path, pos) from None
+        if f.size != size or f.queue_offset != queue_offset or f.queue_id != partition:
             raise errors.CorruptRecordError(
                 f"ConsumeQueue unit {topic}/{partition}@{queue_offset} points at a message of "
-                f"size {total} (magic 0x{magic:08X}), expected {size}", mf.path, pos)
+                f"size {f.size}, queue {f.queue_id}, queue offset {f.queue_offset}; expected "
+                f"size {size}", mf.path, pos)
+        props = f.properties
         if props is None:
-            return Record(topic, partition, queue_offset, born, None, body, {}, None)
-        return Record(topic, partition, queue_offset, born, props.key, body, props.headers,
-                      props.tag)
+            return Record(topic, partition, queue_offset, f.born_timestamp, None, f.body, {},
+                          None)
+        return Record(topic, partition, queue_offset, f.born_timestamp, props.key, f.body,
+                      props.headers, props.tag)
 
     def start_offset(self, topic: str, partition: int) -> int:
         cq, _end, _cq_end, tail = self._queue_for_read(topic, partition)
@@ -220,8 +233,9 @@ class ConsumeQueueReads:
             if mf is None:
                 continue
             pos = phys - mf.file_from_offset
-            if msgcodec.check(mf.mm, pos, mf.file_size) is not None:
-                continue
+            if msgcodec.check(mf.mm, pos, mf.file_size,
+                              phys >= self.commitlog.crc_required_from) is not None:
+                continue  # a damaged message is never returned (verify reports it)
             m = msgcodec.decode(mf.mm, pos)
             if m.topic != topic or not (begin <= m.store_timestamp <= end) or not (
                     m.properties.key == key or _one_of_keys(m.properties.keys_text, key)):

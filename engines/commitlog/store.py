@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -33,7 +32,7 @@ from mqstore.api import (
     validate_topic_name,
 )
 from mqstore.config import StoreConfig
-from mqstore.damage import is_full, translate_full
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog
 from mqstore.durability import GroupCommit, PeriodicFlusher
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
@@ -119,10 +118,8 @@ class CommitLogStore(ConsumeQueueReads, Store):
         self.appended_records = 0
         self.appended_bytes = 0
         self.fsyncs = 0
-        self._fsyncs_lock = threading.Lock()
-        self._logics_lock = threading.Lock()
-        self._queues_lock = threading.Lock()
-        self.recovery: dict[str, Any] = {}
+        self.recovery: dict[str, Any] = {}  # what the last recovery scanned (details)
+        self.recovery_log = RecoveryLog()  # every recovery action: stats()["recovery"]
         self.dispatcher: Dispatcher | None = None
         self.follower: Follower | None = None
         self.commitlog = CommitLog(os.path.join(path, fmt.COMMITLOG_DIR), o["mapped_file_size"],
@@ -155,16 +152,15 @@ class CommitLogStore(ConsumeQueueReads, Store):
     def _open(self) -> None:
         path, o = self.path, self.config.options
         cfg_dir = os.path.join(path, fmt.CONFIG_DIR)
-        log = getattr(self, "recovery_log", None)
         self.topic_config = TopicConfigManager(os.path.join(cfg_dir, fmt.TOPICS_FILE),
-                                               read_only=self._read_only, log=log)
+                                               read_only=self._read_only)
         self.offsets = ConsumerOffsetManager(os.path.join(cfg_dir, fmt.CONSUMER_OFFSET_FILE),
-                                             read_only=self._read_only, log=log)
-        self.commitlog.load()
+                                             read_only=self._read_only)
+        self.commitlog.load(self.recovery_log)
         self._load_queues()
-        self.index.load()
+        self.index.load(self.recovery_log)
         self.checkpoint = StoreCheckpoint(os.path.join(path, fmt.CHECKPOINT_FILE),
-                                          read_only=self._read_only, log=log)
+                                          read_only=self._read_only)
         if self._read_only:
             self.follower = Follower(self)
             return
@@ -200,7 +196,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
                         continue
                     cq = ConsumeQueue(root, topic, int(qid), self.config.options[
                         "cq_units_per_file"], read_only=self._read_only)
-                    cq.load()
+                    cq.load(self.recovery_log)
                     self._queues[(topic, int(qid))] = cq
                     found[topic] = max(found.get(topic, 0), int(qid) + 1)
         self.topic_config.adopt(found)
@@ -209,44 +205,67 @@ class CommitLogStore(ConsumeQueueReads, Store):
         """The ConsumeQueue of (topic, queue), created on first use."""
         cq = self._queues.get((topic, queue_id))
         if cq is None:
-            with self._queues_lock:  # the append path and the dispatcher may both ask
-                cq = self._queues.get((topic, queue_id))
-                if cq is None:
-                    cq = ConsumeQueue(os.path.join(self.path, fmt.CONSUMEQUEUE_DIR), topic,
-                                      queue_id, self.config.options["cq_units_per_file"],
-                                      read_only=self._read_only)
-                    cq.load()
-                    self._queues[(topic, queue_id)] = cq
+            cq = ConsumeQueue(os.path.join(self.path, fmt.CONSUMEQUEUE_DIR), topic, queue_id,
+                              self.config.options["cq_units_per_file"], read_only=self._read_only)
+            cq.load()
+            self._queues[(topic, queue_id)] = cq
         return cq
 
     def _recover(self) -> None:
-        """RocketMQ ``DefaultMessageStore#recover``: ConsumeQueues, then the CommitLog (normal
-        or abnormal), then cut the derived files to the log and re-dispatch the rest."""
+        """RocketMQ ``DefaultMessageStore#recover`` with mqstore's damage model: the
+        CommitLog first (normal or abnormal start, ``recovery.py``: a torn tail is cut,
+        corruption goes to ``on_corruption``), then the derived files: ConsumeQueues and
+        IndexFiles are checked, cut to the log, and rebuilt by re-dispatching from the
+        recovery start (or from further back where they are damaged); every unit whose
+        message is re-dispatched is compared with it and rewritten if wrong."""
         cl = self.commitlog
+        log = self.recovery_log
         abnormal = os.path.exists(os.path.join(self.path, fmt.ABORT_FILE))
-        for cq in self._queues.values():
-            cq.recover()
+        ck = self.checkpoint
         if abnormal:
-            start_idx = cl.recovery_start_abnormal(self.checkpoint.min_timestamp())
+            start_idx = cl.recovery_start_abnormal(ck.min_timestamp())
         else:
             start_idx = cl.recovery_start_normal()
-        res: RecoveryResult = cl.recover(start_idx)
+        res: RecoveryResult = cl.recover(
+            start_idx, policy=self.config.on_corruption, clean=not abnormal,
+            sync_timestamp=ck.physic_msg_timestamp, log=log)
+        # derived files: damaged ConsumeQueue tails and IndexFiles are rebuilt from the log
+        reput = res.start_offset
         for cq in self._queues.values():
+            rebuild = cq.recover(log, cl.min_offset)
+            if rebuild is not None:
+                reput = min(reput, rebuild)
             cq.truncate_dirty(res.valid_end)
+        if self.config.options["message_index"]:
+            rebuild = self.index.recover(log, res.start_offset, cl.min_offset)
+            if rebuild is not None:
+                reput = min(reput, rebuild)
         # abnormal: index entries newer than the recovery start are redone; normal: only those
         # pointing past the end of the log
         cut = res.start_offset if abnormal else res.valid_end
+        if res.skipped_from is not None:  # entries of skipped messages go too
+            cut = min(cut, res.skipped_from)
         removed = self.index.truncate_from(cut, self._store_timestamp_at)
-        if abnormal:
-            reput = res.start_offset
-        else:
-            ends = [cq.max_phys_end for cq in self._queues.values() if cq.max_units]
-            reput = min(max(ends, default=cl.min_offset), res.valid_end)
-            if self.config.options["message_index"]:  # an IndexFile behind the queues
-                reput = min(reput, self.index.indexed_end if self.index.indexed_end >= 0
-                            else cl.min_offset)
-        self.dispatcher.reput_from_offset = max(reput, cl.min_offset)
-        redispatched = self.dispatcher.dispatch(res.valid_end)
+        # queues behind the recovery start (or none at all: rebuilt from the first file)
+        ends = [cq.max_phys_end for cq in self._queues.values() if cq.max_units]
+        reput = min(reput, max(ends, default=cl.min_offset))
+        if self.config.options["message_index"]:  # an IndexFile behind the queues
+            reput = min(reput, self.index.indexed_end if self.index.indexed_end >= 0
+                        else cl.min_offset)
+        self.dispatcher.reput_from_offset = max(min(reput, res.valid_end), cl.min_offset)
+        redispatch_from = self.dispatcher.reput_from_offset
+        self.dispatcher.verify_units = True
+        try:
+            redispatched = self.dispatcher.dispatch(res.valid_end)
+        finally:
+            self.dispatcher.verify_units = False
+        repaired = 0
+        for cq in list(self._queues.values()):
+            repaired += cq.finish_verify(redispatch_from, res.valid_end)
+        if repaired:
+            log.record(DERIVED_REBUILT, os.path.join(self.path, fmt.CONSUMEQUEUE_DIR),
+                       redispatch_from, f"{repaired} ConsumeQueue units did not match the "
+                       "messages they point at and were rewritten from the CommitLog")
         found: dict[str, int] = {}
         for (topic, qid), cq in self._queues.items():
             cq.correct_min_offset(cl.min_offset)
@@ -256,38 +275,24 @@ class CommitLogStore(ConsumeQueueReads, Store):
         self.recovery = {
             "abnormal": abnormal, "start_offset": res.start_offset, "end_offset": res.valid_end,
             "scanned_messages": res.scanned_messages, "redispatched_messages": redispatched,
+            "redispatched_from": redispatch_from, "units_rewritten": repaired,
             "index_entries_removed": removed, "damage": [str(d) for d in res.damage],
+            "skipped": list(cl.skipped),
         }
-        if redispatched or removed or res.damage:
+        if redispatched or removed or res.damage or repaired:
             self._flush_logics()
 
     def _store_timestamp_at(self, phys: int) -> int:
         mf = self.commitlog.find_file(phys)
         if mf is None:
             return 0
-        return fmt.STORETIMESTAMP.unpack_from(
-            mf.mm, phys - mf.file_from_offset + fmt.POS_STORETIMESTAMP)[0]
+        return msgcodec.store_timestamp(mf.mm, phys - mf.file_from_offset, mf.file_size)
 
     def _create_abort(self) -> None:
-        """Create the ``abort`` marker. Only its existence matters: on a full disk the pid
-        it holds for humans is left out, so a store reopens while the disk is full."""
         p = os.path.join(self.path, fmt.ABORT_FILE)
-        with translate_full(f"creating {p}"):
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        except OSError as exc:
-            if not is_full(exc):
-                raise
-        finally:
-            os.close(fd)
+        with open(p, "w") as f:
+            f.write(str(os.getpid()))
         fsync_dir(self.path)
-
-    def _count_fsyncs(self, n: int) -> None:
-        """Add to ``stats()["fsyncs"]``: appenders (group commit), the two flusher threads
-        and ``flush()`` all count, so the read-modify-write is locked."""
-        with self._fsyncs_lock:
-            self.fsyncs += n
 
     # ----- flushing -----
     def _confirm_offset(self) -> int:
@@ -298,8 +303,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
         return self.commitlog.max_offset
 
     def _sync_commitlog(self) -> None:
-        with translate_full("syncing the commitlog"):
-            self._count_fsyncs(self.commitlog.flush())
+        self.fsyncs += self.commitlog.flush()
 
     def _logics_dirty(self) -> bool:
         d = self.dispatcher
@@ -309,24 +313,19 @@ class CommitLogStore(ConsumeQueueReads, Store):
 
     def _flush_logics(self) -> None:
         """Flush ConsumeQueues and IndexFiles, then record how far each part is durable in
-        the checkpoint (RocketMQ's FlushConsumeQueueService + checkpoint flush).
-
-        Serialised (``_logics_lock``): the periodic flusher, ``flush()``, ``close()`` and
-        recovery may call it at once, and the checkpoint must never claim more than the
-        syncs that completed before it was written (nor move backwards)."""
-        with self._logics_lock:
-            ts = self.dispatcher.last_dispatched_timestamp if self.dispatcher else 0
-            syncs = 0
-            for cq in list(self._queues.values()):
-                syncs += cq.flush()
-            idx_syncs, _ = self.index.flush()
-            ck = self.checkpoint
-            if ts:
-                ck.logics_msg_timestamp = ts
-                ck.index_msg_timestamp = ts
-            ck.physic_msg_timestamp = self.commitlog.flushed_store_timestamp
-            ck.flush()
-            self._count_fsyncs(syncs + idx_syncs + 1)
+        the checkpoint (RocketMQ's FlushConsumeQueueService + checkpoint flush)."""
+        ts = self.dispatcher.last_dispatched_timestamp if self.dispatcher else 0
+        syncs = 0
+        for cq in list(self._queues.values()):
+            syncs += cq.flush()
+        idx_syncs, _ = self.index.flush()
+        ck = self.checkpoint
+        if ts:
+            ck.logics_msg_timestamp = ts
+            ck.index_msg_timestamp = ts
+        ck.physic_msg_timestamp = self.commitlog.flushed_store_timestamp
+        ck.flush()
+        self.fsyncs += syncs + idx_syncs + 1
 
     def flush(self) -> None:
         """Sync the CommitLog, then the ConsumeQueues, IndexFiles and checkpoint. Raises the
@@ -445,20 +444,13 @@ class CommitLogStore(ConsumeQueueReads, Store):
                     q = self._queue_next.get(k, 0)
                 qoffs.append(q)
                 nxt[k] = q + 1
-            with translate_full(f"appending to {topic!r}"):
-                # the ConsumeQueue files these units go to exist before anything is written,
-                # so a full disk fails this call, never the dispatcher (nothing is assigned
-                # yet: the queue offsets are only taken below, once the put succeeded)
-                for k, end in nxt.items():
-                    self._consume_queue(*k).reserve_units(self._queue_next.get(k, 0), end - 1)
-                _phys, store_ts = cl.put_locked(bufs, qoffs, flags)
+            _phys, store_ts = cl.put_locked(bufs, qoffs, flags)
             self._queue_next.update(nxt)
             self.appended_records += len(bufs)
             self.appended_bytes += sum(map(len, bufs))
             ticket = self._gc.written() if self._gc is not None else 0
         if self._gc is not None:
-            with translate_full(f"syncing an append to {topic!r}"):
-                self._gc.wait_durable(ticket)
+            self._gc.wait_durable(ticket)
         self.dispatcher.wakeup()
         return [RecordMetadata(topic, o[0], q, store_ts if d else o[1].timestamp_ms)
                 for o, q, d in zip(order, qoffs, defaulted)]
@@ -507,7 +499,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
             deleted = cl.delete_expired_files(now, reserved, o["retention_bytes"],
                                               self.dispatcher.reput_from_offset)
             if deleted:
-                self._count_fsyncs(cl.flush())
+                self.fsyncs += cl.flush()
                 for cq in list(self._queues.values()):
                     deleted += cq.delete_expired(cl.min_offset)
                 deleted += self.index.delete_expired(cl.min_offset)
@@ -539,7 +531,8 @@ class CommitLogStore(ConsumeQueueReads, Store):
             "group_syncs": self._gc.group_syncs if self._gc else 0,
             "write_mode": cl.write_mode,
             "dispatch": self.config.options["dispatch"],
-            "recovery": dict(self.recovery),
+            "recovery": self.recovery_log.counts(),
+            "recovery_scan": dict(self.recovery),
         }
 
     def close(self) -> None:
@@ -555,7 +548,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
                 clean = False
                 if self.dispatcher is not None:
                     with self.commitlog.put_lock:  # appends already past their checks finish
-                        self._count_fsyncs(self.commitlog.flush())
+                        self.fsyncs += self.commitlog.flush()
                     self.dispatcher.stop()
                     clean = self.dispatcher.error is None and self.dispatcher.lag == 0
                     self._flush_logics()

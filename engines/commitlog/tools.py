@@ -143,57 +143,6 @@ def inspect_files(root: str, target: str | None = None) -> Iterator[str]:
 
 
 def verify_files(root: str) -> list[Damage]:
-    """Every message's size, magic, recomputed length and body CRC; every ConsumeQueue unit
-    against the message it points at. Returns the damage found."""
-    damage: list[Damage] = []
-    files = _commitlog_files(root)
-    maps: dict[int, mmap.mmap] = {}
-    size = 0
-    log_end = 0
-    for i, path in enumerate(files):
-        mm = _map(path)
-        if mm is None:
-            damage.append(Damage(path, 0, "empty commitlog file"))
-            continue
-        size = len(mm)
-        maps[parse_file_name(os.path.basename(path))] = mm
-        scan = native.scan_commitlog(mm, 0, len(mm))
-        start = parse_file_name(os.path.basename(path))
-        log_end = start + scan.valid_end
-        if scan.status in (native.SCAN_TORN, native.SCAN_CORRUPT):
-            why = msgcodec.check(mm, scan.valid_end, len(mm)) or _STATUS[scan.status]
-            damage.append(Damage(path, scan.valid_end, f"{_STATUS[scan.status]}: {why}"))
-            break
-        if scan.status == native.SCAN_ZERO and i < len(files) - 1:
-            damage.append(Damage(path, scan.valid_end,
-                                 "data ends before the end of a file that has a successor"))
-            break
-        if scan.status in (native.SCAN_BLANK, native.SCAN_OK):
-            log_end = start + len(mm)
-    try:
-        for _topic, qid, qdir in _queue_dirs(root):
-            for path, q, off, usize, _tag in _units(qdir):
-                if usize == fmt.CQ_FILLER_SIZE:
-                    continue
-                where = (q % (os.path.getsize(path) // fmt.CQ_UNIT_SIZE)) * fmt.CQ_UNIT_SIZE
-                if off + usize > log_end:
-                    damage.append(Damage(path, where, f"unit {q} points past the end of the "
-                                                      f"log ({off}+{usize} > {log_end})"))
-                    continue
-                base = off - off % size if size else 0
-                mm = maps.get(base)
-                if mm is None:
-                    continue  # deleted by retention
-                pos = off - base
-                problem = msgcodec.check(mm, pos, len(mm))
-                if problem is None:
-                    head = fmt.MSG_HEADER.unpack_from(mm, pos)
-                    if head[0] != usize or head[3] != qid or head[5] != q:
-                        problem = (f"message there is size {head[0]}, queue {head[3]}, "
-                                   f"queueOffset {head[5]}")
-                if problem is not None:
-                    damage.append(Damage(path, where, f"unit {q} -> commitlog {off}: {problem}"))
-    finally:
-        for mm in maps.values():
-            mm.close()
-    return damage
+    """Every file kind, one Damage per root cause (``verify.py``)."""
+    from .verify import verify_files as _verify
+    return _verify(root)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import time
 
 import pytest
 
 import mqstore
+from mqstore.engines.commitlog.checkpoint import StoreCheckpoint
 from mqstore.engines.commitlog.store import CommitLogStore
 
 V1 = 0xDAA320A7
@@ -38,6 +40,14 @@ def patch(path, pos, data):
 
 def crash_marker(store_path):
     open(os.path.join(store_path, "abort"), "w").close()
+
+
+def set_physic_timestamp(store_path, ts):
+    """Rewrite the checkpoint's physicMsgTimestamp (through the class: it keeps its CRC)."""
+    ck = StoreCheckpoint(os.path.join(store_path, "checkpoint"))
+    ck.physic_msg_timestamp = ts
+    ck.flush()
+    ck.close()
 
 
 def fill(open_cl, n=20, **opts):
@@ -76,30 +86,80 @@ def test_truncated_trailing_record_is_ignored(open_cl, store_path):
     assert CommitLogStore.verify_files(store_path) == []
 
 
-def test_checksum_mismatch_truncates_the_log_there(open_cl, store_path):
-    """A bad body CRC in the middle (normal path: no abort marker) cuts the log at that
-    message; it is reported as corruption because data followed it."""
+def test_checksum_mismatch_refuses_the_open_by_default(open_cl, store_path):
+    """A bad CRC in the middle of a cleanly closed store is corruption, not a torn tail:
+    the open is refused, naming the file, the position and the records after it, and the
+    store is left as it was."""
     fill(open_cl)
     path, pos, _total = messages(store_path)[12]
     patch(path, pos + 84 + 4, b"X")  # first body byte
-    s = open_cl()
+    before = open(path, "rb").read()
+    with pytest.raises(mqstore.CorruptRecordError, match="7 records follow") as info:
+        open_cl()
+    assert info.value.path == path and info.value.position == pos
+    assert "CRC" in str(info.value)
+    assert open(path, "rb").read() == before
+
+
+def test_checksum_mismatch_with_truncate_cuts_the_log_there(open_cl, store_path):
+    fill(open_cl)
+    path, pos, _total = messages(store_path)[12]
+    patch(path, pos + 84 + 4, b"X")
+    s = open_cl(on_corruption="truncate")
     assert s.recovery["abnormal"] is False
     (damage,) = s.recovery["damage"]
-    assert "corrupt message in the middle" in damage and "CRC" in damage
+    assert "corrupt message" in damage and "CRC" in damage
+    assert s.stats()["recovery"]["corruption_truncated"] == 1
     assert s.end_offset("t", 0) == 12
     assert values(s)[-1] == b"value-011" + b"." * 40
     assert len(s.lookup_key("t", b"k")) == 12  # index entries past the cut are gone
     assert s.append("t", b"after", partition=0).offset == 12
 
 
+def test_checksum_mismatch_with_skip_keeps_every_intact_record(open_cl, store_path):
+    """on_corruption="skip": the damaged message's queue offset reads as a gap, every
+    message after it is kept (and stays readable after another reopen)."""
+    fill(open_cl)
+    path, pos, _total = messages(store_path)[12]
+    patch(path, pos + 84 + 4, b"X")
+    s = open_cl(on_corruption="skip")
+    assert s.stats()["recovery"]["corruption_skipped"] == 1
+    want = [b"value-%03d" % i + b"." * 40 for i in range(20) if i != 12]
+    assert values(s) == want
+    assert s.end_offset("t", 0) == 20
+    assert [r.offset for r in s.read("t", 0, 12, max_records=2)] == [13, 14]
+    assert len(s.lookup_key("t", b"k", limit=100)) == 19
+    assert s.append("t", b"after", partition=0).offset == 20
+    s.close()
+    s = open_cl(on_corruption="skip")
+    assert values(s) == want + [b"after"]
+
+
 def test_bad_length_in_the_middle_is_reported(open_cl, store_path):
+    """Below the checkpoint's physicMsgTimestamp a bad message is corruption even after a
+    crash (it was synced): refused by default."""
     fill(open_cl)
     path, pos, total = messages(store_path)[5]
     patch(path, pos, struct.pack(">i", total + 3))
     crash_marker(store_path)
-    s = open_cl()
+    set_physic_timestamp(store_path, int(time.time() * 1000) + 3_600_000)  # all synced
+    with pytest.raises(mqstore.CorruptRecordError, match="14 records follow"):
+        open_cl()
+    s = open_cl(on_corruption="truncate")
     assert s.end_offset("t", 0) == 5
     assert "corrupt" in s.recovery["damage"][0]
+
+
+def test_bad_length_after_the_sync_point_is_a_torn_tail(open_cl, store_path):
+    fill(open_cl)
+    path, pos, total = messages(store_path)[5]
+    patch(path, pos, struct.pack(">i", total + 3))
+    crash_marker(store_path)
+    set_physic_timestamp(store_path, 0)  # nothing is known durable
+    s = open_cl()
+    assert s.end_offset("t", 0) == 5
+    assert s.stats()["recovery"]["torn_tail_truncated"] == 1
+    assert s.recovery["damage"][0].split(": ", 1)[1].startswith("torn tail")
 
 
 def test_missing_consume_queue_tail_is_redispatched(open_cl, store_path):
@@ -126,7 +186,10 @@ def test_consume_queue_tail_pointing_past_the_log_is_cut(open_cl, store_path):
         patch(p2, pos2, bytes(total2))
     crash_marker(store_path)
     s = open_cl()
-    assert s.recovery["damage"] == []  # zeros are unwritten space, not damage
+    # zeros are unwritten space; with the blank marker of file 0 surviving after them they
+    # are a torn tail (never corruption: the store crashed and nothing vouches for them)
+    assert all("torn tail" in d for d in s.recovery["damage"])
+    assert s.stats()["recovery"]["corruption_truncated"] == 0
     assert s.end_offset("t", 0) == 15
     assert s.append("t", b"new-15", partition=0).offset == 15
     assert values(s)[-2:] == [b"value-014" + b"." * 40, b"new-15"]
@@ -185,17 +248,33 @@ def test_trailing_empty_commitlog_file_is_deleted(open_cl, store_path):
     assert s.end_offset("t", 0) == 5
 
 
-def test_wrong_size_commitlog_file_is_refused(open_cl, store_path):
+def test_short_commitlog_file_is_extended(open_cl, store_path):
+    """A file shorter than mapped_file_size (its growth never reached the disk) is
+    extended with zeros, never refused for its size; what it lost is a torn tail after a
+    crash."""
     fill(open_cl, n=5)
-    with open(os.path.join(store_path, "commitlog", "%020d" % 0), "r+b") as f:
-        f.truncate(1000)
-    with pytest.raises(mqstore.CorruptRecordError, match="4096"):
-        mqstore.open(store_path, "commitlog")
+    path, pos, _total = messages(store_path)[4]
+    with open(path, "r+b") as f:
+        f.truncate(pos + 10)
+    crash_marker(store_path)
+    s = open_cl()
+    assert os.path.getsize(path) == 4096
+    assert s.end_offset("t", 0) == 4
+    assert s.stats()["recovery"]["torn_tail_truncated"] >= 1
+
+
+def test_short_commitlog_file_in_a_clean_store_is_corruption(open_cl, store_path):
+    fill(open_cl, n=5)
+    path, pos, _total = messages(store_path)[4]
+    with open(path, "r+b") as f:
+        f.truncate(pos + 10)
+    with pytest.raises(mqstore.CorruptRecordError):
+        open_cl()
 
 
 # ----- the blank marker at the end of a file -----
 def _sizes(body_len, topic="t"):
-    props = 9 + 32 + 1  # UNIQ_KEY\x01<32 hex>\x02
+    props = 9 + 32 + 1 + 20  # UNIQ_KEY\x01<32 hex>\x02 __CRC32#\x01<10 digits>\x02
     return 91 + body_len + len(topic) + props
 
 
