@@ -443,13 +443,6 @@ def _varint(mv: memoryview, pos: int, end: int, max_bytes: int = 5) -> tuple[int
     raise _Malformed
 
 
-def _field(mv: memoryview, pos: int, end: int, min_len: int) -> tuple[int, int, int]:
-    length, pos = _varint(mv, pos, end)
-    if length < min_len or length > end - pos:
-        raise _Malformed
-    return pos, length, pos + max(length, 0)
-
-
 def decode_records(buf, pos: int, end: int, count: int) -> RecordFields:
     """Parse ``count`` magic-2 records from ``buf[pos:end)`` (an uncompressed batch's records
     section, Kafka's ``DefaultRecord``): varint length, attributes, varlong timestampDelta,
@@ -468,37 +461,92 @@ def decode_records(buf, pos: int, end: int, count: int) -> RecordFields:
     mv = _bytes_view(buf)
     _check_range(mv, pos, end)
     end = max(end, pos)
+    data = buf if type(buf) is bytes else mv  # indexing bytes is the cheaper of the two
     records: list[tuple[int, ...]] = []
     headers: list[tuple[int, int, int, int]] = []
     status = SCAN_CORRUPT if count < 0 else SCAN_OK
+    varint = _varint
+    # Single-byte varints (the common case) are decoded inline: a byte b < 0x80 at p < limit
+    # is the whole varint, (b >> 1) ^ -(b & 1); anything else goes through _varint. Each
+    # length is then checked against its minimum (-1 allows null, 0 for header names) and
+    # against what is left of the record.
     for _ in range(count):
         try:
-            length, p = _varint(mv, pos, end)
-            if length < 0 or length > end - p:
+            if pos < end and data[pos] < 0x80:
+                b = data[pos]
+                length, p = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                length, p = varint(data, pos, end)
+            if length <= 0 or length > end - p:  # 0: no room for the attributes
                 raise _Malformed
             rec_end = p + length
-            if p >= rec_end:
-                raise _Malformed
             p += 1  # attributes
-            ts_delta, p = _varint(mv, p, rec_end, 10)
-            offset_delta, p = _varint(mv, p, rec_end)
-            kp, kl, p = _field(mv, p, rec_end, -1)
-            vp, vl, p = _field(mv, p, rec_end, -1)
-            nh, p = _varint(mv, p, rec_end)
-            if nh < 0:
+            if p < rec_end and data[p] < 0x80:
+                b = data[p]
+                ts_delta, p = (b >> 1) ^ -(b & 1), p + 1
+            else:
+                ts_delta, p = varint(data, p, rec_end, 10)
+            if p < rec_end and data[p] < 0x80:
+                b = data[p]
+                offset_delta, p = (b >> 1) ^ -(b & 1), p + 1
+            else:
+                offset_delta, p = varint(data, p, rec_end)
+            if p < rec_end and data[p] < 0x80:
+                b = data[p]
+                kl, p = (b >> 1) ^ -(b & 1), p + 1
+            else:
+                kl, p = varint(data, p, rec_end)
+            if kl < -1 or kl > rec_end - p:
                 raise _Malformed
-            mine = []
-            for _h in range(nh):
-                hkp, hkl, p = _field(mv, p, rec_end, 0)
-                hvp, hvl, p = _field(mv, p, rec_end, -1)
-                mine.append((hkp, hkl, hvp, hvl))
+            kp = p
+            if kl > 0:
+                p += kl
+            if p < rec_end and data[p] < 0x80:
+                b = data[p]
+                vl, p = (b >> 1) ^ -(b & 1), p + 1
+            else:
+                vl, p = varint(data, p, rec_end)
+            if vl < -1 or vl > rec_end - p:
+                raise _Malformed
+            vp = p
+            if vl > 0:
+                p += vl
+            if p < rec_end and data[p] == 0:  # no headers
+                nh, p = 0, p + 1
+                mine = ()
+            else:
+                nh, p = varint(data, p, rec_end)
+                if nh < 0:
+                    raise _Malformed
+                mine = []
+                for _h in range(nh):
+                    if p < rec_end and data[p] < 0x80:
+                        b = data[p]
+                        hkl, p = (b >> 1) ^ -(b & 1), p + 1
+                    else:
+                        hkl, p = varint(data, p, rec_end)
+                    if hkl < 0 or hkl > rec_end - p:
+                        raise _Malformed
+                    hkp = p
+                    p += hkl
+                    if p < rec_end and data[p] < 0x80:
+                        b = data[p]
+                        hvl, p = (b >> 1) ^ -(b & 1), p + 1
+                    else:
+                        hvl, p = varint(data, p, rec_end)
+                    if hvl < -1 or hvl > rec_end - p:
+                        raise _Malformed
+                    mine.append((hkp, hkl, p, hvl))
+                    if hvl > 0:
+                        p += hvl
             if p != rec_end:
                 raise _Malformed
         except _Malformed:
             status = SCAN_CORRUPT
             break
         records.append((offset_delta, ts_delta, kp, kl, vp, vl, len(headers), nh, rec_end))
-        headers.extend(mine)
+        if nh:
+            headers.extend(mine)
         pos = rec_end
     else:
         if count > 0 and pos != end:
