@@ -72,6 +72,8 @@ _time_ns = time.time_ns
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 WEEK_MS = 7 * 24 * 3600 * 1000
+#: under flush="sync" / "async", checkpoints are rewritten at most this often (seconds)
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 class SegmentsStore(Store):
@@ -111,6 +113,8 @@ class SegmentsStore(Store):
         self._read_only = config.read_only
         self._writable = not config.read_only
         self._recovery = RecoveryLog()
+        self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
+        self._last_checkpoint = time.monotonic()
         if self._writable:
             self._dirlock = DirectoryLock(self.path, fmt.LOCK_FILE)
         try:
@@ -123,9 +127,10 @@ class SegmentsStore(Store):
             self._load_committed()
             mode = self.config.flush.mode
             if self._writable and mode == "sync":
-                self._gc = GroupCommit(self._sync_all)
+                self._gc = GroupCommit(self._background_sync)
             elif self._writable and mode == "async":
-                self._flusher = PeriodicFlusher(self._sync_all, self.config.flush.interval_ms,
+                self._flusher = PeriodicFlusher(self._background_sync,
+                                                self.config.flush.interval_ms,
                                                 self._any_unflushed, name="segments-flusher")
         except BaseException:
             for logs in self._topics.values():  # close what was opened, write nothing
@@ -581,11 +586,27 @@ class SegmentsStore(Store):
             if log.has_unflushed:
                 log.flush()
 
+    def _background_sync(self) -> None:
+        """The group commit's and the async flusher's sync: the logs, and the checkpoints
+        at most every ``CHECKPOINT_INTERVAL_S`` (Kafka:
+        ``log.flush.offset.checkpoint.interval.ms``), so that recovery knows the sync point
+        and can tell a torn tail from corruption. A checkpoint that cannot be written (full
+        disk) stays as it was: it is a lower bound."""
+        self._sync_all()
+        if time.monotonic() - self._last_checkpoint < CHECKPOINT_INTERVAL_S or self._closed:
+            return
+        try:
+            self._write_checkpoints()
+        except errors.StoreFullError as exc:
+            logger.warning("%s: checkpoints not written (%s)", self.path, exc)
+
     def _write_checkpoints(self) -> None:
-        logs = self._all_logs()
-        with translate_full(f"writing the checkpoints of {self.path}"):
-            self._write_checkpoint_files(logs)
-        self._fsyncs += 6  # two files and the directory each time (write_atomic)
+        with self._checkpoint_lock:
+            logs = self._all_logs()
+            with translate_full(f"writing the checkpoints of {self.path}"):
+                self._write_checkpoint_files(logs)
+            self._fsyncs += 6  # two files and the directory each time (write_atomic)
+            self._last_checkpoint = time.monotonic()
 
     def _write_checkpoint_files(self, logs: list[PartitionLog]) -> None:
         write_checkpoint(os.path.join(self.path, fmt.RECOVERY_POINT_CHECKPOINT),
@@ -625,7 +646,8 @@ class SegmentsStore(Store):
                         plans.append((log, doomed))
             if plans:  # the new log starts are durable before any file goes
                 try:
-                    with translate_full(f"writing the checkpoints of {self.path}"):
+                    with self._checkpoint_lock, \
+                            translate_full(f"writing the checkpoints of {self.path}"):
                         write_checkpoint(
                             os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
                             {(lg.topic, lg.partition): lg.log_start_offset

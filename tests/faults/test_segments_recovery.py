@@ -558,3 +558,18 @@ def test_log_start_that_is_not_a_segment_boundary_is_ignored(open_segments, tmp_
     assert r.stats()["recovery"][METADATA_REPAIRED] == 1
     r.close()
     assert SegmentsStore.verify_files(s.path) == []
+
+
+def test_sync_appends_keep_the_recovery_point_checkpoint_fresh(open_segments, monkeypatch):
+    """Under flush="sync" no flush() is called: the group commit writes the checkpoint too
+    (at most every CHECKPOINT_INTERVAL_S), else recovery would take synced damage for a
+    torn tail."""
+    from mqstore.engines.segments import store as store_mod
+
+    monkeypatch.setattr(store_mod, "CHECKPOINT_INTERVAL_S", 0.0)
+    s = open_segments(flush="sync")
+    s.create_topic("t")
+    for i in range(5):
+        s.append("t", b"v%d" % i)
+    entries = read_checkpoint(os.path.join(s.path, fmt.RECOVERY_POINT_CHECKPOINT))
+    assert entries[("t", 0)] == 5
