@@ -242,6 +242,22 @@ def test_range_errors_are_the_same_on_both_backends(call):
     assert str(got.value) == str(want.value)
 
 
+@pytest.mark.parametrize("call", [
+    lambda m: m.index_put_keys(bytearray(200), 0, 4, (1, 0, 0, 0), [1], [2], [3]),
+    lambda m: m.index_put_keys(bytearray(200), 2, 4, (1, 0, 0, 0), [1 << 31], [2], [3]),
+    lambda m: m.index_put_keys(bytearray(200), 2, 4, (1, 0, 0, 0), [1, 2], [2], [3]),
+    lambda m: m.index_truncate_from(bytearray(200), 0, 4, (3, 1), 0),
+], ids=["no slots", "hash beyond int32", "lengths differ", "truncate no slots"])
+def test_argument_errors_are_the_same_on_both_backends(call):
+    if native.backend != "native":
+        pytest.skip("the compiled helper is not loaded")
+    with pytest.raises(ValueError) as want:
+        call(_purepy)
+    with pytest.raises(ValueError) as got:
+        call(native)
+    assert (type(got.value), str(got.value)) == (type(want.value), str(want.value))
+
+
 # ----- the segments engine's two record decoders (native kernel vs its inline Python) -----
 _BATCH_CRC_HEADER = struct.Struct(">hiqqqhii")  # attributes .. recordsCount
 _BATCH_PREFIX = struct.Struct(">qiibI")  # baseOffset, batchLength, epoch, magic, crc
