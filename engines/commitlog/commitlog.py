@@ -57,6 +57,10 @@ class CommitLog:
         #: every message from this offset carries the __CRC32# record CRC (set by
         #: recovery.py; a follower, which runs no recovery, never requires it)
         self.crc_required_from = 1 << 62
+        #: (file, start, end) a failed put could not zero yet (see _undo_put)
+        self._pending_undo: tuple[MappedFile, int, int] | None = None
+        #: serialises flush(): its dir-dirty check, syncs and flushed_offset move together
+        self._flush_lock = threading.Lock()
 
     # ----- loading and recovery -----
     def load(self, log: RecoveryLog | None = None) -> None:
@@ -149,10 +153,29 @@ class CommitLog:
 
         The messages of one call are written contiguously, one write per file touched;
         a message that does not fit with 8 bytes to spare ends the file with a blank.
+
+        All or nothing: if a write fails (a full disk raises ``StoreFullError``), the bytes
+        this call wrote are zeroed and synced, the files it created are deleted and the
+        positions are put back, so neither this process nor a recovery after a restart can
+        find any message of the failed call; the next call appends at the same offset.
         """
+        if self._pending_undo is not None:  # a failed put could not clean up: finish first
+            self._zero_failed_put(*self._pending_undo)
+        files_before = len(self.files)
+        first = self._file_for_append()
+        first_start = first.wrote_position
+        try:
+            return self._put(first, messages, queue_offsets, born_defaulted)
+        except BaseException:
+            written = sum(map(len, messages)) + fmt.END_FILE_MIN_BLANK_LENGTH
+            self._undo_put(files_before, first, first_start, first_start + written)
+            raise
+
+    def _put(self, mf: MappedFile, messages: Sequence[bytearray],
+             queue_offsets: Sequence[int],
+             born_defaulted: Sequence[bool]) -> tuple[list[int], int]:
         size = self.file_size
         store_ts = max(time.time_ns() // 1_000_000, self.last_store_timestamp)
-        mf = self._file_for_append()
         chunk = bytearray()
         chunk_start = mf.wrote_position
         phys_out: list[int] = []
@@ -178,6 +201,35 @@ class CommitLog:
         self.max_offset = mf.file_from_offset + mf.wrote_position
         return phys_out, store_ts
 
+    def _undo_put(self, files_before: int, first: MappedFile, first_start: int,
+                  first_end: int) -> None:
+        """Roll back a failed :meth:`put_locked` (see there). An error while zeroing is
+        kept for the next put (which retries before writing anything) so that the caller
+        sees the original error."""
+        with self._files_lock:
+            created = self.files[files_before:]
+            self.files = self.files[:files_before]
+        for mf in created:  # nothing reads them: max_offset never moved into them
+            self._dir_dirty = True
+            try:
+                mf.destroy(unmap=False)
+            except OSError:
+                pass
+        if first in created:
+            return
+        first.wrote_position = min(first.wrote_position, first_start)
+        try:
+            self._zero_failed_put(first, first_start, first_end)
+        except Exception:  # noqa: BLE001 - keep the error that made the put fail
+            self._pending_undo = (first, first_start, first_end)
+
+    def _zero_failed_put(self, mf: MappedFile, start: int, end: int) -> None:
+        """Zero what a failed put left in ``mf`` and sync it: the zeros must reach the disk
+        before anything written after them."""
+        mf.zero_range(start, end)
+        mf.force()
+        self._pending_undo = None
+
     def _file_for_append(self) -> MappedFile:
         if not self.files:
             return self._roll()
@@ -197,24 +249,29 @@ class CommitLog:
 
     # ----- flush -----
     def flush(self) -> int:
-        """Make everything appended so far durable; return the number of syncs issued."""
-        ts = self.last_store_timestamp
-        target = self.max_offset
-        syncs = 0
-        with self._files_lock:
-            files = [mf for mf in self.files if mf.file_end_offset > self.flushed_offset]
-        for mf in files:
-            if mf.flush():
+        """Make everything appended so far durable; return the number of syncs issued.
+
+        Serialised (``_flush_lock``): the group-commit leader, the periodic flusher and an
+        explicit ``flush()`` may call it at once, and none may move ``flushed_offset`` past
+        a new file whose directory entry another one is still syncing."""
+        with self._flush_lock:
+            ts = self.last_store_timestamp
+            target = self.max_offset
+            syncs = 0
+            with self._files_lock:
+                files = [mf for mf in self.files if mf.file_end_offset > self.flushed_offset]
+            for mf in files:
+                if mf.flush():
+                    syncs += 1
+            if self._dir_dirty:
+                self._dir_dirty = False
+                fsync_dir(self.dir)
                 syncs += 1
-        if self._dir_dirty:
-            self._dir_dirty = False
-            fsync_dir(self.dir)
-            syncs += 1
-        if target > self.flushed_offset:
-            self.flushed_offset = target
-            self.flushed_store_timestamp = ts
-        self.fsyncs += syncs
-        return syncs
+            if target > self.flushed_offset:
+                self.flushed_offset = target
+                self.flushed_store_timestamp = ts
+            self.fsyncs += syncs
+            return syncs
 
     def dirty(self) -> bool:
         """True if bytes were appended since the last flush."""
@@ -314,6 +371,11 @@ class CommitLog:
         return sum(mf.allocated_bytes() for mf in list(self.files))
 
     def close(self) -> None:
-        """Unmap every file."""
+        """Unmap every file (after zeroing what a failed put left, if that failed too)."""
+        if self._pending_undo is not None:
+            try:
+                self._zero_failed_put(*self._pending_undo)
+            except Exception:  # noqa: BLE001 - recovery cuts it (no sync point covers it)
+                pass
         for mf in self.files:
             mf.close()

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from mqstore import native
-from mqstore.damage import DERIVED_REBUILT, RecoveryLog
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog, translate_full
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
@@ -56,6 +56,7 @@ class ConsumeQueue:
         self.min_logic_offset = 0
         self.max_phys_end = 0
         self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
         self._dir_dirty = False
         self._parents_dirty = False
         self._verify_last: int | None = None  # recovery's verifying dispatch (verify_put)
@@ -134,8 +135,11 @@ class ConsumeQueue:
         self.arrays.append(np.frombuffer(mf.mm, dtype=CQ_DTYPE))
 
     def _new_file(self, first_unit: int) -> None:
+        """Create (preallocated: a full disk raises ``StoreFullError`` and leaves no file)
+        and map the file starting at ``first_unit``."""
         if not self.files and not os.path.isdir(self.dir):
-            os.makedirs(self.dir)
+            with translate_full(f"creating {self.dir}"):
+                os.makedirs(self.dir, exist_ok=True)
             self._parents_dirty = True
         self._map(os.path.join(self.dir, file_name(first_unit * fmt.CQ_UNIT_SIZE)), create=True)
         self._dir_dirty = True
@@ -389,6 +393,20 @@ class ConsumeQueue:
             self.max_units = q
             self.max_phys_end = last[1] + last[2]
 
+    def reserve_units(self, first: int, last: int) -> None:
+        """Create now the files that units ``first``..``last`` will be written to. The
+        append path calls it (under the CommitLog put lock, before it writes anything), so
+        that a full disk fails the append with ``StoreFullError`` instead of the dispatcher,
+        which then never has to create a file for a message that was acknowledged."""
+        with self._lock:
+            upf = self.units_per_file
+            if not self.files:
+                self._new_file((first // upf) * upf)
+                self.max_units = self.first_unit
+                self.min_logic_offset = first
+            while (last - self.first_unit) // upf >= len(self.files):
+                self._new_file(self.first_unit + len(self.files) * upf)
+
     def _write_unit(self, q: int, unit: bytes) -> None:
         idx = (q - self.first_unit) // self.units_per_file
         while idx >= len(self.files):
@@ -418,24 +436,34 @@ class ConsumeQueue:
 
     # ----- flush, retention -----
     def flush(self) -> int:
-        """msync the files written since the last flush; return the syncs issued."""
-        syncs = 0
-        for mf in reversed(list(self.files)):  # written in order: stop at a clean file
-            if mf.wrote_position <= mf.flushed_position:
-                break
-            if mf.flush():
+        """msync the files written since the last flush; return the syncs issued.
+
+        Serialised by ``_flush_lock`` (not the writer's lock, so the dispatcher is never
+        blocked behind an fsync): a second flush waits until the first one's directory
+        syncs are done instead of seeing the dirty flags already cleared and returning
+        while the new files' directory entries are not yet durable. The flags are cleared
+        *before* the sync, so a file created meanwhile is covered by this sync or the next.
+        """
+        with self._flush_lock:
+            syncs = 0
+            for mf in reversed(list(self.files)):  # written in order: stop at a clean file
+                if mf.wrote_position == 0:
+                    continue  # created ahead by reserve_units, nothing in it yet
+                if mf.wrote_position <= mf.flushed_position:
+                    break
+                if mf.flush():
+                    syncs += 1
+            if self._dir_dirty:
+                self._dir_dirty = False
+                fsync_dir(self.dir)
                 syncs += 1
-        if self._dir_dirty:
-            self._dir_dirty = False
-            fsync_dir(self.dir)
-            syncs += 1
-        if self._parents_dirty:  # a new queue: its directory entries must be durable too
-            self._parents_dirty = False
-            topic_dir = os.path.dirname(self.dir)
-            for d in (topic_dir, os.path.dirname(topic_dir)):
-                fsync_dir(d)
-                syncs += 1
-        return syncs
+            if self._parents_dirty:  # a new queue: its directory entries must be durable too
+                self._parents_dirty = False
+                topic_dir = os.path.dirname(self.dir)
+                for d in (topic_dir, os.path.dirname(topic_dir)):
+                    fsync_dir(d)
+                    syncs += 1
+            return syncs
 
     def correct_min_offset(self, min_phys: int) -> None:
         """Move ``min_logic_offset`` to the first unit whose message is at or after

@@ -1,7 +1,8 @@
 """IndexFile and IndexService: the key index over the CommitLog (RocketMQ's index/).
 
-An IndexFile is ``40 + hash_slots * 4 + index_entries * 20`` bytes, created sparse and
-memory-mapped::
+An IndexFile is ``40 + hash_slots * 4 + index_entries * 20`` bytes, created at full size,
+preallocated (``posix_fallocate``: a full disk fails the creation with ``StoreFullError``
+instead of a later write through the map dying of SIGBUS) and memory-mapped::
 
     header (40)   int64 beginTimestamp, endTimestamp, beginPhyOffset, endPhyOffset,
                   int32 hashSlotCount (slots ever used), int32 indexCount (next entry, from 1)
@@ -18,15 +19,18 @@ re-checks topic and key on the messages.
 from __future__ import annotations
 
 import datetime
+import logging
 import mmap
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from mqstore import errors, native
-from mqstore.damage import DERIVED_REBUILT, RecoveryLog
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog, preallocate, translate_full
+from mqstore.errors import StoreFullError
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
@@ -36,6 +40,7 @@ _INT_MAX = 0x7FFFFFFF
 #: one IndexFile entry as numpy sees it (format.INDEX_ENTRY)
 INDEX_ENTRY_DTYPE = np.dtype([("hash", ">i4"), ("phy", ">i8"), ("diff", ">i4"),
                               ("prev", ">i4")])
+logger = logging.getLogger("mqstore")
 
 
 def key_hash(key: str) -> int:
@@ -59,11 +64,24 @@ class IndexFile:
         self.index_entries = index_entries
         self.file_size = fmt.INDEX_HEADER_SIZE + hash_slots * 4 + index_entries * 20
         flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
-        self._fd = os.open(path, flags, 0o644)
+        with translate_full(f"creating {path}"):
+            self._fd = os.open(path, flags, 0o644)
         try:
             if create:
                 os.ftruncate(self._fd, self.file_size)
-            if os.fstat(self._fd).st_size != self.file_size:
+                try:  # no write through the mapping may ever SIGBUS on a full disk
+                    preallocate(self._fd, 0, self.file_size, f"preallocating {path}")
+                except BaseException:
+                    os.close(self._fd)
+                    self._fd = -1
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+                    raise
+                os.fdatasync(self._fd)  # the full size is durable before any entry is
+            st = os.fstat(self._fd)
+            if st.st_size != self.file_size:
                 raise errors.CorruptRecordError(
                     f"index file is {os.fstat(self._fd).st_size} bytes, expected "
                     f"{self.file_size} (hash_slots={hash_slots}, index_entries={index_entries})",
@@ -71,8 +89,11 @@ class IndexFile:
             access = mmap.ACCESS_READ if read_only else mmap.ACCESS_WRITE
             self.mm = mmap.mmap(self._fd, self.file_size, access=access)
         except BaseException:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
             raise
+        #: every block allocated (see :meth:`reserve`)
+        self.reserved = create or read_only or st.st_blocks * 512 >= self.file_size
         self.entries_pos = fmt.INDEX_HEADER_SIZE + hash_slots * 4
         if create:
             self.begin_timestamp = end_timestamp
@@ -85,6 +106,13 @@ class IndexFile:
         else:
             self.read_header()
         self.dirty = create
+
+    def reserve(self) -> None:
+        """Preallocate an older store's sparse IndexFile before it is written (raises
+        ``StoreFullError`` on a full disk, before anything was written)."""
+        if not self.reserved:
+            preallocate(self._fd, 0, self.file_size, f"preallocating {self.path}")
+            self.reserved = True
 
     def read_header(self) -> None:
         """Load the header fields from the file."""
@@ -345,6 +373,10 @@ class IndexService:
         #: commitlog offset of the newest message indexed (-1: none); re-dispatch skips
         #: messages at or below it (idempotence)
         self.indexed_end = -1
+        #: True once a new IndexFile could not be created (full disk): from then on nothing
+        #: is indexed until the store reopens, whose recovery re-indexes from
+        #: ``indexed_end`` (the dispatcher must not stop, the ConsumeQueues still fill)
+        self.stalled = False
         self.last_flushed_timestamp = 0
 
     def load(self, log: RecoveryLog | None = None) -> None:
@@ -420,9 +452,9 @@ class IndexService:
     def build_index(self, topic: str, phy_offset: int, store_timestamp: int,
                     keys: list[str]) -> None:
         """Index ``topic#k`` for each of ``keys`` of the message at ``phy_offset``."""
-        if phy_offset <= self.indexed_end:
+        if phy_offset <= self.indexed_end or self.stalled:
             return
-        with self._lock:
+        with self._lock, self._stall_when_full():
             f = self._writable_file(store_timestamp)
             for k in keys:
                 full = topic + fmt.INDEX_KEY_SEPARATOR + k
@@ -436,7 +468,9 @@ class IndexService:
     def build_many(self, entries: list[tuple[str, int, int, list[str]]]) -> None:
         """:meth:`build_index` for a run of messages (topic, commitlog offset, store
         timestamp, keys) in log order, under one lock and one header write per file."""
-        with self._lock:
+        if self.stalled:
+            return
+        with self._lock, self._stall_when_full():
             if native.backend == "native":
                 self._build_many_native(entries)
                 return
@@ -497,10 +531,24 @@ class IndexService:
             f.write_header()
         self.indexed_end = indexed_end
 
+    @contextmanager
+    def _stall_when_full(self) -> Iterator[None]:
+        """A full disk while indexing stalls the index (see ``stalled``) instead of
+        stopping the dispatcher."""
+        try:
+            yield
+        except StoreFullError as exc:
+            self.stalled = True
+            self._update_indexed_end()
+            logger.warning("index: %s; key lookups miss messages stored from now on until "
+                           "the store is reopened (recovery re-indexes them)", exc)
+
     def _writable_file(self, now: int) -> IndexFile:
         if not self.files or self.files[-1].is_full:
             return self._roll(now)
-        return self.files[-1]
+        f = self.files[-1]
+        f.reserve()
+        return f
 
     def _roll(self, now: int) -> IndexFile:
         last = self.files[-1] if self.files else None
@@ -510,7 +558,8 @@ class IndexService:
                 os.path.join(self.dir, name)):
             ms += 1
             name = _index_file_name(ms)
-        os.makedirs(self.dir, exist_ok=True)
+        with translate_full(f"creating {self.dir}"):
+            os.makedirs(self.dir, exist_ok=True)
         f = IndexFile(os.path.join(self.dir, name), self.hash_slots, self.index_entries,
                       create=True,
                       end_phy_offset=last.end_phy_offset if last else 0,

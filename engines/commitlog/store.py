@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from mqstore.api import (
     validate_topic_name,
 )
 from mqstore.config import StoreConfig
-from mqstore.damage import DERIVED_REBUILT, RecoveryLog
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog, is_full, translate_full
 from mqstore.durability import GroupCommit, PeriodicFlusher
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
@@ -118,6 +119,9 @@ class CommitLogStore(ConsumeQueueReads, Store):
         self.appended_records = 0
         self.appended_bytes = 0
         self.fsyncs = 0
+        self._fsyncs_lock = threading.Lock()  # counted from appenders and both flushers
+        self._logics_lock = threading.Lock()  # one _flush_logics at a time
+        self._queues_lock = threading.Lock()  # one ConsumeQueue object per (topic, queue)
         self.recovery: dict[str, Any] = {}  # what the last recovery scanned (details)
         self.recovery_log = RecoveryLog()  # every recovery action: stats()["recovery"]
         self.dispatcher: Dispatcher | None = None
@@ -152,15 +156,16 @@ class CommitLogStore(ConsumeQueueReads, Store):
     def _open(self) -> None:
         path, o = self.path, self.config.options
         cfg_dir = os.path.join(path, fmt.CONFIG_DIR)
+        log = getattr(self, "recovery_log", None)
         self.topic_config = TopicConfigManager(os.path.join(cfg_dir, fmt.TOPICS_FILE),
-                                               read_only=self._read_only)
+                                               read_only=self._read_only, log=log)
         self.offsets = ConsumerOffsetManager(os.path.join(cfg_dir, fmt.CONSUMER_OFFSET_FILE),
-                                             read_only=self._read_only)
+                                             read_only=self._read_only, log=log)
         self.commitlog.load(self.recovery_log)
         self._load_queues()
         self.index.load(self.recovery_log)
         self.checkpoint = StoreCheckpoint(os.path.join(path, fmt.CHECKPOINT_FILE),
-                                          read_only=self._read_only)
+                                          read_only=self._read_only, log=log)
         if self._read_only:
             self.follower = Follower(self)
             return
@@ -205,10 +210,14 @@ class CommitLogStore(ConsumeQueueReads, Store):
         """The ConsumeQueue of (topic, queue), created on first use."""
         cq = self._queues.get((topic, queue_id))
         if cq is None:
-            cq = ConsumeQueue(os.path.join(self.path, fmt.CONSUMEQUEUE_DIR), topic, queue_id,
-                              self.config.options["cq_units_per_file"], read_only=self._read_only)
-            cq.load()
-            self._queues[(topic, queue_id)] = cq
+            with self._queues_lock:  # the append path and the dispatcher may both ask
+                cq = self._queues.get((topic, queue_id))
+                if cq is None:
+                    cq = ConsumeQueue(os.path.join(self.path, fmt.CONSUMEQUEUE_DIR), topic,
+                                      queue_id, self.config.options["cq_units_per_file"],
+                                      read_only=self._read_only)
+                    cq.load()
+                    self._queues[(topic, queue_id)] = cq
         return cq
 
     def _recover(self) -> None:
@@ -289,9 +298,18 @@ class CommitLogStore(ConsumeQueueReads, Store):
         return msgcodec.store_timestamp(mf.mm, phys - mf.file_from_offset, mf.file_size)
 
     def _create_abort(self) -> None:
+        """Create the ``abort`` marker. Only its existence matters: on a full disk the pid
+        it holds for humans is left out, so a store reopens while the disk is full."""
         p = os.path.join(self.path, fmt.ABORT_FILE)
-        with open(p, "w") as f:
-            f.write(str(os.getpid()))
+        with translate_full(f"creating {p}"):
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:
+            if not is_full(exc):
+                raise
+        finally:
+            os.close(fd)
         fsync_dir(self.path)
 
     # ----- flushing -----
@@ -302,8 +320,15 @@ class CommitLogStore(ConsumeQueueReads, Store):
             return self.commitlog.flushed_offset
         return self.commitlog.max_offset
 
+    def _count_fsyncs(self, n: int) -> None:
+        """Add to ``stats()["fsyncs"]``: appenders (group commit), the two flusher threads
+        and ``flush()`` all count, so the read-modify-write is locked."""
+        with self._fsyncs_lock:
+            self.fsyncs += n
+
     def _sync_commitlog(self) -> None:
-        self.fsyncs += self.commitlog.flush()
+        with translate_full("syncing the commitlog"):
+            self._count_fsyncs(self.commitlog.flush())
 
     def _logics_dirty(self) -> bool:
         d = self.dispatcher
@@ -313,19 +338,25 @@ class CommitLogStore(ConsumeQueueReads, Store):
 
     def _flush_logics(self) -> None:
         """Flush ConsumeQueues and IndexFiles, then record how far each part is durable in
-        the checkpoint (RocketMQ's FlushConsumeQueueService + checkpoint flush)."""
-        ts = self.dispatcher.last_dispatched_timestamp if self.dispatcher else 0
-        syncs = 0
-        for cq in list(self._queues.values()):
-            syncs += cq.flush()
-        idx_syncs, _ = self.index.flush()
-        ck = self.checkpoint
-        if ts:
-            ck.logics_msg_timestamp = ts
-            ck.index_msg_timestamp = ts
-        ck.physic_msg_timestamp = self.commitlog.flushed_store_timestamp
-        ck.flush()
-        self.fsyncs += syncs + idx_syncs + 1
+        the checkpoint (RocketMQ's FlushConsumeQueueService + checkpoint flush).
+
+        Serialised (``_logics_lock``): the periodic flusher, ``flush()``, ``close()`` and
+        recovery may call it at once, and the checkpoint must never claim more than the
+        syncs that completed before it was written (nor move backwards)."""
+        with self._logics_lock:
+            ts = self.dispatcher.last_dispatched_timestamp if self.dispatcher else 0
+            syncs = 0
+            for cq in list(self._queues.values()):
+                syncs += cq.flush()
+            idx_syncs, _ = self.index.flush()
+            ck = self.checkpoint
+            if ts:
+                ck.logics_msg_timestamp = ts
+                if not self.index.stalled:  # keys skipped on a full disk: redo them
+                    ck.index_msg_timestamp = ts
+            ck.physic_msg_timestamp = self.commitlog.flushed_store_timestamp
+            ck.flush()
+            self._count_fsyncs(syncs + idx_syncs + 1)
 
     def flush(self) -> None:
         """Sync the CommitLog, then the ConsumeQueues, IndexFiles and checkpoint. Raises the
@@ -444,13 +475,20 @@ class CommitLogStore(ConsumeQueueReads, Store):
                     q = self._queue_next.get(k, 0)
                 qoffs.append(q)
                 nxt[k] = q + 1
-            _phys, store_ts = cl.put_locked(bufs, qoffs, flags)
+            with translate_full(f"appending to {topic!r}"):
+                # the ConsumeQueue files these units go to exist before anything is written,
+                # so a full disk fails this call, never the dispatcher (nothing is assigned
+                # yet: the queue offsets are only taken below, once the put succeeded)
+                for k, end in nxt.items():
+                    self._consume_queue(*k).reserve_units(self._queue_next.get(k, 0), end - 1)
+                _phys, store_ts = cl.put_locked(bufs, qoffs, flags)
             self._queue_next.update(nxt)
             self.appended_records += len(bufs)
             self.appended_bytes += sum(map(len, bufs))
             ticket = self._gc.written() if self._gc is not None else 0
         if self._gc is not None:
-            self._gc.wait_durable(ticket)
+            with translate_full(f"syncing an append to {topic!r}"):
+                self._gc.wait_durable(ticket)
         self.dispatcher.wakeup()
         return [RecordMetadata(topic, o[0], q, store_ts if d else o[1].timestamp_ms)
                 for o, q, d in zip(order, qoffs, defaulted)]
@@ -499,7 +537,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
             deleted = cl.delete_expired_files(now, reserved, o["retention_bytes"],
                                               self.dispatcher.reput_from_offset)
             if deleted:
-                self.fsyncs += cl.flush()
+                self._count_fsyncs(cl.flush())
                 for cq in list(self._queues.values()):
                     deleted += cq.delete_expired(cl.min_offset)
                 deleted += self.index.delete_expired(cl.min_offset)
@@ -548,7 +586,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
                 clean = False
                 if self.dispatcher is not None:
                     with self.commitlog.put_lock:  # appends already past their checks finish
-                        self.fsyncs += self.commitlog.flush()
+                        self._count_fsyncs(self.commitlog.flush())
                     self.dispatcher.stop()
                     clean = self.dispatcher.error is None and self.dispatcher.lag == 0
                     self._flush_logics()

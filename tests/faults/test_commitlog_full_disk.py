@@ -196,10 +196,12 @@ def test_a_new_consume_queue_file_on_a_full_disk_fails_the_append_not_the_dispat
     s.close()
 
 
+@pytest.mark.parametrize("crashed", [False, True])
 def test_a_new_index_file_on_a_full_disk_stalls_the_index_and_reopen_reindexes(
-        store_path, monkeypatch):
+        store_path, monkeypatch, crashed):
     """An IndexFile is a hint: when a new one cannot be created the appends go on, the
-    ConsumeQueues still fill, and the next open re-indexes what was missed."""
+    ConsumeQueues still fill, and the next open (after a close, or from a crash image
+    taken after a flush) re-indexes what was missed."""
     disk = Disk(monkeypatch, kinds=("/index/",))
     s = _open(store_path, mapped_file_size=1 << 16, index_entries=8)
     s.create_topic("t")
@@ -212,8 +214,13 @@ def test_a_new_index_file_on_a_full_disk_stalls_the_index_and_reopen_reindexes(
     s.dispatcher.check()
     assert s.index.stalled
     disk.full = False
+    path = store_path
+    if crashed:
+        s.flush()  # the checkpoint must not claim the skipped keys were indexed
+        path = store_path + "-crash"
+        shutil.copytree(store_path, path, ignore=shutil.ignore_patterns("lock"))
     s.close()
-    s = _open(store_path, index_entries=8)
+    s = _open(path, index_entries=8)
     for i in range(12):
         assert [r.value for r in s.lookup_key("t", b"k%d" % i)] == [b"v%d" % i]
     s.close()
