@@ -414,7 +414,7 @@ class RecordFields(NamedTuple):
     value position, value length (-1 = null). Positions are absolute in the buffer.
     """
 
-    status: int  # SCAN_OK, or SCAN_CORRUPT at the first record that does not parse
+    status: int  # SCAN_OK, or SCAN_CORRUPT (see decode_records for what is malformed)
     next_pos: int  # the end of the last record parsed
     records: np.ndarray  # int64, shape (n, 9)
     headers: np.ndarray  # int64, shape (m, 4)
