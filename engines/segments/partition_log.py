@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mqstore import errors
+from mqstore import errors, native
 from mqstore.damage import (
     CORRUPTION_SKIPPED,
     CORRUPTION_TRUNCATED,
@@ -538,14 +538,20 @@ class PartitionLog:
         segs = self.segments
         start = segs.index(seg) if seg in segs else len(segs)
         check = self.config.check_crcs
+        scan = native.scan_batches
         for s in segs[start:]:
             p = pos if s is seg else 0
             walk = BatchWalk(s.fd, p, s.size)
+            checked, valid_end = None, 0
             for bpos, size, base, last, chunk, off in walk:
                 if stop_offset is not None and base >= stop_offset:
                     return
-                if check:
-                    s.check_batch(memoryview(chunk)[off:off + size], bpos)
+                if check:  # CRC-32C of every batch of a chunk in one native call
+                    if chunk is not checked:
+                        checked, valid_end = chunk, scan(chunk, off, len(chunk)).valid_end
+                    if off + size > valid_end:
+                        s.check_batch(memoryview(chunk)[off:off + size], bpos)  # raises
+                        valid_end = scan(chunk, off + size, len(chunk)).valid_end
                 yield s, bpos, size, base, last, chunk, off
             if walk.stop_reason is not None and walk.stop_position < s.size:
                 raise errors.CorruptRecordError(
