@@ -7,11 +7,17 @@ Files (all Kafka's, see FORMATS.md "segments engine")::
     <root>/recovery-point-offset-checkpoint    flushed-up-to offset per partition
     <root>/log-start-offset-checkpoint         first offset kept per partition (retention)
     <root>/.kafka_cleanshutdown                present only after a clean close
+    <root>/.creating/<topic>                   only while create_topic runs (or cut by a crash)
     <root>/<topic>-<partition>/<20-digit base>.log / .index / .timeindex
 
 Topics are their partition directories: ``create_topic`` makes ``<topic>-0`` ..
 ``<topic>-<n-1>``, each with an empty first segment, so the partition count is read back from
 the directory names (Kafka keeps it in its controller; mqstore needs no other metadata file).
+``create_topic`` is all or nothing across a crash: its marker ``.creating/<topic>`` is durable
+before the first directory and removed after the last; an open that finds one removes the
+topic's directories. Recovery follows mqstore's damage model (``PartitionLog``,
+docs/segments.md); every action goes through the store's ``RecoveryLog``
+(``stats()["recovery"]``).
 Committed consumer offsets are records of the internal topic ``__consumer_offsets`` (one
 partition; key ``group/topic/partition``, value the offset as text), read back at open.
 

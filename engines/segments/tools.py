@@ -1,6 +1,7 @@
 """Offline tools for a segments store: ``inspect_files`` (Kafka's ``DumpLogSegments``) and
-``verify_files`` (every batch CRC, every index entry). Both only read: they work on a closed
-store and alongside a live writer (a batch being written shows as a torn tail)."""
+``verify_files`` (every batch with the scan recovery uses, ``log_scan.scan_log``; every index
+against its log; the checkpoints), one ``Damage`` per root cause. Both only read: they work on
+a closed store and alongside a live writer (a batch being written shows as a torn tail)."""
 from __future__ import annotations
 
 import bisect
