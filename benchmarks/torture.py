@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -52,9 +53,11 @@ COLUMNS = {
 
 
 def signature(f: dict[str, Any]) -> tuple[str, ...]:
-    """Findings with the same engine, loop, kind, file kind and message shape are one group."""
-    detail = re.sub(r"/\S+", "<path>", f["detail"])
-    detail = re.sub(r"\d+", "N", detail)[:110]
+    """Findings with the same engine, loop, kind, file kind and error (or message start) are
+    one group."""
+    m = re.search(r"\b([A-Z]\w*(?:Error|Exception|Warning))\b", f["detail"])
+    detail = re.sub(r"\d+", "N", re.sub(r"/\S+", "<path>", f["detail"]))
+    detail = m.group(1) + " " + detail[m.end():][:30] if m else detail[:50]
     kind_of_file = (f.get("mutation") or {}).get("kind", "")
     return (f["engine"], f["loop"], f["kind"], kind_of_file, detail)
 
@@ -143,13 +146,13 @@ def replay(spec: str, work: str, log: Findings, model: str) -> dict[str, Any]:
     if kind.startswith("fuzz-"):
         seed_s, case = seed_part.split(".")
         return run_fuzz(engine, int(seed_s), 1, work, variants=(kind[5:],),
-                        only_case=int(case), log=log).as_dict()
+                        only_case=int(case), keep=True, log=log).as_dict()
     if kind.startswith("powerloss-"):
         _, flush, mdl = kind.split("-")
         bits = seed_part.split(".")
         j = int(bits[2]) if len(bits) > 2 else None
         return run_powerloss(engine, flush, int(bits[0]), 1 if j is not None else 4, work,
-                             model=mdl, only=(int(bits[1]), j), log=log).as_dict()
+                             model=mdl, only=(int(bits[1]), j), keep=True, log=log).as_dict()
     if kind.startswith("enospc-"):
         return run_enospc(engine, int(seed_part), (kind.split("-")[1],), log=log).as_dict()
     raise SystemExit(f"unknown replay kind {kind!r}")
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", default=None, help="ENGINE:KIND:SEED printed by a finding")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
+    # the engines log every recovery action at WARNING; the loops count them, keep them quiet
+    logging.getLogger("mqstore").addHandler(logging.NullHandler())
+    logging.getLogger("mqstore").propagate = False
     work = args.workdir or tempfile.mkdtemp(prefix="mqstore-torture-")
     os.makedirs(work, exist_ok=True)
     log = Findings(args.findings, args.verbose)

@@ -27,7 +27,9 @@ never neither). Per file: start from the durable copy; the size is the durable s
 current one or a sector between (a size ``fdatasync`` made durable stays; a grown region
 not written back reads as zeros: the preallocated tail); then every 4 KiB page that differs
 from the current content independently keeps the old bytes, takes the new ones, or is torn
-(a prefix of 512-byte sectors of the new bytes, sometimes one garbage sector).
+(a prefix of 512-byte sectors of the new bytes). Sectors are atomic where they hold durable
+bytes (old or new, never garbage: SQLite's powersafe overwrite); one garbage sector may end a
+torn page only wholly past the durable size (a torn append).
 
 Model ``posix`` (default) is the strict one above. Model ``ext4`` also makes a file's name
 (and its parents' names) durable when the file is fsynced, as ext4's journal commit does.
@@ -323,7 +325,11 @@ class Recorder:
 # ----- building images -----
 
 def _mix_content(durable: bytes, current: bytes, rng: random.Random) -> bytes:
-    """One possible on-disk content of a file after power loss (see the module docstring)."""
+    """One possible on-disk content of a file after power loss (see the module docstring).
+
+    Sectors are atomic where they hold durable bytes (SQLite's "powersafe overwrite"): such a
+    sector is either its old or its new content. Garbage is only ever written into a sector
+    that lies wholly past the durable size (a torn append)."""
     ld, lc = len(durable), len(current)
     if lc > ld:
         r = rng.random()
@@ -340,20 +346,21 @@ def _mix_content(durable: bytes, current: bytes, rng: random.Random) -> bytes:
         new = current[page:end]
         if len(new) < end - page:
             new = new + out[page + len(new):end]
-        old = bytes(out[page:end])
-        if new == old:
+        if new == bytes(out[page:end]):
             continue
         r = rng.random()
         if r < 0.45:
             out[page:end] = new
         elif r < 0.8:
             continue
-        else:
-            cut = page + SECTOR * rng.randrange(0, (end - page + SECTOR - 1) // SECTOR)
-            out[page:cut] = new[:cut - page]
-            if rng.random() < 0.1 and cut < end:
-                g = min(cut + SECTOR, end)
-                out[cut:g] = rng.randbytes(g - cut)
+        else:  # torn: a prefix of the page's sectors is new, the rest old
+            nsec = (end - page + SECTOR - 1) // SECTOR
+            cut = rng.randrange(0, nsec)
+            out[page:page + cut * SECTOR] = new[:cut * SECTOR]
+            g0 = page + cut * SECTOR
+            g1 = min(g0 + SECTOR, end)
+            if rng.random() < 0.1 and g0 >= ld and new[g0 - page:g1 - page] != out[g0:g1]:
+                out[g0:g1] = rng.randbytes(g1 - g0)
     return bytes(out)
 
 

@@ -290,8 +290,9 @@ def run_case(req: dict[str, Any]) -> dict[str, Any]:
         res["verify_count"] = 0
     res["default"] = _open_and_read(a, engine, truth, req["wseed"])
     res["skip"] = _open_and_read(b, engine, truth, req["wseed"], on_corruption="skip")
-    for d in (a, b):
-        shutil.rmtree(d, ignore_errors=True)
+    if not req.get("keep"):  # a replay keeps the two opened copies for a look
+        for d in (a, b):
+            shutil.rmtree(d, ignore_errors=True)
     return res
 
 
@@ -456,7 +457,7 @@ def classify(ans: dict[str, Any], base_warnings: int = 0,
 
 def run_fuzz(engine: str, seed: int, mutations: int, workdir: str, *,
              variants: tuple[str, ...] = ("clean", "crashed"), timeout: float = 30.0,
-             only_case: int | None = None, log: Any = None) -> FuzzFigures:
+             only_case: int | None = None, keep: bool = False, log: Any = None) -> FuzzFigures:
     """Run ``mutations`` cases of one engine, split over the variants."""
     fig = FuzzFigures(engine, seed)
     t0 = time.monotonic()
@@ -480,7 +481,7 @@ def run_fuzz(engine: str, seed: int, mutations: int, workdir: str, *,
             for i in cases:
                 cseed = sub_seed("case", engine, variant, seed, i)
                 req = {"engine": engine, "template": template, "truth": req_truth,
-                       "wseed": wseed, "seed": cseed,
+                       "wseed": wseed, "seed": cseed, "keep": keep,
                        "work": os.path.join(workdir, f"fuzz-{engine}-case")}
                 status, ans = worker.run(req, timeout)
                 fig.mutations += 1

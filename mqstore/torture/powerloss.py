@@ -176,12 +176,14 @@ def run_child(workdir: str, engine: str, flush: str, model: str, sseed: int,
         return None
     st = load_state(state_path)
     st["wseed"], st["flush"], st["crash_event"] = wseed, flush, crash_event
+    os.replace(state_path, state_path + ".last")  # kept for a look after a replay
     return st
 
 
 def run_powerloss(engine: str, flush: str, seed: int, images: int, workdir: str, *,
                   model: str = "posix", images_per_state: int = 4, timeout: float = 60.0,
-                  only: tuple[int, int | None] | None = None, log: Any = None) -> PowerlossFigures:
+                  only: tuple[int, int | None] | None = None, keep: bool = False,
+                  log: Any = None) -> PowerlossFigures:
     """Build and check ``images`` crash images of one engine and flush mode."""
     from mqstore.torture.fuzz import Worker
 
@@ -249,6 +251,13 @@ def run_powerloss(engine: str, flush: str, seed: int, images: int, workdir: str,
                                 f"{where}: lost {ans.get('lost')}/{ans.get('checked')}, wrong "
                                 f"{ans.get('wrong')}, gaps {ans.get('gaps')}: "
                                 + "; ".join(ans.get("problems", [])), log)
+                if keep:  # a replay keeps each image and its state for a look
+                    kept = os.path.join(workdir, f"image-{k}-{j}")
+                    shutil.rmtree(kept, ignore_errors=True)
+                    shutil.copytree(image, kept)
+                    with open(kept + ".json", "w") as fh:
+                        json.dump({"durable": durable, "acked": acked, "answer": ans,
+                                   "crash_event": st["crash_event"], "mode": mode}, fh)
                 shutil.rmtree(image, ignore_errors=True)
                 if fig.images >= images:
                     break
