@@ -23,6 +23,7 @@ import json
 import os
 
 from mqstore import errors
+from mqstore.damage import METADATA_REPAIRED, RecoveryLog, translate_full
 from mqstore.engines.segments import format as fmt
 from mqstore.storedir import fsync_dir, write_atomic
 
@@ -53,6 +54,28 @@ def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
         return out
     except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
         raise errors.CorruptRecordError(f"malformed checkpoint: {exc}", path, 0) from None
+
+
+def read_hint(path: str, recovery: RecoveryLog | None) -> dict[tuple[str, int], int] | None:
+    """:func:`read_checkpoint`, but a garbled file is None (recorded in ``recovery`` when
+    given): a checkpoint is a hint, and the caller recovers as if it were absent."""
+    try:
+        return read_checkpoint(path)
+    except errors.CorruptRecordError as exc:
+        if recovery is not None:
+            recovery.record(METADATA_REPAIRED, path, 0, f"{exc}; ignored and rewritten (every "
+                            "log is validated from its start)")
+        return None
+
+
+def write_checkpoints(root: str, logs) -> None:
+    """Both checkpoint files for ``logs`` (PartitionLogs: recovery point, log start); a full
+    disk is StoreFullError."""
+    with translate_full(f"writing the checkpoints of {root}"):
+        write_checkpoint(os.path.join(root, fmt.RECOVERY_POINT_CHECKPOINT),
+                         {(lg.topic, lg.partition): lg.recovery_point for lg in logs})
+        write_checkpoint(os.path.join(root, fmt.LOG_START_OFFSET_CHECKPOINT),
+                         {(lg.topic, lg.partition): lg.log_start_offset for lg in logs})
 
 
 def write_checkpoint(path: str, entries: dict[tuple[str, int], int]) -> None:

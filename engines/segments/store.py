@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -60,17 +59,19 @@ from mqstore.damage import METADATA_REPAIRED, RecoveryLog, is_full, translate_fu
 from mqstore.durability import GroupCommit, PeriodicFlusher
 from mqstore.engines.segments import format as fmt
 from mqstore.engines.segments.checkpoint import (
-    read_checkpoint,
+    read_hint,
     take_clean_shutdown,
     write_checkpoint,
+    write_checkpoints,
     write_clean_shutdown,
 )
 from mqstore.engines.segments.fast_record import make_metadata, make_records
 from mqstore.engines.segments.offsets_topic import encode_commit, replay_commits
 from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
+from mqstore.engines.segments import topic_dirs
 from mqstore.engines.segments.record_batch import encode_messages, encode_one, encode_values
 from mqstore.partitioner import partition_for_key
-from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
+from mqstore.storedir import DirectoryLock, check_manifest
 
 _INTERNAL = fmt.CONSUMER_OFFSETS_TOPIC
 logger = logging.getLogger("mqstore")
@@ -147,71 +148,22 @@ class SegmentsStore(Store):
             raise
 
     # ----- opening -----
-    def _being_created(self) -> set[str]:
-        """Topics whose ``create_topic`` has not finished (or was cut by a crash)."""
-        try:
-            return set(os.listdir(os.path.join(self.path, fmt.CREATING_DIR)))
-        except (FileNotFoundError, NotADirectoryError):
-            return set()
-
     def _discover(self) -> dict[str, int]:
-        """Topic -> partition count, from the ``<topic>-<n>`` directories (a topic still
-        being created is not there yet)."""
-        found: dict[str, int] = {}
-        try:
-            entries = list(os.scandir(self.path))
-        except FileNotFoundError:
-            return found
-        creating = self._being_created()
-        for entry in entries:
-            parsed = parse_log_dir_name(entry.name)
-            if parsed is None or not entry.is_dir():
-                continue
-            topic, part = parsed
-            try:
-                validate_topic_name(topic)
-            except errors.InvalidTopicError:
-                continue
-            if topic in creating:
-                continue
-            found[topic] = max(found.get(topic, 0), part + 1)
-        return found
+        return topic_dirs.discover(self.path)
 
     def _roll_back_half_created_topics(self) -> None:
-        """A crash during ``create_topic`` left its marker: remove the partitions it made
-        (nothing was appended to them: ``create_topic`` had not returned), so the topic does
-        not exist and creating it again works."""
-        for topic in sorted(self._being_created()):
-            self._remove_topic_dirs(topic)
-            self._recovery.record(METADATA_REPAIRED, os.path.join(self.path, fmt.CREATING_DIR, topic),
-                                  0, f"create_topic({topic!r}) did not finish (a crash): its "
-                                  "partition directories were removed; create it again")
-
-    def _remove_topic_dirs(self, topic: str) -> None:
-        for entry in list(os.scandir(self.path)):
-            parsed = parse_log_dir_name(entry.name)
-            if parsed is not None and parsed[0] == topic and entry.is_dir():
-                shutil.rmtree(entry.path)
-        fsync_dir(self.path)
-        marker_dir = os.path.join(self.path, fmt.CREATING_DIR)
-        try:
-            os.unlink(os.path.join(marker_dir, topic))
-            fsync_dir(marker_dir)
-        except FileNotFoundError:
-            pass
+        """A crash during ``create_topic`` left its marker: remove the partitions it made, so
+        the topic does not exist and creating it again works (``topic_dirs``)."""
+        for topic in sorted(topic_dirs.being_created(self.path)):
+            topic_dirs.remove_topic_dirs(self.path, topic)
+            self._recovery.record(
+                METADATA_REPAIRED, os.path.join(self.path, fmt.CREATING_DIR, topic), 0,
+                f"create_topic({topic!r}) did not finish (a crash): its partition "
+                "directories were removed; create it again")
 
     def _read_hint(self, name: str) -> dict[tuple[str, int], int] | None:
-        """A checkpoint file's entries; None (logged, counted) if it is garbled: it is a
-        hint, and the caller recovers as if it were absent."""
-        path = os.path.join(self.path, name)
-        try:
-            return read_checkpoint(path)
-        except errors.CorruptRecordError as exc:
-            if self._writable:
-                self._recovery.record(METADATA_REPAIRED, path, 0,
-                                      f"{exc}; ignored and rewritten (every log is validated "
-                                      "from its start)")
-            return None
+        return read_hint(os.path.join(self.path, name),
+                         self._recovery if self._writable else None)
 
     def _open_logs(self) -> None:
         clean = True
@@ -305,30 +257,22 @@ class SegmentsStore(Store):
         with self._store_lock:
             if name in self._topics:
                 raise errors.TopicExistsError(f"topic {name!r} already exists")
-            marker_dir = os.path.join(self.path, fmt.CREATING_DIR)
             logs: list[PartitionLog] = []
             try:
                 with translate_full(f"creating topic {name!r}"):
-                    if not os.path.isdir(marker_dir):
-                        os.makedirs(marker_dir, exist_ok=True)
-                        fsync_dir(self.path)
-                    with open(os.path.join(marker_dir, name), "w") as f:
-                        f.write(f"{partitions}\n")
-                    fsync_dir(marker_dir)
+                    topic_dirs.begin_create(self.path, name, partitions)
                     for p in range(partitions):
                         log = PartitionLog(self.path, name, p, self._log_config, writable=True,
                                            recovery=self._recovery)
                         logs.append(log)
                         log.create()
-                    fsync_dir(self.path)
-                    os.unlink(os.path.join(marker_dir, name))
-                    fsync_dir(marker_dir)
+                    topic_dirs.finish_create(self.path, name)
             except BaseException:
                 for log in logs:
                     for seg in log.segments:
                         seg.close_handles()
                 try:
-                    self._remove_topic_dirs(name)
+                    topic_dirs.remove_topic_dirs(self.path, name)
                 except OSError as exc:  # the next open rolls it back from the marker
                     logger.warning("create_topic(%r) failed and could not be undone now (%s)",
                                    name, exc)
@@ -608,17 +552,9 @@ class SegmentsStore(Store):
 
     def _write_checkpoints(self) -> None:
         with self._checkpoint_lock:
-            logs = self._all_logs()
-            with translate_full(f"writing the checkpoints of {self.path}"):
-                self._write_checkpoint_files(logs)
+            write_checkpoints(self.path, self._all_logs())
             self._fsyncs += 6  # two files and the directory each time (write_atomic)
             self._last_checkpoint = time.monotonic()
-
-    def _write_checkpoint_files(self, logs: list[PartitionLog]) -> None:
-        write_checkpoint(os.path.join(self.path, fmt.RECOVERY_POINT_CHECKPOINT),
-                         {(lg.topic, lg.partition): lg.recovery_point for lg in logs})
-        write_checkpoint(os.path.join(self.path, fmt.LOG_START_OFFSET_CHECKPOINT),
-                         {(lg.topic, lg.partition): lg.log_start_offset for lg in logs})
 
     def flush(self) -> None:
         """fsync every segment written since the last sync and write the checkpoints. Raises

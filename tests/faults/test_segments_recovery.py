@@ -250,7 +250,9 @@ def test_zeroed_range_below_recovery_point_skip(open_segments, tmp_path):
         f.seek(b[30][0])
         f.write(bytes(b[35][0] - b[30][0]))
     r = open_segments(img, segment_bytes=1 << 20, on_corruption="skip")
-    assert [o for o, _v in _all(r)] == list(range(30)) + list(range(35, 60))
+    got = _all(r)
+    assert [o for o, _v in got] == list(range(30)) + list(range(35, 60))
+    assert [v for _o, v in got] == vals[:30] + vals[35:]
     (action,) = [a for a in r._recovery.actions if a.kind == CORRUPTION_SKIPPED]
     assert action.records_dropped == 5
 
@@ -265,9 +267,10 @@ def test_corruption_at_end_of_rolled_segment_skip_keeps_later_segments(open_segm
     with pytest.raises(CorruptRecordError):
         open_segments(img, segment_bytes=2000)
     r = open_segments(img, segment_bytes=2000, on_corruption="skip")
-    got = [o for o, _v in _all(r)]
+    got = _all(r)
     nxt = int(os.path.basename(logs[2])[:20])
-    assert got == [o for o in range(120) if not base <= o < nxt]
+    assert [o for o, _v in got] == [o for o in range(120) if not base <= o < nxt]
+    assert all(v == vals[o] for o, v in got)
     assert segment_files(img) == logs
     r.close()
     assert SegmentsStore.verify_files(img) == []
