@@ -29,7 +29,8 @@ import struct
 import time
 import zlib
 
-from mqstore.damage import DERIVED_REBUILT, RecoveryLog
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog, preallocate, translate_full
+from mqstore.errors import StoreFullError
 
 from . import format as fmt
 
@@ -56,6 +57,7 @@ class StoreCheckpoint:
         #: bytes 24.. before the trailer, kept as found (RocketMQ 5 stores offsets there)
         self._rest = bytes(TRAILER_POS - fmt.CHECKPOINT.size)
         self._fd = -1
+        self._reserved = True
         if read_only:
             try:
                 with open(path, "rb") as f:
@@ -68,11 +70,17 @@ class StoreCheckpoint:
             self._decode(data, existed=True)
             return
         existed = os.path.exists(path)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with translate_full(f"creating {path}"):
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         size = os.fstat(self._fd).st_size
         data = os.pread(self._fd, fmt.CHECKPOINT_FILE_SIZE, 0)
         if size < fmt.CHECKPOINT_FILE_SIZE:
             os.ftruncate(self._fd, fmt.CHECKPOINT_FILE_SIZE)
+        # its one page allocated now, so that rewriting it never needs space (a store full
+        # since before its first checkpoint still closes); an older store's sparse file on
+        # a full disk is retried by flush()
+        self._reserved = False
+        self._reserve()
         self._decode(data, existed=existed and size > 0)
         if self.garbled is not None:
             detail = (f"checkpoint {self.garbled}: ignored, recovery after a crash scans the "
@@ -118,9 +126,23 @@ class StoreCheckpoint:
                                  self.index_msg_timestamp)
         data[fmt.CHECKPOINT.size:TRAILER_POS] = self._rest
         TRAILER.pack_into(data, TRAILER_POS, TRAILER_MAGIC, zlib.crc32(data[:TRAILER_POS]))
-        os.pwrite(self._fd, data, 0)
-        os.fsync(self._fd)
+        with translate_full(f"writing {self.path}"):
+            if not self._reserved:
+                self._reserve(raise_full=True)
+            os.pwrite(self._fd, data, 0)
+            os.fsync(self._fd)
         self.garbled = None
+
+    def _reserve(self, raise_full: bool = False) -> None:
+        if os.fstat(self._fd).st_blocks * 512 >= fmt.CHECKPOINT_FILE_SIZE:
+            self._reserved = True
+            return
+        try:
+            preallocate(self._fd, 0, fmt.CHECKPOINT_FILE_SIZE, f"preallocating {self.path}")
+            self._reserved = True
+        except StoreFullError:
+            if raise_full:
+                raise
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -277,7 +277,7 @@ class _AllFull:
             return offset + n > st.st_size or st.st_blocks * 512 < st.st_size
 
         def fallocate(fd, offset, length):
-            if self.full:
+            if self.full and needs_space(fd, offset, length):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real_fallocate(fd, offset, length)
 
@@ -324,6 +324,26 @@ def test_reopen_while_the_disk_is_full(store_path, monkeypatch, crashed):
     s.close()
     s = _open(path)
     assert _values(s) == [b"a", b"b", b"c", b"d"]
+    s.close()
+
+
+@pytest.mark.parametrize("write_mode", ["mmap", "write"])
+def test_close_while_full_before_the_first_checkpoint(store_path, monkeypatch, write_mode):
+    """A disk that fills up before the first checkpoint was ever written: close (which
+    writes it) must not need new space (the checkpoint file is preallocated when created),
+    and the reopen finds everything acknowledged."""
+    s = _open(store_path, write_mode=write_mode, mapped_file_size=1 << 16,
+              flush_consume_queue_interval_ms=3_600_000)
+    s.create_topic("t")
+    s.append("t", b"a", partition=0)  # every file this store needs exists now
+    disk = _AllFull(monkeypatch)
+    disk.full = True
+    s.append_batch("t", [b"b", b"c"], partition=0)  # room in the mapped files already
+    s.close()
+    disk.full = False
+    s = _open(store_path)
+    assert s.recovery["abnormal"] is False
+    assert _values(s) == [b"a", b"b", b"c"]
     s.close()
 
 
