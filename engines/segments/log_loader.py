@@ -54,6 +54,7 @@ class LogLoader:
         self.scan_all = scan_all  # the recovery-point checkpoint was unreadable
         self.recovered_bytes = 0
         self._reported_loss = False
+        self._index_past_end = False
 
     def recover(self, segs: list[LogSegment], log_start_offset: int
                 ) -> tuple[list[LogSegment], int]:
@@ -108,6 +109,8 @@ class LogLoader:
             if why and not seg.tail_incomplete:
                 self.recovery.record(DERIVED_REBUILT, seg.index_path, 0,
                                      f"{why}: indexes rebuilt from the log")
+                if i == len(segs) - 1 and "past the end of the log" in why:
+                    self._index_past_end = True  # evidence that the log lost its end
             if self._recover_segment(seg, seg.scan(), segs[i + 1:], durable) == "cut":
                 return self._cut(segs, i + 1)
         return segs
@@ -218,14 +221,23 @@ class LogLoader:
                              records_dropped=seg.base_offset - log_start)
 
     def _on_short_log(self, seg: LogSegment, recovery_point: int) -> None:
-        """The log ends, at whole batches, before the recovery point: synced records are
-        gone (a file cut short by hand or by the media; a crash cannot do it)."""
-        where = (f"the log ends at offset {seg.next_offset - 1} but offsets up to "
-                 f"{recovery_point - 1} were synced (recovery-point checkpoint)")
+        """The log ends, at whole batches, before the recovery point. Either the checkpoint
+        entry is wrong (a hint: METADATA_REPAIRED) or synced records are gone (a file cut
+        short; a crash cannot do it). Only when the last segment's index also pointed past
+        the end of its log is it taken for the latter: corruption."""
+        where = (f"the log ends at offset {seg.next_offset - 1} but the recovery-point "
+                 f"checkpoint says offsets up to {recovery_point - 1} were synced")
+        lost = recovery_point - seg.next_offset
+        if not self._index_past_end:
+            self.recovery.record(METADATA_REPAIRED, seg.log_path, seg.size,
+                                 where + "; the checkpoint entry is taken to be wrong (else "
+                                 "those records were lost) and rewritten",
+                                 records_dropped=lost)
+            return
+        where += " and the index pointed past the end of the log: synced records are gone"
         refuse_corruption(self.config.on_corruption, seg.log_path, seg.size, where, 0)
         self.recovery.record(CORRUPTION_TRUNCATED, seg.log_path, seg.size,
-                             where + "; the log is kept as it is",
-                             records_dropped=recovery_point - seg.next_offset)
+                             where + "; the log is kept as it is", records_dropped=lost)
 
     def _on_offset_gap(self, prev: LogSegment, segs: list[LogSegment],
                        durable: int | None) -> str:

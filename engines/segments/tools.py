@@ -295,11 +295,16 @@ def _verify_partition(pdir: str, durable: int | None, synced_to: int,
     if expect is not None and bases and synced_to > expect and \
             not any(d.kind != "derived" for d in out):
         last = os.path.join(pdir, f"{bases[-1]:0{fmt.FILENAME_DIGITS}d}{fmt.LOG_SUFFIX}")
-        out.append(Damage(last, scans[-1].file_size,
-                          f"the log ends at offset {expect - 1} but offsets up to "
-                          f"{synced_to - 1} were synced (recovery-point checkpoint)",
-                          kind="corruption", records_dropped=synced_to - expect,
-                          first_offset=expect))
+        where = (f"the log ends at offset {expect - 1} but the recovery-point checkpoint says "
+                 f"offsets up to {synced_to - 1} were synced")
+        if held:  # the index saw the lost end too: synced records are gone
+            out.append(Damage(last, scans[-1].file_size, where + " and the index points past "
+                              "the end of the log", kind="corruption",
+                              records_dropped=synced_to - expect, first_offset=expect))
+        else:  # as the open does: the checkpoint entry is taken to be wrong
+            out.append(Damage(last, scans[-1].file_size, where + " (the checkpoint entry, or "
+                              "records lost at the end)", kind="metadata",
+                              records_dropped=synced_to - expect, first_offset=expect))
     else:
         out.extend(held)
     return out

@@ -576,3 +576,19 @@ def test_sync_appends_keep_the_recovery_point_checkpoint_fresh(open_segments, mo
         s.append("t", b"v%d" % i)
     entries = read_checkpoint(os.path.join(s.path, fmt.RECOVERY_POINT_CHECKPOINT))
     assert entries[("t", 0)] == 5
+
+
+def test_recovery_point_past_the_log_end_is_a_wrong_hint(open_segments, tmp_path):
+    """A bit flip raised a recovery-point entry past the end of the log: the checkpoint is a
+    hint, so the open goes on (logged and counted) instead of refusing."""
+    s = open_segments()
+    vals = _fill(s, n=40)
+    img = crash_image(s, str(tmp_path / "img"))
+    set_recovery_point(img, 44)
+    (d,) = SegmentsStore.verify_files(img)
+    assert (d.kind, d.records_dropped) == ("metadata", 4)
+    r = open_segments(img)
+    assert [v for _o, v in _all(r)] == vals
+    assert r.stats()["recovery"][METADATA_REPAIRED] == 1
+    r.close()
+    assert SegmentsStore.verify_files(img) == []
