@@ -173,6 +173,9 @@ class SegmentsStore(Store):
         points = self._read_hint(fmt.RECOVERY_POINT_CHECKPOINT)
         starts = self._read_hint(fmt.LOG_START_OFFSET_CHECKPOINT)
         rewrite = not clean or points is None or starts is None
+        # "truncate" / "skip" are the repair modes: they validate every segment, so they find
+        # (and fix) what verify_files reports in segments an ordinary open trusts
+        scan_all = points is None or self.config.on_corruption != "raise"
         try:
             for topic, count in sorted(self._discover().items()):
                 logs = []
@@ -183,7 +186,7 @@ class SegmentsStore(Store):
                     log.load(clean=clean, recovery_point=(points or {}).get((topic, p), 0),
                              log_start_offset=None if starts is None
                              else starts.get((topic, p), 0),
-                             scan_all=points is None)
+                             scan_all=scan_all)
                     logs.append(log)
         except errors.CorruptRecordError:
             if self._writable and clean:  # refused, logs untouched: still a clean shutdown

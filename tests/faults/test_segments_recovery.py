@@ -592,3 +592,26 @@ def test_recovery_point_past_the_log_end_is_a_wrong_hint(open_segments, tmp_path
     assert r.stats()["recovery"][METADATA_REPAIRED] == 1
     r.close()
     assert SegmentsStore.verify_files(img) == []
+
+
+def test_repair_modes_validate_segments_the_default_open_trusts(open_segments):
+    """A flipped value byte in an old segment of a cleanly closed store: the default open
+    trusts the segment (Kafka's rule) and reads report it; verify reports it; opening with
+    on_corruption="skip" (what `mqstore repair` does) finds and repairs it."""
+    s = open_segments(segment_bytes=2000)
+    vals = _fill(s, n=120)
+    s.close()
+    log = segment_files(s.path)[1]
+    pos, size, base = _batches(log)[2]
+    _flip(log, pos + size - 3)
+    (d,) = SegmentsStore.verify_files(s.path)
+    assert (d.kind, d.first_offset) == ("corruption", base)
+    r = open_segments(s.path, segment_bytes=2000)
+    with pytest.raises(CorruptRecordError):
+        _all(r)
+    r.close()
+    r = open_segments(s.path, segment_bytes=2000, on_corruption="skip")
+    assert r.stats()["recovery"][CORRUPTION_SKIPPED] == 1
+    assert [o for o, _v in _all(r)] == [o for o in range(120) if o != base]
+    r.close()
+    assert SegmentsStore.verify_files(s.path) == []
