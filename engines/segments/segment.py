@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Iterator
 
 from mqstore import errors, native
-from mqstore.damage import is_full, translate_full
+from mqstore.damage import full_error, is_full, translate_full
 from mqstore.engines.segments import format as fmt
 from mqstore.engines.segments.log_scan import LogScan, scan_log
 from mqstore.engines.segments.offset_index import OffsetIndex
@@ -293,13 +293,12 @@ class LogSegment:
             with translate_full(f"appending to {self.log_path}"):
                 os.ftruncate(self.fd, pos)
             self.dirty_tail = False
-        try:
-            with translate_full(f"appending to {self.log_path}"):
-                n = os.pwritev(self.fd, parts, pos)
-                while n < size:  # short write: finish it
-                    rest = b"".join(parts)[n:]
-                    n += os.pwrite(self.fd, rest, pos + n)
-        except BaseException:
+        try:  # (no context manager here: this is the hot path)
+            n = os.pwritev(self.fd, parts, pos)
+            while n < size:  # short write: finish it
+                rest = b"".join(parts)[n:]
+                n += os.pwrite(self.fd, rest, pos + n)
+        except BaseException as failed:
             try:
                 os.ftruncate(self.fd, pos)
             except OSError as exc:
@@ -307,6 +306,8 @@ class LogSegment:
                 logger.warning("%s: could not cut a failed append back off at %d (%s); it is "
                                "past the acknowledged end and dropped at the next open",
                                self.log_path, pos, exc)
+            if is_full(failed):
+                raise full_error(failed, f"appending to {self.log_path}") from failed
             raise
         self.size = self.file_size = pos + size
         self.next_offset = last_offset + 1
