@@ -102,7 +102,12 @@ def _dump_file(path: str) -> Iterator[str]:
         yield from _dump_index(path)
     elif os.path.basename(path) in (fmt.RECOVERY_POINT_CHECKPOINT, fmt.LOG_START_OFFSET_CHECKPOINT):
         yield f"Dumping {path}"
-        for (t, p), o in sorted(read_checkpoint(path).items()):
+        try:
+            entries = read_checkpoint(path)
+        except CorruptRecordError as exc:
+            yield f"unreadable: {exc}"
+            return
+        for (t, p), o in sorted(entries.items()):
             yield f"{t} {p} {o}"
     else:
         yield f"Skipping {path} (not a segment, index or checkpoint file)"

@@ -375,6 +375,7 @@ def test_garbled_checkpoint_is_treated_as_absent(open_segments, tmp_path, name, 
         f.write(garble)
     damage = SegmentsStore.verify_files(img)
     assert [d.kind for d in damage] == ["metadata"]
+    assert any(line.startswith("unreadable") for line in SegmentsStore.inspect_files(img))
     r = open_segments(img)
     assert [v for _o, v in _all(r)] == vals
     assert r.stats()["recovery"][METADATA_REPAIRED] == 1
