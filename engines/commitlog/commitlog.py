@@ -239,7 +239,16 @@ class CommitLog:
         return mf
 
     def _roll(self) -> MappedFile:
+        """Create the next file. The previous new file's directory entry is made durable
+        first if no flush did it yet: a power loss may lose the newest file, never one
+        before a file that survives (a hole recovery could only refuse)."""
         start = self.files[-1].file_end_offset if self.files else self.max_offset
+        if self._dir_dirty:
+            with self._flush_lock:  # a flush may be syncing it right now: wait for it
+                if self._dir_dirty:
+                    self._dir_dirty = False
+                    fsync_dir(self.dir)
+                    self.fsyncs += 1
         mf = MappedFile(os.path.join(self.dir, file_name(start)), self.file_size,
                         write_mode=self.write_mode, create=True)
         with self._files_lock:

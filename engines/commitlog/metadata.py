@@ -34,7 +34,7 @@ from typing import Any
 from mqstore import errors
 from mqstore.api import TOPIC_NAME_RE
 from mqstore.damage import METADATA_REPAIRED, RecoveryLog, translate_full
-from mqstore.storedir import write_json_atomic
+from mqstore.storedir import fsync_dir, write_json_atomic
 
 logger = logging.getLogger("mqstore")
 #: the most queues a topic may have in a loaded topics.json (RocketMQ caps it far lower)
@@ -149,7 +149,10 @@ class _JsonFile:
         backup. ``StoreFullError`` on a full disk (the old file is kept)."""
         doc["dataVersion"] = _data_version(self.counter + 1)
         with translate_full(f"writing {self.path}"):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            cfg_dir = os.path.dirname(self.path)
+            if not os.path.isdir(cfg_dir):  # its entry in the store root must be durable too
+                os.makedirs(cfg_dir, exist_ok=True)
+                fsync_dir(os.path.dirname(os.path.abspath(cfg_dir)))
             if self._valid and os.path.isfile(self.path):
                 tmp = self.backup + ".tmp"
                 try:

@@ -265,3 +265,20 @@ def test_checkpoint_keeps_the_bytes_after_its_timestamps(store_path):
     s = _open(store_path)
     s.close()
     assert struct.unpack_from(">qq", open(path, "rb").read(), 24) == (12345, 67890)
+
+
+def test_the_config_directory_entry_is_durable_before_topics_are_acknowledged(
+        store_path, monkeypatch):
+    """create_topic on a new store creates config/: its entry in the store root must be
+    synced too, or a power loss drops config/topics.json with it (seen in the power-loss
+    loop: topics came back with fewer partitions, rebuilt from consumequeue/)."""
+    from mqstore.engines.commitlog import metadata as metadata_mod
+
+    synced = []
+    real = metadata_mod.fsync_dir
+    monkeypatch.setattr(metadata_mod, "fsync_dir",
+                        lambda p: (synced.append(os.path.abspath(p)), real(p)))
+    s = _open(store_path)
+    s.create_topic("t", 3)
+    assert os.path.abspath(store_path) in synced
+    s.close()

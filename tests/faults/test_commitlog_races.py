@@ -7,6 +7,7 @@ The second thread is given a short grace period to get through; it must instead 
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import mqstore
@@ -225,5 +226,43 @@ def test_sync_appenders_racing_flush_read_their_own_record_and_are_durable(store
         t.join()
     done.set()
     f.join()
+    assert problems == []
+    s.close()
+
+
+def test_a_new_commitlog_file_is_created_only_once_the_previous_one_is_durable(
+        store_path, monkeypatch):
+    """Rolling twice between two flushes (flush="os", or a slow flusher) must not leave two
+    new files whose directory entries are both unsynced: a power loss may then keep the
+    second and lose the first, a hole in the log that recovery can only refuse. Each file
+    is created once every file before it is in a synced listing of the directory."""
+    from mqstore.engines.commitlog import mapped_file as mapped_file_mod
+
+    s = _open(store_path, flush="os", dispatch="sync")
+    s.create_topic("t")
+    s.append("t", b"first", partition=0)
+    s.flush()
+    cl = s.commitlog
+    synced = set(os.listdir(cl.dir))
+    real_sync, real_init = commitlog_mod.fsync_dir, mapped_file_mod.MappedFile.__init__
+    problems = []
+
+    def fsync_dir(path):
+        if os.path.abspath(path) == os.path.abspath(cl.dir):
+            synced.clear()
+            synced.update(os.listdir(cl.dir))
+        real_sync(path)
+
+    def init(self, path, *a, create=False, **k):
+        if create and os.path.dirname(path) == cl.dir:
+            unsynced = set(os.listdir(cl.dir)) - synced
+            if unsynced:
+                problems.append((os.path.basename(path), sorted(unsynced)))
+        real_init(self, path, *a, create=create, **k)
+
+    monkeypatch.setattr(commitlog_mod, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(mapped_file_mod.MappedFile, "__init__", init)
+    while len(cl.files) < 4:
+        s.append("t", b"x" * 300, partition=0)
     assert problems == []
     s.close()
