@@ -7,6 +7,19 @@ is created at its full size with ``ftruncate`` and then preallocated with ``posi
 (and leaves no file behind) instead of a later write through the mapping dying of SIGBUS.
 A file of an older store that is still sparse is preallocated before its first write
 (:meth:`MappedFile.reserve`), so no write can ever land in a hole.
+
+A full disk in the commitlog engine, as a whole (``tests/faults/test_commitlog_full_disk.py``):
+
+- an append that needs a new CommitLog or ConsumeQueue file (the append path creates the
+  ConsumeQueue files its units go to before writing, so the dispatcher never has to) raises
+  ``StoreFullError`` and leaves nothing: in ``write`` mode the part of the batch that reached
+  the file is zeroed and synced, new files are deleted, the offsets are reused;
+- a new IndexFile that cannot be created stalls the key index until the next open, which
+  re-indexes (lookups miss the keys stored meanwhile); appends and reads go on;
+- the store stays readable, takes appends again once space is freed, and reopens while the
+  disk is still full; only a recovery that must create a file (a lost ConsumeQueue, a
+  re-dispatch into a new ConsumeQueue file) fails the open with ``StoreFullError``, and the
+  next open after space is freed does it.
 """
 from __future__ import annotations
 

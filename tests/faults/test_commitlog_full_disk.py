@@ -347,6 +347,26 @@ def test_close_while_full_before_the_first_checkpoint(store_path, monkeypatch, w
     s.close()
 
 
+def test_reopen_while_full_that_must_rebuild_a_consume_queue_is_store_full_error(
+        store_path, monkeypatch):
+    """The documented choice: when recovery has to create a ConsumeQueue file (here all of
+    them were lost) and the disk is full, the open fails with StoreFullError (no other
+    error, no signal), and succeeds once space is freed."""
+    s = _open(store_path, mapped_file_size=1 << 16)
+    s.create_topic("t")
+    s.append_batch("t", [b"a", b"b", b"c"], partition=0)
+    s.close()
+    shutil.rmtree(os.path.join(store_path, "consumequeue"))
+    disk = _AllFull(monkeypatch)
+    disk.full = True
+    with pytest.raises(StoreFullError):
+        _open(store_path)
+    disk.full = False
+    s = _open(store_path)
+    assert _values(s) == [b"a", b"b", b"c"]
+    s.close()
+
+
 _TMPFS_CHILD = textwrap.dedent(r"""
     import errno, os, sys
     import mqstore
