@@ -341,9 +341,15 @@ class PartitionLog:
             p = pos if s is seg else 0
             walk = BatchWalk(s.fd, p, s.size)
             checked, valid_end = None, 0
+            expect = s.base_offset if p == 0 else None  # the offset chain (not CRC-covered)
             for bpos, size, base, last, chunk, off in walk:
                 if stop_offset is not None and base >= stop_offset:
                     return
+                if expect is not None and base != expect:
+                    raise errors.CorruptRecordError(
+                        f"batch has baseOffset {base} where {expect} was expected",
+                        s.log_path, bpos)
+                expect = last + 1
                 if check:  # CRC-32C of every batch of a chunk in one native call
                     if chunk is not checked:
                         checked, valid_end = chunk, scan(chunk, off, len(chunk)).valid_end

@@ -140,11 +140,17 @@ class LogSegment:
     # ----- loading -----
     def load(self) -> str | None:
         """Trust the indexes, find the end: walk batch headers from the last offset-index
-        entry to the end of the file. Returns why the segment needs :meth:`recover`
-        (missing or inconsistent index, a tail that is not a whole batch), or None."""
+        entry to the end of the file. Returns why the segment needs a full :meth:`scan`
+        (missing or inconsistent index, a first batch that does not start at the segment's
+        base offset, a tail that is not a whole batch), or None."""
         self.tail_incomplete = False
         if self.indexes_were_missing and self.file_size and self.writable:
             return "index files missing"  # (a follower reads them as empty: they are hints)
+        if self.writable and self.file_size >= fmt.RECORD_BATCH_OVERHEAD:
+            first = fmt.BASE_OFFSET_AND_LENGTH.unpack_from(os.pread(self.fd, 12, 0), 0)[0]
+            if first != self.base_offset:  # baseOffset is not covered by the CRC
+                self.tail_incomplete = True  # log damage, not an index problem
+                return f"first batch has baseOffset {first}, not the segment's {self.base_offset}"
         problem = (self.offset_index.length_problem() or self.time_index.length_problem()
                    or self.offset_index.sanity_problem(self.file_size))
         if problem:

@@ -97,3 +97,38 @@ def test_malformed_header_in_a_trusted_segment_raises_instead_of_ending_the_read
         with pytest.raises(CorruptRecordError) as info:
             s.read("t", 0, base, max_records=1000)
         assert info.value.path == log
+
+
+def _set_base_offset(log, batch_no, value):
+    data = open(log, "rb").read()
+    pos = 0
+    for _ in range(batch_no):
+        pos += struct.unpack_from(">i", data, pos + 8)[0] + 12
+    with open(log, "r+b") as f:
+        f.seek(pos)
+        f.write(struct.pack(">q", value))
+    return pos
+
+
+def test_flipped_base_offset_is_never_returned(tmp_path):
+    """baseOffset is outside the CRC: the offset chain must catch it, at open for the first
+    batch of a segment, on read for any other."""
+    path = str(tmp_path / "store")
+    with _open(path) as s:
+        s.create_topic("t")
+        for i in range(90):
+            s.append("t", b"value-%05d" % i)
+    log = segment_files(path)[1]
+    base = int(os.path.basename(log)[:20])
+    pos = _set_base_offset(log, 3, base + 3 + 2)  # a middle batch now claims other offsets
+    with _open(path) as s:
+        with pytest.raises(CorruptRecordError) as info:
+            s.read("t", 0, base, max_records=1000)
+        assert (info.value.path, info.value.position) == (log, pos)
+    _set_base_offset(log, 3, base + 3)
+    _set_base_offset(log, 0, base + 1)  # the first batch of a trusted segment
+    with pytest.raises(CorruptRecordError) as info:
+        _open(path)
+    assert info.value.path == log and info.value.position == 0
+    (d,) = mqstore.open(path, read_only=True).verify_files(path)
+    assert d.kind == "corruption" and d.first_offset == base
