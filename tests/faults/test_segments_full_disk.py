@@ -273,3 +273,42 @@ def test_real_full_tmpfs(small_tmpfs):
     r.close()
     with mqstore.open(path, read_only=True) as ro:
         assert _values(ro) == acked + [b"after"]
+
+
+def test_create_topic_on_a_full_disk_leaves_no_topic(tmp_path, monkeypatch):
+    path = str(tmp_path / "s")
+    s = _open(path)
+    real_open = os.open
+    made = []
+
+    def open_(p, flags, *a, **k):
+        if flags & os.O_CREAT and str(p).endswith(fmt.LOG_SUFFIX):
+            made.append(p)
+            if len(made) > 3:
+                _enospc()
+        return real_open(p, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", open_)
+    with pytest.raises(StoreFullError):
+        s.create_topic("big", partitions=8)
+    monkeypatch.undo()
+    assert s.topics() == [] and not any(n.startswith("big-") for n in os.listdir(path))
+    s.create_topic("big", partitions=8)
+    assert s.partitions("big") == 8
+    s.close()
+
+
+def test_fsync_enospc_in_flush_is_store_full_and_nothing_is_marked_synced(tmp_path, monkeypatch):
+    path = str(tmp_path / "s")
+    s = _open(path)
+    s.create_topic("t")
+    s.append("t", b"a")
+    monkeypatch.setattr(os, "fsync", _enospc)
+    with pytest.raises(StoreFullError):
+        s.flush()
+    monkeypatch.undo()
+    log = s._topics["t"][0]
+    assert log.recovery_point == 0 and log.has_unflushed  # retried by the next flush
+    s.flush()
+    assert log.recovery_point == 1 and not log.has_unflushed
+    s.close()
