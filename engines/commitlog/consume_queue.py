@@ -60,6 +60,8 @@ class ConsumeQueue:
         self._dir_dirty = False
         self._parents_dirty = False
         self._verify_last: int | None = None  # recovery's verifying dispatch (verify_put)
+        #: load() had to resize or delete files (or found none): recover() says to rebuild
+        self._rebuild_needed = False
         self._verify_fixed = 0
 
     # ----- files -----
@@ -85,6 +87,7 @@ class ConsumeQueue:
                 for gone in names[i:]:
                     os.unlink(os.path.join(self.dir, gone))
                 self._dir_dirty = True
+                self._rebuild_needed = True
                 if log is not None:
                     log.record(DERIVED_REBUILT, path, 0, "ConsumeQueue files are not "
                                f"contiguous: {len(names) - i} files from here deleted, to be "
@@ -94,6 +97,7 @@ class ConsumeQueue:
             if size != self.file_size:
                 if self.read_only:
                     break  # being created by the writer
+                self._rebuild_needed = True
                 if size == 0 and name == names[-1]:
                     os.unlink(path)
                     continue
@@ -106,6 +110,13 @@ class ConsumeQueue:
             self._map(path, create=False)
         if self.files:
             self.max_units = self.first_unit + len(self.files) * self.units_per_file
+        elif not self.read_only:
+            # the directory is made with the first unit and its last file is never
+            # deleted (retention keeps it): no file at all means its units were lost
+            self._rebuild_needed = True
+            if log is not None and not names:
+                log.record(DERIVED_REBUILT, self.dir, 0, "ConsumeQueue directory without "
+                           "files: rebuilt from the CommitLog")
 
     def load_new_files(self) -> bool:
         """Read-only follower: map files the writer created since; True if any."""
@@ -214,19 +225,30 @@ class ConsumeQueue:
     def recover(self, log: RecoveryLog | None = None, min_phys: int = 0) -> int | None:
         """Find the end of the units (:meth:`scan_end`), zero what follows, delete later
         files. Returns None if the queue simply ends there, or, when a unit before the end
-        was empty, torn or out of order (it is cut there), the commitlog offset from which
-        the dispatcher must rebuild this queue: the end of the last good unit's message
-        (``min_phys`` if there is none)."""
+        was empty, torn or out of order (it is cut there) or load() had to resize or delete
+        files, the commitlog offset from which the dispatcher must rebuild this queue: the
+        last good unit's message (``min_phys`` if there is none)."""
         if not self.files:
             self.max_units = 0
-            return None
+            return min_phys if self._rebuild_needed else None
         end, problem = self._scan()
         self.truncate_units(end)
+        if problem is None and self._rebuild_needed:
+            problem = "files were resized or deleted at load"
+        self._rebuild_needed = False
         if problem is None:
             return None
         path = self.files[0].path if self.files else self.dir
-        rebuild = max(self.max_phys_end, min_phys) if self.max_units > self.first_unit \
-            else min_phys
+        # from the last good unit's message itself (its unit is verified again: a unit
+        # cut mid-way keeps a plausible offset but a wrong size)
+        rebuild = min_phys
+        q = self.max_units - 1
+        while q >= self.first_unit and self.files:
+            phys, size, _tag = self.unit(q)
+            if size != fmt.CQ_FILLER_SIZE:
+                rebuild = max(phys, min_phys)
+                break
+            q -= 1
         if log is not None:
             log.record(DERIVED_REBUILT, path, end * fmt.CQ_UNIT_SIZE,
                        f"ConsumeQueue {self.topic}/{self.queue_id} unit {end}: {problem}; cut "
@@ -235,25 +257,35 @@ class ConsumeQueue:
 
     def verify_put(self, units: list[tuple[int, int, int, int]]) -> int:
         """Recovery's :meth:`put_many`: units already present are compared with the ones
-        the dispatcher derived from the CommitLog and rewritten when different (a torn or
-        flipped unit); queue offsets that no message produced between two that did (their
-        message was skipped as damaged) become fillers. Returns the units rewritten."""
+        the dispatcher derived from the CommitLog (numpy, per file) and rewritten when
+        different (a torn or flipped unit); queue offsets that no message produced between
+        two that did (their message was skipped as damaged) become fillers. Returns the
+        units rewritten."""
         fixed = 0
         with self._lock:
+            arr = np.array(units, dtype=np.int64).reshape(-1, 4)
+            q = arr[:, 0]
             last = self._verify_last
-            for q, phys, size, tag in units:
-                if last is not None and q > last + 1:
-                    for g in range(last + 1, min(q, self.max_units)):
-                        if g >= self.first_unit and self.unit(g)[1] != fmt.CQ_FILLER_SIZE:
-                            self._write_unit(g, _FILLER)
-                            fixed += 1
-                if self.first_unit <= q < self.max_units:
-                    if self.unit(q) != (phys, size, tag):
-                        self._write_unit(q, fmt.CQ_UNIT.pack(phys, size, tag))
+            prev = np.concatenate(([last if last is not None else q[0] - 1], q[:-1]))
+            for j in np.flatnonzero(q > prev + 1).tolist():  # gaps: skipped messages
+                for g in range(int(prev[j]) + 1, min(int(q[j]), self.max_units)):
+                    if g >= self.first_unit and self.unit(g)[1] != fmt.CQ_FILLER_SIZE:
+                        self._write_unit(g, _FILLER)
                         fixed += 1
-                if last is None or q > last:
-                    last = q
-            self._verify_last = last
+            present = np.flatnonzero((q >= self.first_unit) & (q < self.max_units))
+            upf = self.units_per_file
+            if present.size:
+                fidx = (q[present] - self.first_unit) // upf
+                for i in np.unique(fidx).tolist():
+                    sel = present[fidx == i]
+                    have = self.arrays[i][q[sel] % upf]
+                    wrong = sel[(have["offset"] != arr[sel, 1]) | (have["size"] != arr[sel, 2])
+                                | (have["tag_hash"] != arr[sel, 3])]
+                    for qq, phys, size, tag in arr[wrong].tolist():
+                        self._write_unit(qq, fmt.CQ_UNIT.pack(phys, size, tag))
+                        fixed += 1
+            top = int(q.max())
+            self._verify_last = top if last is None else max(last, top)
             self._verify_fixed += fixed
         rest = [u for u in units if u[0] >= self.max_units]
         if rest:

@@ -69,6 +69,9 @@ class Dispatcher:
         #: set by recovery while it re-dispatches: units already present are compared with
         #: the messages and rewritten when wrong (ConsumeQueue.verify_put)
         self.verify_units = False
+        #: set by recovery while it re-dispatches: called with the offset of a bad message
+        #: below the end of the log; returns where to go on (or raises CorruptRecordError)
+        self.on_damage: Callable[[int], int] | None = None
 
     # ----- the background service -----
     def start(self) -> None:
@@ -189,6 +192,12 @@ class Dispatcher:
                 if size:  # a message the native walk does not read (V2, IPv6 hosts)
                     done += 1
                     off += size
+                    self._publish(off)
+                    continue
+                if self.on_damage is not None and mf.file_from_offset + pos < end:
+                    # recovery re-dispatching below the end of the sound log: not a
+                    # partial message but damage recovery's scan did not cover
+                    off = self.on_damage(mf.file_from_offset + pos)
                     self._publish(off)
                     continue
                 break  # a partial message: stop, retry later

@@ -138,10 +138,12 @@ class Follower:
         if size < fmt.MSG_FIXED_OVERHEAD or pos + size > mf.file_size:
             return False
         head = fmt.MSG_HEADER.unpack_from(mf.mm, pos)
-        if head[0] != size or head[1] != fmt.MESSAGE_MAGIC_V1 or head[3] != queue_id \
-                or head[5] != q:
+        if head[0] != size or head[3] != queue_id or head[5] != q:
             return False
-        _topic, props = msgcodec.topic_and_properties(mf.mm, pos)
+        try:  # V1 or V2, IPv4 or IPv6 hosts; a message still being written is not whole
+            _topic, props = msgcodec.topic_and_properties(mf.mm, pos, mf.file_size)
+        except msgcodec.BadMessage:
+            return False
         want = 0 if props.tag is None else native.java_string_hash(props.tag)
         return want == tag_hash
 
@@ -159,7 +161,7 @@ class Follower:
             scan = native.scan_commitlog(mf.mm, pos, mf.file_size)
             for p in scan.positions.tolist():
                 head = fmt.MSG_HEADER.unpack_from(mf.mm, p)
-                topic, props = msgcodec.topic_and_properties(mf.mm, p)
+                topic, props = msgcodec.topic_and_properties(mf.mm, p, mf.file_size)
                 tag = 0 if props.tag is None else native.java_string_hash(props.tag)
                 self._tails.setdefault((topic, head[3]), []).append(
                     (head[5], head[6], head[0], tag))

@@ -219,19 +219,21 @@ def crc_digits(crc: int) -> bytes:
 
 
 def patch(buf: bytearray, pos: int, queue_offset: int, physical_offset: int,
-          store_timestamp: int, born_timestamp: int | None) -> None:
+          store_timestamp: int, born_timestamp: int | None, *,
+          _qp=fmt.QUEUEOFFSET_PHYSICALOFFSET.pack_into, _ts=fmt.STORETIMESTAMP.pack_into,
+          _size=struct.Struct(">i").unpack_from, _crc32=zlib.crc32) -> None:
     """Fill the fields known only under the append lock into the message at ``buf[pos:]``,
     then its ``__CRC32#`` digits: the CRC of everything before that property, so of the
-    patched fields too (RocketMQ ``DefaultAppendMessageCallback#doAppend``)."""
-    fmt.QUEUEOFFSET_PHYSICALOFFSET.pack_into(buf, pos + fmt.POS_QUEUEOFFSET, queue_offset,
-                                             physical_offset)
-    fmt.STORETIMESTAMP.pack_into(buf, pos + fmt.POS_STORETIMESTAMP, store_timestamp)
+    patched fields too (RocketMQ ``DefaultAppendMessageCallback#doAppend``). Every message
+    :func:`encode` makes ends with the placeholder; one without it is left unsigned."""
+    _qp(buf, pos + 20, queue_offset, physical_offset)  # POS_QUEUEOFFSET
+    _ts(buf, pos + 56, store_timestamp)  # POS_STORETIMESTAMP
     if born_timestamp is not None:
-        fmt.STORETIMESTAMP.pack_into(buf, pos + fmt.POS_BORNTIMESTAMP, born_timestamp)
-    end = pos + _I32(buf, pos)[0]
-    if buf[end - _CRC_LEN:end - _CRC_DIGITS_AT] == _CRC_PREFIX:
-        crc = zlib.crc32(buf[pos:end - _CRC_LEN]) & fmt.BODY_CRC_MASK
-        buf[end - _CRC_DIGITS_AT:end - 1] = crc_digits(crc)
+        _ts(buf, pos + 40, born_timestamp)  # POS_BORNTIMESTAMP
+    end = pos + _size(buf, pos)[0]
+    if buf[end - 20] == 95 and buf[end - 13] == 35:  # "_" of "__CRC32#", its "#"
+        buf[end - 11:end - 1] = (b"%d" % (_crc32(buf[pos:end - 20]) & 0x7FFFFFFF))[
+            ::-1].ljust(10, b"0")
 
 
 # ----- layout and checks (V1 and V2, IPv4 and IPv6 hosts) -----

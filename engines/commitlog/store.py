@@ -33,11 +33,13 @@ from mqstore.api import (
     validate_topic_name,
 )
 from mqstore.config import StoreConfig
-from mqstore.damage import DERIVED_REBUILT, RecoveryLog, is_full, translate_full
+from mqstore.damage import (CORRUPTION_SKIPPED, DERIVED_REBUILT, RecoveryLog, is_full,
+                            refuse_corruption, translate_full)
 from mqstore.durability import GroupCommit, PeriodicFlusher
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
 from . import format as fmt
+from . import cq_check, recovery
 from . import message as msgcodec
 from .checkpoint import StoreCheckpoint
 from .commitlog import CommitLog, RecoveryResult
@@ -239,7 +241,10 @@ class CommitLogStore(ConsumeQueueReads, Store):
             start_idx, policy=self.config.on_corruption, clean=not abnormal,
             sync_timestamp=ck.physic_msg_timestamp, log=log)
         # derived files: damaged ConsumeQueue tails and IndexFiles are rebuilt from the log
-        reput = res.start_offset
+        # (after a crash everything from the recovery start is re-dispatched, as RocketMQ
+        # does; after a clean close the units of the window are checked against it and
+        # re-dispatched only from the first wrong or missing one)
+        reput = res.start_offset if abnormal else res.valid_end
         for cq in self._queues.values():
             rebuild = cq.recover(log, cl.min_offset)
             if rebuild is not None:
@@ -255,19 +260,34 @@ class CommitLogStore(ConsumeQueueReads, Store):
         if res.skipped_from is not None:  # entries of skipped messages go too
             cut = min(cut, res.skipped_from)
         removed = self.index.truncate_from(cut, self._store_timestamp_at)
+        if not abnormal:
+            bad = cq_check.first_mismatch(cl, self._queues, res.start_offset, res.valid_end,
+                                          self.dispatcher._tag_hash)
+            if bad is not None:
+                reput = min(reput, bad)
+        reput = min(reput, cut)  # index entries removed from ``cut`` are rebuilt
         # queues behind the recovery start (or none at all: rebuilt from the first file)
         ends = [cq.max_phys_end for cq in self._queues.values() if cq.max_units]
         reput = min(reput, max(ends, default=cl.min_offset))
         if self.config.options["message_index"]:  # an IndexFile behind the queues
             reput = min(reput, self.index.indexed_end if self.index.indexed_end >= 0
                         else cl.min_offset)
-        self.dispatcher.reput_from_offset = max(min(reput, res.valid_end), cl.min_offset)
-        redispatch_from = self.dispatcher.reput_from_offset
+        reput = max(min(reput, res.valid_end), cl.min_offset)
+        mf = cl.find_file(reput) if reput < res.valid_end else None
+        if mf is not None and msgcodec.check(
+                mf.mm, reput - mf.file_from_offset, mf.file_size,
+                physical_offset=reput) is not None:
+            # a derived file's idea of a position, not a message: start at its file
+            reput = mf.file_from_offset
+        self.dispatcher.reput_from_offset = reput
+        redispatch_from = reput
         self.dispatcher.verify_units = True
+        self.dispatcher.on_damage = self._redispatch_damage
         try:
             redispatched = self.dispatcher.dispatch(res.valid_end)
         finally:
             self.dispatcher.verify_units = False
+            self.dispatcher.on_damage = None
         repaired = 0
         for cq in list(self._queues.values()):
             repaired += cq.finish_verify(redispatch_from, res.valid_end)
@@ -290,6 +310,26 @@ class CommitLogStore(ConsumeQueueReads, Store):
         }
         if redispatched or removed or res.damage or repaired:
             self._flush_logics()
+
+    def _redispatch_damage(self, offset: int) -> int:
+        """A bad message met while rebuilding derived files from before the recovery
+        window (which recovery validated): corruption below the sync point, so
+        ``on_corruption`` decides; with "truncate" or "skip" it is skipped for this process
+        (the log is not changed; reads of units pointing at it raise CorruptRecordError)."""
+        cl = self.commitlog
+        mf = cl.find_file(offset)
+        pos = offset - mf.file_from_offset
+        problem = msgcodec.check(mf.mm, pos, mf.file_size) or "bad message"
+        nxt = recovery.resync(cl, offset, offset >= cl.crc_required_from)
+        refuse_corruption(self.config.on_corruption, mf.path, pos,
+                          f"corrupt message met while rebuilding derived files: {problem}")
+        end = nxt if nxt is not None else cl.max_offset
+        self.recovery_log.record(CORRUPTION_SKIPPED, mf.path, pos, f"corrupt message met "
+                                 f"while rebuilding derived files: {problem}; not indexed, "
+                                 f"dispatch resumes at {end}", bytes_dropped=end - offset,
+                                 records_dropped=1)
+        cl.skipped = sorted(cl.skipped + [(offset, end)])
+        return end
 
     def _store_timestamp_at(self, phys: int) -> int:
         mf = self.commitlog.find_file(phys)
