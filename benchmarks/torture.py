@@ -17,6 +17,10 @@ Every loop is bounded and seeded. Each finding is printed with its replay spec, 
 ``segments:kill-sync:7@12`` (rounds 0..12 of the kill loop, seed 7), ``commitlog:fuzz-clean:7.41``
 (case 41), ``commitlog:powerloss-os-posix:7.3.1`` (state 3, image 1),
 ``commitlog:enospc-sync-write:7``. The exit status is 1 when anything was found.
+
+The engines run background threads, so a rerun child may stop in a different state: the
+state of each power-loss finding is saved (``--save-states``, path in the finding) and
+``--replay SPEC --state PATH`` rebuilds its images exactly.
 """
 from __future__ import annotations
 
@@ -103,7 +107,8 @@ def run(loop: str, engines: list[str], flushes: list[str], args: argparse.Namesp
         elif loop == "powerloss":
             for fl in flushes:
                 rows.append(run_powerloss(engine, fl, args.seed, args.images, work,
-                                          model=args.model, log=log))
+                                          model=args.model, save_dir=args.save_states,
+                                          log=log))
         elif loop == "fuzz":
             rows.append(run_fuzz(engine, args.seed, args.mutations, work, log=log))
         elif loop == "enospc":
@@ -137,7 +142,7 @@ def print_table(loop: str, rows: list[dict[str, Any]], seed: int, model: str) ->
     Console(width=max(100, 26 + 17 * len(rows))).print(t)
 
 
-def replay(spec: str, work: str, log: Findings, model: str) -> dict[str, Any]:
+def replay(spec: str, work: str, log: Findings, state: str | None) -> dict[str, Any]:
     engine, kind, seed_part = spec.split(":", 2)
     if kind.startswith("kill-"):
         seed_s, _, rnd = seed_part.partition("@")
@@ -152,7 +157,8 @@ def replay(spec: str, work: str, log: Findings, model: str) -> dict[str, Any]:
         bits = seed_part.split(".")
         j = int(bits[2]) if len(bits) > 2 else None
         return run_powerloss(engine, flush, int(bits[0]), 1 if j is not None else 4, work,
-                             model=mdl, only=(int(bits[1]), j), keep=True, log=log).as_dict()
+                             model=mdl, only=(int(bits[1]), j), keep=True, state_file=state,
+                             log=log).as_dict()
     if kind.startswith("enospc-"):
         return run_enospc(engine, int(seed_part), (kind.split("-")[1],), log=log).as_dict()
     raise SystemExit(f"unknown replay kind {kind!r}")
@@ -175,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", "-v", action="store_true", help="print every finding")
     ap.add_argument("--replay", default=None, help="ENGINE:KIND:SEED printed by a finding")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--save-states", default=os.path.join(tempfile.gettempdir(),
+                                                          "mqstore-torture-states"),
+                    help="where the crash states of power-loss findings are saved")
+    ap.add_argument("--state", default=None,
+                    help="with --replay of a powerloss finding: rebuild its images from this "
+                         "saved state (exact) instead of rerunning the child")
     args = ap.parse_args(argv)
     # the engines log every recovery action at WARNING; the loops count them, keep them quiet
     logging.getLogger("mqstore").addHandler(logging.NullHandler())
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         if args.replay:
-            fig = replay(args.replay, work, log, args.model)
+            fig = replay(args.replay, work, log, args.state)
             findings = fig.pop("findings", [])
             print(json.dumps(fig, indent=2, default=str))
             for f in findings:

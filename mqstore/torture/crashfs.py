@@ -5,7 +5,7 @@ build the images a power loss may leave (after ALICE, CrashMonkey and SQLite's t
 It wraps ``os.write``, ``os.pwrite``, ``os.writev``, ``os.pwritev``, ``os.ftruncate``,
 ``os.truncate``, ``os.posix_fallocate``, ``os.fsync``, ``os.fdatasync``, ``os.open`` (with
 ``O_CREAT``), ``os.mkdir``, ``os.rename``, ``os.replace``, ``os.unlink``, ``os.remove``,
-``os.rmdir`` and ``mmap.mmap`` (a subclass whose ``flush`` (msync), ``write`` and slice
+``os.rmdir``, ``open()`` for writing (``builtins.open``) and ``mmap.mmap`` (a subclass whose ``flush`` (msync), ``write`` and slice
 assignment are seen). Each of these calls is one *event*; at the seeded event number the
 recorder captures the crash state (before the event) and the child exits. The model:
 
@@ -41,6 +41,7 @@ assumed between files at all, which is stricter than any real file system).
 """
 from __future__ import annotations
 
+import builtins
 import fcntl
 import mmap
 import os
@@ -278,6 +279,16 @@ class Recorder:
                     return real_open(path, flags, *args, **kw)
             return real_open(path, flags, *args, **kw)
         os.open = osopen
+        real_bopen = builtins.open
+        o["builtins.open"] = real_bopen
+
+        def bopen(file, mode="r", *args, **kw):
+            if isinstance(mode, str) and any(c in mode for c in "wax+"):
+                with rec.lock:
+                    rec.event()
+                    return real_bopen(file, mode, *args, **kw)
+            return real_bopen(file, mode, *args, **kw)
+        builtins.open = bopen
 
         base = mmap.mmap
 
@@ -317,6 +328,8 @@ class Recorder:
         for name, fn in self._orig.items():
             if name == "mmap":
                 mmap.mmap = fn  # type: ignore[misc]
+            elif name == "builtins.open":
+                builtins.open = fn
             else:
                 setattr(os, name, fn)
         self._orig.clear()
@@ -368,7 +381,9 @@ def build_image(state: dict[str, Any], out_dir: str, seed: int, mode: str = "mix
     """Write one crash image of ``state`` to ``out_dir``.
 
     ``mode`` is ``"mix"`` (seeded choices), ``"current"`` (everything written survives, as
-    after a plain SIGKILL) or ``"durable"`` (only what was synced survives).
+    after a plain SIGKILL), ``"durable"`` (only what was synced survives) or ``"names"``
+    (every byte written survives, but every name not made durable by a directory fsync is
+    lost and every unsynced rename reverted: this isolates directory durability).
     """
     rng = random.Random(seed)
     listing, current = state["listing"], state["current"]
@@ -376,7 +391,7 @@ def build_image(state: dict[str, Any], out_dir: str, seed: int, mode: str = "mix
 
     def choose(ident: Ident) -> str:
         if ident not in choice:
-            choice[ident] = {"current": "current", "durable": "durable"}.get(
+            choice[ident] = {"current": "current", "durable": "durable", "names": "durable"}.get(
                 mode, "current" if rng.random() < 0.5 else "durable")
         return choice[ident]
 
@@ -406,7 +421,7 @@ def build_image(state: dict[str, Any], out_dir: str, seed: int, mode: str = "mix
                 continue
             dcontent = state["durable"].get(ident, b"")
             ccontent = state["content"].get(ident, state["last"].get(ident, dcontent))
-            if mode == "current":
+            if mode in ("current", "names"):
                 data = ccontent
             elif mode == "durable":
                 data = dcontent

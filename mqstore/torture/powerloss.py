@@ -37,7 +37,7 @@ from mqstore import errors
 from mqstore.torture.common import (
     check_store, child_env, ensure_topics, make_message, open_store, sub_seed,
 )
-from mqstore.torture.crashfs import MODELS, build_image, load_state
+from mqstore.torture.crashfs import MODELS, build_image, load_state, save_state
 
 EVENT_BUDGET = {"sync": 2500, "async": 2000, "os": 1500}
 
@@ -153,7 +153,7 @@ class PowerlossFigures:
 
 
 def run_child(workdir: str, engine: str, flush: str, model: str, sseed: int,
-              max_records: int = 1200) -> dict[str, Any] | None:
+              max_records: int = 1200, crash_event: int | None = None) -> dict[str, Any] | None:
     rng = random.Random(sseed)
     path = os.path.join(workdir, "pl-store")
     shutil.rmtree(path, ignore_errors=True)
@@ -161,7 +161,8 @@ def run_child(workdir: str, engine: str, flush: str, model: str, sseed: int,
     state_path = os.path.join(workdir, "pl-state.pickle")
     if os.path.exists(state_path):
         os.unlink(state_path)
-    crash_event = rng.randint(1, EVENT_BUDGET[flush])
+    seeded_event = rng.randint(1, EVENT_BUDGET[flush])
+    crash_event = crash_event or seeded_event
     every = 0 if flush == "sync" else rng.choice((3, 10, 40))
     wseed = sseed % 1_000_000_007
     cmd = [sys.executable, "-m", "mqstore.torture.powerloss", "--child", state_path, path,
@@ -183,8 +184,17 @@ def run_child(workdir: str, engine: str, flush: str, model: str, sseed: int,
 def run_powerloss(engine: str, flush: str, seed: int, images: int, workdir: str, *,
                   model: str = "posix", images_per_state: int = 4, timeout: float = 60.0,
                   only: tuple[int, int | None] | None = None, keep: bool = False,
-                  log: Any = None) -> PowerlossFigures:
-    """Build and check ``images`` crash images of one engine and flush mode."""
+                  state_file: str | None = None, save_dir: str | None = None,
+                  force_mode: str | None = None, crash_event: int | None = None,
+                  max_records: int = 1200, log: Any = None) -> PowerlossFigures:
+    """Build and check ``images`` crash images of one engine and flush mode.
+
+    ``force_mode`` builds every image in one mode of :func:`~mqstore.torture.crashfs.build_image`
+    and ``crash_event`` fixes the crash point (``max_records`` bounds the workload).
+    The captured state of a state with a finding is saved to ``save_dir`` (the engines run
+    background threads, so rerunning the child does not always reach the same state);
+    ``state_file`` rebuilds the images from such a saved state instead of running a child,
+    which replays them exactly."""
     from mqstore.torture.fuzz import Worker
 
     assert model in MODELS
@@ -196,7 +206,11 @@ def run_powerloss(engine: str, flush: str, seed: int, images: int, workdir: str,
     try:
         while fig.images < images:
             sseed = sub_seed("powerloss", engine, flush, model, seed, k)
-            st = run_child(workdir, engine, flush, model, sseed)
+            if state_file:
+                st = load_state(state_file)
+            else:
+                st = run_child(workdir, engine, flush, model, sseed, max_records, crash_event)
+            saved: list[str] = []
             fig.states += 1
             base = f"{engine}:powerloss-{flush}-{model}:{seed}.{k}"
             if st is None:
@@ -214,9 +228,14 @@ def run_powerloss(engine: str, flush: str, seed: int, images: int, workdir: str,
             js = range(images_per_state) if not only or only[1] is None else [only[1]]
             for j in js:
                 mode = ("current", "durable")[j] if k % 10 == 0 and j < 2 else "mix"
+                mode = force_mode or mode
                 image = os.path.join(workdir, "pl-image")
                 shutil.rmtree(image, ignore_errors=True)
                 build_image(st, image, sub_seed(sseed, j), mode)
+                kept = os.path.join(workdir, f"image-{k}-{j}")
+                if keep:
+                    shutil.rmtree(kept, ignore_errors=True)
+                    shutil.copytree(image, kept)
                 req = {"engine": engine, "image": image, "durable": durable, "acked": acked,
                        "wseed": st["wseed"], "attempted": st["attempted"],
                        "seed": sub_seed(sseed, j, "check")}
@@ -238,6 +257,12 @@ def run_powerloss(engine: str, flush: str, seed: int, images: int, workdir: str,
                 fig.wrong += ans.get("wrong", 0)
                 fig.gaps += ans.get("gaps", 0)
                 fig.lost_unflushed += ans.get("lost_unflushed", 0)
+                bad = ans["open"] != "ok" or ans.get("lost") or ans.get("wrong") or ans.get("gaps")
+                if bad and save_dir and not saved:
+                    os.makedirs(save_dir, exist_ok=True)
+                    saved.append(os.path.join(save_dir, f"{base.replace(':', '_')}.pickle"))
+                    save_state(st, saved[0])
+                where = where + (f", state saved to {saved[0]}" if saved else "")
                 if ans["open"] != "ok":
                     refused = ans["open"] in ("refused", "read_refused")
                     fig.refused += refused
@@ -251,10 +276,7 @@ def run_powerloss(engine: str, flush: str, seed: int, images: int, workdir: str,
                                 f"{where}: lost {ans.get('lost')}/{ans.get('checked')}, wrong "
                                 f"{ans.get('wrong')}, gaps {ans.get('gaps')}: "
                                 + "; ".join(ans.get("problems", [])), log)
-                if keep:  # a replay keeps each image and its state for a look
-                    kept = os.path.join(workdir, f"image-{k}-{j}")
-                    shutil.rmtree(kept, ignore_errors=True)
-                    shutil.copytree(image, kept)
+                if keep:  # a replay keeps each image (as built, before the open) and its state
                     with open(kept + ".json", "w") as fh:
                         json.dump({"durable": durable, "acked": acked, "answer": ans,
                                    "crash_event": st["crash_event"], "mode": mode}, fh)

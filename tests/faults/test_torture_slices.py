@@ -98,8 +98,6 @@ def test_fuzz_slice_never_crashes_or_hangs(fuzz_figures):
     assert (fuzz_figures.crashes, fuzz_figures.hangs) == (0, 0), _of(fuzz_figures, "crash", "hang")
 
 
-@pytest.mark.xfail(strict=False, reason="fuzz finding: untyped errors on damaged files "
-                   "(e.g. segments: UnicodeDecodeError from a garbled checkpoint, verify and open)")
 def test_fuzz_slice_raises_only_typed_errors(fuzz_figures):
     assert fuzz_figures.untyped == 0, _of(fuzz_figures, "untyped")
 
@@ -108,23 +106,20 @@ def test_fuzz_slice_returns_nothing_wrong(fuzz_figures):
     assert fuzz_figures.wrong == 0, _of(fuzz_figures, "wrong")
 
 
-@pytest.mark.xfail(strict=False, reason="fuzz finding: records dropped with no report "
-                   "(e.g. segments: a deleted first segment of a crashed store loses its records "
-                   "silently; verify finds nothing)")
 def test_fuzz_slice_loses_nothing_silently(fuzz_figures):
     assert fuzz_figures.silent_loss == 0, _of(fuzz_figures, "silent_loss")
 
 
-@pytest.mark.xfail(strict=False, reason="fuzz finding: verify reports a sound store while the "
-                   "open refuses or loses records (e.g. a damaged mqstore.json)")
 def test_fuzz_slice_verify_sees_what_open_sees(fuzz_figures):
     assert fuzz_figures.verify_missed == 0, _of(fuzz_figures, "verify_missed")
 
 
-@pytest.mark.xfail(strict=False, reason="fuzz finding: a damaged derived file (index, "
-                   "ConsumeQueue, IndexFile, checkpoint) makes the default open refuse")
 def test_fuzz_slice_derived_damage_never_blocks_the_open(fuzz_figures):
     assert fuzz_figures.derived_refused == 0, _of(fuzz_figures, "derived_refused")
+
+
+def test_fuzz_slice_default_open_of_a_clean_store_refuses_rather_than_drops(fuzz_figures):
+    assert fuzz_figures.default_open_dropped == 0, _of(fuzz_figures, "default_open_dropped")
 
 
 # ----- power-loss images slice -----
@@ -135,9 +130,11 @@ def test_powerloss_slice_keeps_every_flushed_record(engine, flush, tmp_path, req
 
     if engine == "commitlog":
         request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "power-loss finding: a commitlog file created after the last directory fsync "
-            "vanishes while a later one survives; open refuses 'commitlog files are not "
-            "contiguous' (strict posix model), losing every flushed record")))
+            "power-loss finding (strict posix model): directory entries are not made durable "
+            "by a directory fsync - a commitlog file created after the last fsync of "
+            "commitlog/ vanishes while a later one survives (open refuses 'commitlog files "
+            "are not contiguous'), and config/ vanishes with topics.json (partition counts "
+            "are then guessed from consumequeue/)")))
 
     fig = run_powerloss(engine, flush, seed=20261201, images=8, workdir=str(tmp_path),
                         images_per_state=4)
@@ -162,3 +159,17 @@ def test_enospc_slice_store_survives_a_full_disk(engine, request):
     assert fig.runs >= 1 and fig.full == fig.runs, fig.findings
     assert (fig.signals, fig.untyped, fig.typed_errors) == (0, 0, 0), fig.findings
     assert (fig.lost, fig.wrong, fig.reopen_failed, fig.no_recovery) == (0, 0, 0, 0), fig.findings
+
+
+@pytest.mark.parametrize("flush", ["sync", "os"])
+def test_powerloss_names_not_made_durable_by_a_directory_fsync_are_lost(engine, flush, tmp_path):
+    """Images in mode "names" (crashfs): every byte written survives, but every file or
+    directory created since the last fsync of its directory is gone (strict POSIX). Crash
+    after 300 records, so files have rolled. Everything flushed must still read back."""
+    from mqstore.torture.powerloss import run_powerloss
+
+    fig = run_powerloss(engine, flush, seed=5, images=1, workdir=str(tmp_path),
+                        force_mode="names", crash_event=10**9, max_records=300)
+    assert fig.images == 1 and fig.child_errors == 0, fig.findings
+    assert fig.flushed_checked > 0
+    assert (fig.lost, fig.wrong, fig.gaps, fig.refused, fig.raised) == (0, 0, 0, 0, 0), fig.findings
