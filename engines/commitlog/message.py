@@ -221,7 +221,8 @@ def crc_digits(crc: int) -> bytes:
 def patch(buf: bytearray, pos: int, queue_offset: int, physical_offset: int,
           store_timestamp: int, born_timestamp: int | None, *,
           _qp=fmt.QUEUEOFFSET_PHYSICALOFFSET.pack_into, _ts=fmt.STORETIMESTAMP.pack_into,
-          _size=struct.Struct(">i").unpack_from, _crc32=zlib.crc32) -> None:
+          _size=struct.Struct(">i").unpack_from, _crc32=zlib.crc32,
+          _digits=struct.Struct("10s").pack_into) -> None:
     """Fill the fields known only under the append lock into the message at ``buf[pos:]``,
     then its ``__CRC32#`` digits: the CRC of everything before that property, so of the
     patched fields too (RocketMQ ``DefaultAppendMessageCallback#doAppend``). Every message
@@ -232,8 +233,8 @@ def patch(buf: bytearray, pos: int, queue_offset: int, physical_offset: int,
         _ts(buf, pos + 40, born_timestamp)  # POS_BORNTIMESTAMP
     end = pos + _size(buf, pos)[0]
     if buf[end - 20] == 95 and buf[end - 13] == 35:  # "_" of "__CRC32#", its "#"
-        buf[end - 11:end - 1] = (b"%d" % (_crc32(buf[pos:end - 20]) & 0x7FFFFFFF))[
-            ::-1].ljust(10, b"0")
+        _digits(buf, end - 11, (b"%d" % (_crc32(buf[pos:end - 20]) & 0x7FFFFFFF))[::-1]
+                .ljust(10, b"0"))
 
 
 # ----- layout and checks (V1 and V2, IPv4 and IPv6 hosts) -----
