@@ -243,6 +243,7 @@ class LogSegment:
         data = empty_batch(first_offset, last_offset, timestamp, end - start)
         with translate_full(f"repairing {self.log_path}"):
             os.pwrite(self.fd, data, start)
+            os.fsync(self.fd)  # a repair below the sync point must stay repaired
         return start, end - start, first_offset, last_offset, timestamp
 
     def append_empty_batch(self, first_offset: int, last_offset: int) -> None:
@@ -251,6 +252,7 @@ class LogSegment:
         ts = max(self.max_timestamp_so_far, fmt.NO_TIMESTAMP)
         data = empty_batch(first_offset, last_offset, ts)
         self.append([data], len(data), last_offset, ts)
+        self.flush()
 
     def _is_legacy_message_set(self) -> bool:
         """True if the log starts with a valid magic 0/1 message (CRC-32 checked, so zero
