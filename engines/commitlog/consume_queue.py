@@ -255,6 +255,19 @@ class ConsumeQueue:
                        f"there and rebuilt from commitlog offset {rebuild}")
         return rebuild
 
+    def units_past(self, phys_end: int) -> int:
+        """How many units at the tail point at or past commitlog offset ``phys_end``."""
+        n = 0
+        q = self.max_units - 1
+        while q >= self.first_unit and self.files:
+            phys, size, _tag = self.unit(q)
+            if size != fmt.CQ_FILLER_SIZE:
+                if phys + size <= phys_end:
+                    break
+                n += 1
+            q -= 1
+        return n
+
     def verify_put(self, units: list[tuple[int, int, int, int]]) -> int:
         """Recovery's :meth:`put_many`: units already present are compared with the ones
         the dispatcher derived from the CommitLog (numpy, per file) and rewritten when

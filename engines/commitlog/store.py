@@ -33,8 +33,8 @@ from mqstore.api import (
     validate_topic_name,
 )
 from mqstore.config import StoreConfig
-from mqstore.damage import (CORRUPTION_SKIPPED, DERIVED_REBUILT, RecoveryLog, is_full,
-                            refuse_corruption, translate_full)
+from mqstore.damage import (CORRUPTION_SKIPPED, CORRUPTION_TRUNCATED, DERIVED_REBUILT,
+                            RecoveryLog, is_full, refuse_corruption, translate_full)
 from mqstore.durability import GroupCommit, PeriodicFlusher
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
@@ -240,6 +240,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
         res: RecoveryResult = cl.recover(
             start_idx, policy=self.config.on_corruption, clean=not abnormal,
             sync_timestamp=ck.physic_msg_timestamp, log=log)
+        self._check_log_end(res, abnormal)
         # derived files: damaged ConsumeQueue tails and IndexFiles are rebuilt from the log
         # (after a crash everything from the recovery start is re-dispatched, as RocketMQ
         # does; after a clean close the units of the window are checked against it and
@@ -310,6 +311,31 @@ class CommitLogStore(ConsumeQueueReads, Store):
         }
         if redispatched or removed or res.damage or repaired:
             self._flush_logics()
+
+    def _check_log_end(self, res: RecoveryResult, abnormal: bool) -> None:
+        """The log must still hold what the checkpoint and, after a clean close, the
+        ConsumeQueues say was durable: a deleted or truncated last file is not a torn tail
+        but lost data below the sync point, so ``on_corruption`` decides (cut to what is
+        left with "truncate" or "skip")."""
+        cl = self.commitlog
+        if any(d.kind == "corruption" for d in res.damage):
+            return  # on_corruption already decided where the log ends
+        ck = self.checkpoint.physic_msg_timestamp
+        past = sum(cq.units_past(res.valid_end) for cq in self._queues.values())
+        why = None
+        if ck > 0 and ck > cl.last_store_timestamp:
+            why = (f"the checkpoint says messages stored up to {ck} are durable, the log ends "
+                   f"with one stored at {cl.last_store_timestamp}")
+        elif not abnormal and past:
+            why = f"after a clean close {past} ConsumeQueue units point past it"
+        if why is None:
+            return
+        detail = (f"the CommitLog ends at {res.valid_end} but {why}: a deleted or truncated "
+                  "file lost durable messages")
+        refuse_corruption(self.config.on_corruption, cl.dir, res.valid_end, detail,
+                          past or None)
+        self.recovery_log.record(CORRUPTION_TRUNCATED, cl.dir, res.valid_end, detail,
+                                 records_dropped=past)
 
     def _redispatch_damage(self, offset: int) -> int:
         """A bad message met while rebuilding derived files from before the recovery

@@ -73,6 +73,7 @@ def test_truncated_trailing_record_is_ignored(open_cl, store_path):
     path, pos, total = messages(store_path)[-1]
     patch(path, pos + total // 2, bytes(total - total // 2))
     crash_marker(store_path)
+    set_physic_timestamp(store_path, 0)  # a crash before the last flush reached the disk
     damage = CommitLogStore.verify_files(store_path)
     assert damage and damage[0].position == pos
     s = open_cl()
@@ -185,6 +186,7 @@ def test_consume_queue_tail_pointing_past_the_log_is_cut(open_cl, store_path):
     for p2, pos2, total2 in msgs[15:]:  # the last five never reached the disk
         patch(p2, pos2, bytes(total2))
     crash_marker(store_path)
+    set_physic_timestamp(store_path, 0)  # nor did the checkpoint that vouched for them
     s = open_cl()
     # zeros are unwritten space; with the blank marker of file 0 surviving after them they
     # are a torn tail (never corruption: the store crashed and nothing vouches for them)
@@ -203,6 +205,7 @@ def test_index_entries_newer_than_the_checkpoint_are_redone(open_cl, store_path)
     for p2, pos2, total2 in msgs[6:]:  # lost from the log, still in the IndexFile
         patch(p2, pos2, bytes(total2))
     crash_marker(store_path)
+    set_physic_timestamp(store_path, 0)  # (they were never synced)
     s = open_cl()
     assert s.recovery["index_entries_removed"] >= 8  # KEYS + UNIQ_KEY of 4 messages
     assert len(s.lookup_key("t", b"k")) == 6
@@ -248,6 +251,19 @@ def test_trailing_empty_commitlog_file_is_deleted(open_cl, store_path):
     assert s.end_offset("t", 0) == 5
 
 
+def test_lost_last_commitlog_file_of_a_clean_store_refuses_the_open(open_cl, store_path):
+    """The checkpoint and the ConsumeQueues vouch for messages the log no longer holds (a
+    deleted last file): lost durable data, not a torn tail (fuzz finding)."""
+    fill(open_cl, 40)
+    last = sorted(os.listdir(os.path.join(store_path, "commitlog")))[-1]
+    os.unlink(os.path.join(store_path, "commitlog", last))
+    with pytest.raises(mqstore.CorruptRecordError, match="durable"):
+        open_cl()
+    s = open_cl(on_corruption="truncate")
+    assert 0 < s.end_offset("t", 0) < 40
+    assert s.stats()["recovery"]["corruption_truncated"] == 1
+
+
 def test_short_commitlog_file_is_extended(open_cl, store_path):
     """A file shorter than mapped_file_size (its growth never reached the disk) is
     extended with zeros, never refused for its size; what it lost is a torn tail after a
@@ -257,6 +273,7 @@ def test_short_commitlog_file_is_extended(open_cl, store_path):
     with open(path, "r+b") as f:
         f.truncate(pos + 10)
     crash_marker(store_path)
+    set_physic_timestamp(store_path, 0)
     s = open_cl()
     assert os.path.getsize(path) == 4096
     assert s.end_offset("t", 0) == 4
