@@ -70,6 +70,23 @@ def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint longer than 10 bytes")
 
 
+def _read_varint(buf: bytes, pos: int, max_bytes: int = 5) -> tuple[int, int]:
+    """The read path's varint: int32 (at most 5 bytes and 32 bits) or, with
+    ``max_bytes=10``, the varlong timestampDelta (at most 10 bytes and 64 bits); anything
+    else raises ValueError (the rules of ``mqstore._purepy.decode_records``)."""
+    z = shift = 0
+    for _ in range(max_bytes):
+        b = buf[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            if z >> (32 if max_bytes == 5 else 64):
+                raise ValueError(f"varint wider than {'32' if max_bytes == 5 else '64'} bits")
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+    raise ValueError(f"varint longer than {max_bytes} bytes")
+
+
 # ----- encoding -----
 _NULL = encode_varint(-1)
 _ZERO = encode_varint(0)
@@ -322,6 +339,19 @@ def batch_is_valid(batch) -> bool:
 
 
 def _decompress(codec: int, data: bytes) -> bytes:
+    """The records section of a compressed batch; a damaged stream is CorruptRecordError
+    (whatever exception type the codec module raises)."""
+    try:
+        return _decompress_raw(codec, data)
+    except errors.MQStoreError:
+        raise
+    except Exception as exc:  # zlib.error, lz4/zstd errors, EOFError of a cut stream
+        raise errors.CorruptRecordError(
+            f"damaged {fmt.CODEC_NAMES.get(codec, codec)} batch: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _decompress_raw(codec: int, data: bytes) -> bytes:
     if codec == 1:
         return zlib.decompress(data, 16 + zlib.MAX_WBITS)
     if codec == 3:
@@ -377,6 +407,9 @@ def _decode_records_native(data: bytes, pos: int, end: int, h: tuple,
                            log_append_time: bool) -> list[tuple]:
     """:func:`decode_records` through ``native.decode_records`` (same tuples, same errors)."""
     base_offset, base_ts, max_ts = h[0], h[7], h[8]
+    if end > len(data):
+        raise errors.CorruptRecordError(
+            f"batch at offset {base_offset} has malformed records: batch cut at {len(data)}")
     rf = native.decode_records(data, pos, end, h[12])
     if rf.status != native.SCAN_OK:
         raise errors.CorruptRecordError(
@@ -418,15 +451,28 @@ def decode_records(batch: bytes, h: tuple) -> list[tuple]:
         if attributes & fmt.CONTROL_FLAG_MASK:
             return []
         if attributes & fmt.COMPRESSION_CODEC_MASK:
-            data = _decompress(attributes & fmt.COMPRESSION_CODEC_MASK, bytes(batch[pos:end]))
+            try:
+                data = _decompress(attributes & fmt.COMPRESSION_CODEC_MASK,
+                                   bytes(batch[pos:end]))
+            except errors.UnsupportedOperation:
+                raise
+            except Exception as exc:  # zlib.error, lz4's RuntimeError, zstandard.ZstdError
+                raise errors.CorruptRecordError(
+                    f"batch at offset {h[0]} has malformed records: cannot decompress ({exc})"
+                ) from None
             pos, end = 0, len(data)
         log_append_time = bool(attributes & fmt.TIMESTAMP_TYPE_MASK)
     base_offset = h[0]
     base_ts = h[7]
     max_ts = h[8]
-    dv = decode_varint
+    dv = _read_varint
     if _NATIVE_RECORDS:
         return _decode_records_native(data, pos, end, h, log_append_time)
+    if end > len(data) or h[12] < 0:
+        raise errors.CorruptRecordError(
+            f"batch at offset {base_offset} has malformed records: batch cut at {len(data)}"
+            if end > len(data) else
+            f"batch at offset {base_offset} has malformed records: record count {h[12]}")
     tag_name = _TAG_NAME
     out = []
     append = out.append
@@ -449,7 +495,7 @@ def decode_records(batch: bytes, h: tuple) -> list[tuple]:
                 ts_delta = (b >> 1) ^ -(b & 1)
                 pos += 1
             else:
-                ts_delta, pos = dv(data, pos)
+                ts_delta, pos = dv(data, pos, 10)
             b = data[pos]
             if b < 0x80:
                 off_delta = (b >> 1) ^ -(b & 1)
@@ -466,10 +512,10 @@ def decode_records(batch: bytes, h: tuple) -> list[tuple]:
                     pos += 1
                 else:
                     klen, pos = dv(data, pos)
-                if klen < 0:
+                if klen < -1:
                     raise ValueError(f"key length {klen}")
-                key = data[pos:pos + klen]
-                pos += klen
+                key = None if klen < 0 else data[pos:pos + klen]
+                pos += max(klen, 0)
             b = data[pos]
             if b < 0x80:
                 vlen = (b >> 1) ^ -(b & 1)
@@ -480,6 +526,8 @@ def decode_records(batch: bytes, h: tuple) -> list[tuple]:
                 pos += 2
             else:
                 vlen, pos = dv(data, pos)
+            if vlen < -1:
+                raise ValueError(f"value length {vlen}")
             if vlen < 0:
                 value = b""
             else:
@@ -492,11 +540,17 @@ def decode_records(batch: bytes, h: tuple) -> list[tuple]:
                 pos += 1
             else:
                 nh, pos = dv(data, pos)
+                if nh < 0:
+                    raise ValueError(f"header count {nh}")
                 for _h in range(nh):
                     hkl, pos = dv(data, pos)
+                    if hkl < 0 or pos + hkl > rec_end:
+                        raise ValueError(f"header key length {hkl}")
                     hk = data[pos:pos + hkl].decode("utf-8")
                     pos += hkl
                     hvl, pos = dv(data, pos)
+                    if hvl < -1:
+                        raise ValueError(f"header value length {hvl}")
                     if hvl < 0:
                         hv = b""
                     else:
@@ -510,6 +564,8 @@ def decode_records(batch: bytes, h: tuple) -> list[tuple]:
                 raise ValueError(f"record length does not match its fields at {pos}")
             append((base_offset + off_delta, max_ts if log_append_time else base_ts + ts_delta,
                     key, value, headers, tag))
+        if h[12] and pos != end:
+            raise ValueError(f"{end - pos} bytes after the last record")
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
         raise errors.CorruptRecordError(
             f"batch at offset {base_offset} has malformed records: {exc}") from None

@@ -19,8 +19,8 @@ records are pinned here case by case, on both backends (the ``impl`` fixture):
 
 The segments engine decodes records itself when the helper is not built
 (``engines/segments/record_batch.py``): ``test_engine_*`` compare its two paths (the native
-kernel path and its inline Python loop, switched with ``record_batch._NATIVE_RECORDS``);
-those that fail today are strict xfails until that engine follows the rules above. Then come
+kernel path and its inline Python loop, switched with ``record_batch._NATIVE_RECORDS``) and
+must agree on every damaged input too. Then come
 seeded mutation fuzzers (one-byte changes, insertions, deletions, truncations) over valid
 inputs of several shapes, for the record decoder, the batch and CommitLog scans, the
 dispatcher walk and the IndexFile kernels. CI runs a slice; the big loop runs with
@@ -270,10 +270,6 @@ def test_argument_errors_are_the_same_on_both_backends(call):
 # ----- the segments engine's two record decoders (native kernel vs its inline Python) -----
 _BATCH_CRC_HEADER = struct.Struct(">hiqqqhii")  # attributes .. recordsCount
 _BATCH_PREFIX = struct.Struct(">qiibI")  # baseOffset, batchLength, epoch, magic, crc
-ENGINE_XFAIL = pytest.mark.xfail(
-    strict=True, reason="engines/segments/record_batch.py decode_records: the inline "
-    "pure-Python loop (used when the helper is not built) does not follow the rules of "
-    "mqstore._purepy.decode_records; the segments engine owns the fix")
 
 
 def batch_of(records: bytes, count: int, base_offset: int = 100) -> bytes:
@@ -330,7 +326,6 @@ def test_engine_paths_agree_on_fewer_records_than_the_count():
     assert_engine_paths_agree(batch_of(GOOD, 2), "corrupt")
 
 
-@ENGINE_XFAIL
 @pytest.mark.parametrize("name, tail", [
     ("negative header count", field(None) + field(b"v") + varint(-1)),
     ("value length -2", field(None) + varint(-2) + varint(0)),
@@ -341,7 +336,6 @@ def test_engine_paths_agree_on_malformed_fields(name, tail):
     assert_engine_paths_agree(batch_of(GOOD + record(1, raw_tail=tail), 2), "corrupt")
 
 
-@ENGINE_XFAIL
 def test_engine_paths_agree_on_a_negative_header_key_length_with_a_huge_header_count():
     """The inline loop steps backwards over a negative header key length: here key length
     -3 lands on the last two bytes of the header count, which read as a null header value,
@@ -351,7 +345,6 @@ def test_engine_paths_agree_on_a_negative_header_key_length_with_a_huge_header_c
     assert_engine_paths_agree(batch_of(GOOD + record(1, raw_tail=tail), 2), "corrupt")
 
 
-@ENGINE_XFAIL
 @pytest.mark.parametrize("name, rec", [
     ("int32 varint of 6 bytes", record(raw_od=b"\x82\x80\x80\x80\x80\x00")),
     ("int32 varint beyond 32 bits", record(raw_od=b"\x82\x80\x80\x80\x10")),
@@ -361,31 +354,25 @@ def test_engine_paths_agree_on_varint_overflow(name, rec):
     assert_engine_paths_agree(batch_of(GOOD + rec, 2), "corrupt")
 
 
-@ENGINE_XFAIL
 def test_engine_paths_agree_on_a_null_key_length_in_two_bytes():
     rec = record(1, raw_tail=b"\x81\x00" + field(b"v") + varint(0))
     assert_engine_paths_agree(batch_of(GOOD + rec, 2), "ok")
 
 
-@ENGINE_XFAIL
 def test_engine_paths_agree_on_trailing_bytes_after_the_last_record():
     assert_engine_paths_agree(batch_of(GOOD + b"\x00\x00", 1), "corrupt")
 
 
-@ENGINE_XFAIL
 def test_engine_paths_agree_on_a_negative_record_count():
     assert_engine_paths_agree(batch_of(GOOD, -1), "corrupt")
 
 
-@ENGINE_XFAIL
 def test_engine_paths_agree_on_a_batch_shorter_than_its_length():
     """``iter_records`` of a cut batch: BufferRangeError on the native path,
     CorruptRecordError on the other; a cut batch is corrupt."""
     assert_engine_paths_agree(batch_of(GOOD + record(1, b"x" * 20), 2)[:-5], "corrupt")
 
 
-@pytest.mark.xfail(strict=True, reason="engines/segments/record_batch.py _decompress lets "
-                   "zlib.error through (both builds); the segments engine owns the fix")
 def test_engine_paths_agree_that_a_damaged_gzip_batch_is_corrupt():
     import gzip
 
@@ -601,12 +588,10 @@ def test_seeded_fuzz_slice_native_equals_python(name, n):
     assert _differences(n, 8014, FUZZERS[name]) == []
 
 
-@ENGINE_XFAIL
 def test_seeded_fuzz_slice_engine_paths_agree():
     assert _differences(2000, 8014, _engine_case) == []
 
 
-@ENGINE_XFAIL
 @pytest.mark.skipif(not BIG, reason="the big loop: MQSTORE_PARITY_MUTATIONS=20000")
 def test_big_fuzz_engine_paths_agree():
     assert _differences(BIG, 1 + BIG, _engine_case) == []
