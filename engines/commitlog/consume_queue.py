@@ -28,6 +28,10 @@ from .mapped_file import MappedFile, file_name, parse_file_name
 
 CQ_DTYPE = native.CQ_UNIT
 _FILLER = fmt.CQ_UNIT.pack(0, fmt.CQ_FILLER_SIZE, 0)
+#: bytes of a ConsumeQueue file reserved at a time ahead of its units (3,276 units; the
+#: whole file when it is smaller): a default 6 MB file costs 64 KiB until it fills, so a
+#: thousand queues cost 64 MB, not 6 GB (``mapped_file.py``)
+RESERVE_CHUNK = 64 << 10
 
 
 class ConsumeQueue:
@@ -140,7 +144,8 @@ class ConsumeQueue:
         return added
 
     def _map(self, path: str, create: bool) -> None:
-        mf = MappedFile(path, self.file_size, create=create, read_only=self.read_only)
+        mf = MappedFile(path, self.file_size, create=create, read_only=self.read_only,
+                        reserve_chunk=RESERVE_CHUNK)
         mf.wrote_position = mf.flushed_position = 0 if create else self.file_size
         self.files.append(mf)
         self.arrays.append(np.frombuffer(mf.mm, dtype=CQ_DTYPE))
@@ -256,9 +261,10 @@ class ConsumeQueue:
         return rebuild
 
     def units_past(self, phys_end: int) -> int:
-        """How many units at the tail point at or past commitlog offset ``phys_end``."""
+        """How many units at the tail (up to the first empty unit) point at or past
+        commitlog offset ``phys_end``."""
         n = 0
-        q = self.max_units - 1
+        q = (self._scan()[0] if self.files else 0) - 1
         while q >= self.first_unit and self.files:
             phys, size, _tag = self.unit(q)
             if size != fmt.CQ_FILLER_SIZE:
@@ -439,10 +445,12 @@ class ConsumeQueue:
             self.max_phys_end = last[1] + last[2]
 
     def reserve_units(self, first: int, last: int) -> None:
-        """Create now the files that units ``first``..``last`` will be written to. The
-        append path calls it (under the CommitLog put lock, before it writes anything), so
-        that a full disk fails the append with ``StoreFullError`` instead of the dispatcher,
-        which then never has to create a file for a message that was acknowledged."""
+        """Create now the files that units ``first``..``last`` will be written to and
+        reserve their space (``MappedFile.reserve``: the chunks that hold them, and the
+        fillers before them). The append path calls it (under the CommitLog put lock,
+        before it writes anything), so that a full disk fails the append with
+        ``StoreFullError`` instead of the dispatcher, which then never has to allocate for
+        a message that was acknowledged."""
         with self._lock:
             upf = self.units_per_file
             if not self.files:
@@ -451,6 +459,14 @@ class ConsumeQueue:
                 self.min_logic_offset = first
             while (last - self.first_unit) // upf >= len(self.files):
                 self._new_file(self.first_unit + len(self.files) * upf)
+            q = max(min(first, self.max_units), self.first_unit)
+            while q <= last:  # per file, from the first unit not written yet
+                idx = (q - self.first_unit) // upf
+                base = self.first_unit + idx * upf
+                stop = min(last + 1, base + upf)
+                self.files[idx].reserve((q - base) * fmt.CQ_UNIT_SIZE,
+                                        (stop - base) * fmt.CQ_UNIT_SIZE)
+                q = stop
 
     def _write_unit(self, q: int, unit: bytes) -> None:
         idx = (q - self.first_unit) // self.units_per_file
