@@ -284,6 +284,8 @@ class ConsumeQueue:
         with self._lock:
             arr = np.array(units, dtype=np.int64).reshape(-1, 4)
             q = arr[:, 0]
+            if self.files and int(q[0]) < self.first_unit:
+                fixed += self._restore_head(int(q[0]))
             last = self._verify_last
             prev = np.concatenate(([last if last is not None else q[0] - 1], q[:-1]))
             for j in np.flatnonzero(q > prev + 1).tolist():  # gaps: skipped messages
@@ -310,6 +312,26 @@ class ConsumeQueue:
         if rest:
             self.put_many(rest)
         return fixed
+
+    def _restore_head(self, q: int) -> int:
+        """The dispatcher produced unit ``q`` below the first file: head files were lost
+        (retention never deletes a file whose messages are still in the log). Create the
+        files from ``q``'s one up to the first, fillers before ``q`` (RocketMQ
+        ``fillPreBlank``); the units themselves follow. Returns the fillers written."""
+        upf = self.units_per_file
+        first = self.first_unit
+        for base in range(first - upf, (q // upf) * upf - 1, -upf):
+            path = os.path.join(self.dir, file_name(base * fmt.CQ_UNIT_SIZE))
+            self._map(path, create=True)  # appended: move it to the front
+            self.files.insert(0, self.files.pop())
+            self.arrays.insert(0, self.arrays.pop())
+            self._dir_dirty = True
+        for g in range(self.first_unit, q):
+            self._write_unit(g, _FILLER)
+        for mf in self.files[:(first - self.first_unit) // upf]:
+            mf.wrote_position = self.file_size
+        self.min_logic_offset = min(self.min_logic_offset, q)
+        return first - q
 
     def finish_verify(self, start_phys: int, end_phys: int) -> int:
         """End of recovery's verifying dispatch over commitlog [start_phys, end_phys): units

@@ -243,6 +243,21 @@ def test_last_consume_queue_file_short_or_gone_is_rebuilt(open_cl, store_path, d
     assert CommitLogStore.verify_files(store_path) == []
 
 
+def test_lost_head_consume_queue_file_is_restored(open_cl, store_path):
+    """A power loss kept a queue's second ConsumeQueue file and lost its first (power-loss
+    loop finding: 100 durable records gone): re-dispatch recreates the head files."""
+    fill(open_cl, 40)
+    qdir = os.path.join(store_path, "consumequeue", "t", "0")
+    os.unlink(os.path.join(qdir, "%020d" % 0))
+    crash(store_path)
+    set_physic_timestamp(store_path, 0)
+    s = open_cl()
+    assert s.start_offset("t", 0) == 0
+    assert [r.value for r in read_all(s)] == [b"value-%04d" % i for i in range(40)]
+    s.close()
+    assert CommitLogStore.verify_files(store_path) == []
+
+
 def test_short_index_file_is_rebuilt(open_cl, store_path):
     fill(open_cl, 30)
     (name,) = os.listdir(os.path.join(store_path, "index"))
