@@ -1,8 +1,13 @@
 """IndexFile and IndexService: the key index over the CommitLog (RocketMQ's index/).
 
-An IndexFile is ``40 + hash_slots * 4 + index_entries * 20`` bytes, created at full size,
-preallocated (``posix_fallocate``: a full disk fails the creation with ``StoreFullError``
-instead of a later write through the map dying of SIGBUS) and memory-mapped::
+An IndexFile is ``40 + hash_slots * 4 + index_entries * 20`` bytes, created at full size
+(sparse) and memory-mapped; its space is reserved with ``posix_fallocate`` before anything is
+written there, so no write through the map can die of SIGBUS on a full disk (a full disk is a
+``StoreFullError``, which stalls the index: see :class:`IndexService`). The header and the
+slots, written anywhere, are reserved whole when the file is created (20 MB with the default
+5M slots; for an existing file, before its first write); the entries, appended in order, in
+chunks of :data:`RESERVE_CHUNK` ahead of ``indexCount`` (``mapped_file.py`` explains the
+scheme)::
 
     header (40)   int64 beginTimestamp, endTimestamp, beginPhyOffset, endPhyOffset,
                   int32 hashSlotCount (slots ever used), int32 indexCount (next entry, from 1)
@@ -34,9 +39,11 @@ from mqstore.errors import StoreFullError
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
-from .mapped_file import close_mapping
+from .mapped_file import PAGE_SIZE, close_mapping
 
 _INT_MAX = 0x7FFFFFFF
+#: bytes of the entry area reserved at a time ahead of indexCount (209,715 entries)
+RESERVE_CHUNK = 4 << 20
 #: one IndexFile entry as numpy sees it (format.INDEX_ENTRY)
 INDEX_ENTRY_DTYPE = np.dtype([("hash", ">i4"), ("phy", ">i8"), ("diff", ">i4"),
                               ("prev", ">i4")])
@@ -63,6 +70,13 @@ class IndexFile:
         self.hash_slots = hash_slots
         self.index_entries = index_entries
         self.file_size = fmt.INDEX_HEADER_SIZE + hash_slots * 4 + index_entries * 20
+        self.entries_pos = fmt.INDEX_HEADER_SIZE + hash_slots * 4
+        #: [0, reserved_end) is allocated: the header, the slots and the entries reserved so
+        #: far (None: an existing file not written yet, see :meth:`reserve`)
+        self.reserved_end: int | None = self.file_size if read_only else None
+        #: posix_fallocate calls made
+        self.reservations = 0
+        self.dirty = False
         flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
         with translate_full(f"creating {path}"):
             self._fd = os.open(path, flags, 0o644)
@@ -70,7 +84,9 @@ class IndexFile:
             if create:
                 os.ftruncate(self._fd, self.file_size)
                 try:  # no write through the mapping may ever SIGBUS on a full disk
-                    preallocate(self._fd, 0, self.file_size, f"preallocating {path}")
+                    self.index_count = 1
+                    self.reserved_end = 0
+                    self.reserve(0)
                 except BaseException:
                     os.close(self._fd)
                     self._fd = -1
@@ -81,6 +97,7 @@ class IndexFile:
                     raise
                 os.fdatasync(self._fd)  # the full size is durable before any entry is
             st = os.fstat(self._fd)
+            self._block = max(PAGE_SIZE, st.st_blksize or 0)
             if st.st_size != self.file_size:
                 raise errors.CorruptRecordError(
                     f"index file is {os.fstat(self._fd).st_size} bytes, expected "
@@ -92,9 +109,6 @@ class IndexFile:
             if self._fd >= 0:
                 os.close(self._fd)
             raise
-        #: every block allocated (see :meth:`reserve`)
-        self.reserved = create or read_only or st.st_blocks * 512 >= self.file_size
-        self.entries_pos = fmt.INDEX_HEADER_SIZE + hash_slots * 4
         if create:
             self.begin_timestamp = end_timestamp
             self.end_timestamp = end_timestamp
@@ -107,12 +121,43 @@ class IndexFile:
             self.read_header()
         self.dirty = create
 
-    def reserve(self) -> None:
-        """Preallocate an older store's sparse IndexFile before it is written (raises
-        ``StoreFullError`` on a full disk, before anything was written)."""
-        if not self.reserved:
-            preallocate(self._fd, 0, self.file_size, f"preallocating {self.path}")
-            self.reserved = True
+    def reserve(self, keys: int = 1) -> None:
+        """Make sure ``keys`` more entries (as many as fit) can be written without new
+        space: the next chunk of the entry area is reserved once they would pass
+        ``reserved_end`` (and, in an existing file, the header and slots first). Raises
+        ``StoreFullError`` before anything is written; the entries written so far are then
+        published (header), so the file stays consistent."""
+        end = min(self.file_size, self.entries_pos + (self.index_count + keys) * 20)
+        reserved = self.reserved_end
+        if reserved is not None and end <= reserved:
+            return
+        try:
+            if reserved is None:
+                reserved = self._reserve_table()
+            new_end = min(self.file_size,
+                          max(end, max(reserved, self.entries_pos) + RESERVE_CHUNK))
+            if new_end > reserved:
+                self._fallocate(reserved, new_end - reserved)
+                self.reserved_end = new_end
+        except StoreFullError:
+            if self.reserved_end is not None and self.dirty:
+                self._write_header()
+            raise
+
+    def _reserve_table(self) -> int:
+        """An existing file, before its first write: the header and the slots are
+        preallocated whole (they are written anywhere); the entries below indexCount were
+        written, so their blocks exist, and the entries' reservation continues from there
+        (rounded down to a block). Returns ``reserved_end``."""
+        if self.reserved_end is None:
+            self._fallocate(0, self.entries_pos)
+            written = min(self.file_size, self.entries_pos + max(self.index_count, 1) * 20)
+            self.reserved_end = max(self.entries_pos, written // self._block * self._block)
+        return self.reserved_end
+
+    def _fallocate(self, offset: int, length: int) -> None:
+        self.reservations += 1
+        preallocate(self._fd, offset, length, f"reserving {length} bytes of {self.path}")
 
     def read_header(self) -> None:
         """Load the header fields from the file."""
@@ -142,6 +187,9 @@ class IndexFile:
         until then readers do not see the entry."""
         if self.is_full:
             return False
+        reserved = self.reserved_end
+        if reserved is None or self.entries_pos + (self.index_count + 1) * 20 > reserved:
+            self.reserve(1)
         h = key_hash(key)
         slot_pos = fmt.INDEX_HEADER_SIZE + (h % self.hash_slots) * 4
         prev = fmt.INDEX_SLOT.unpack_from(self.mm, slot_pos)[0]
@@ -201,6 +249,11 @@ class IndexFile:
     def truncate_from(self, phy_offset: int, store_timestamp_at: Callable[[int], int]) -> int:
         """Undo, newest first, every entry for a message at or after ``phy_offset``; slots go
         back to the entry each one replaced. Returns the entries removed."""
+        n = self.index_count - 1
+        if n < 1 or (n < self.index_entries and fmt.INDEX_ENTRY.unpack_from(
+                self.mm, self.entries_pos + n * 20)[1] < phy_offset):
+            return 0  # nothing to remove
+        self._reserve_table()  # the slots it rewrites may be anywhere
         if native.backend == "native":
             return self._truncate_from_native(phy_offset, store_timestamp_at)
         removed = 0
@@ -307,6 +360,7 @@ class IndexFile:
         if not fixes:
             return "ok", None
         if repair:
+            self._reserve_table()
             for s_, hd in zip(used[wrong_heads].tolist(), heads[wrong_heads].tolist()):
                 fmt.INDEX_SLOT.pack_into(self.mm, fmt.INDEX_HEADER_SIZE + s_ * 4, hd)
             self.read_header()
@@ -455,7 +509,7 @@ class IndexService:
         if phy_offset <= self.indexed_end or self.stalled:
             return
         with self._lock, self._stall_when_full():
-            f = self._writable_file(store_timestamp)
+            f = self._writable_file(store_timestamp, len(keys))
             for k in keys:
                 full = topic + fmt.INDEX_KEY_SEPARATOR + k
                 if not f.put_key(full, phy_offset, store_timestamp, header=False):
@@ -479,7 +533,9 @@ class IndexService:
                 if phy_offset <= self.indexed_end:
                     continue
                 if f is None:
-                    f = self._writable_file(store_timestamp)
+                    f = self._writable_file(store_timestamp, len(keys))
+                else:  # all of a message's keys or none (put_key reserves one at a time)
+                    f.reserve(len(keys))
                 for k in keys:
                     full = topic + fmt.INDEX_KEY_SEPARATOR + k
                     if not f.put_key(full, phy_offset, store_timestamp, header=False):
@@ -510,6 +566,7 @@ class IndexService:
             f = self._writable_file(stamps[0])
             i = 0
             while True:
+                f.reserve(len(keys) - i)  # the native loop writes into the map unchecked
                 got = native.index_put_keys(
                     f.mm, f.hash_slots, f.index_entries,
                     (f.index_count, f.hash_slot_count, f.begin_timestamp, f.begin_phy_offset),
@@ -543,11 +600,11 @@ class IndexService:
             logger.warning("index: %s; key lookups miss messages stored from now on until "
                            "the store is reopened (recovery re-indexes them)", exc)
 
-    def _writable_file(self, now: int) -> IndexFile:
+    def _writable_file(self, now: int, keys: int = 1) -> IndexFile:
         if not self.files or self.files[-1].is_full:
             return self._roll(now)
         f = self.files[-1]
-        f.reserve()
+        f.reserve(keys)
         return f
 
     def _roll(self, now: int) -> IndexFile:

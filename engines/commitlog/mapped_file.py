@@ -1,25 +1,47 @@
-"""MappedFile: one fixed-size, preallocated, memory-mapped file (RocketMQ's MappedFile).
+"""MappedFile: one fixed-size memory-mapped file (RocketMQ's MappedFile), whose disk space is
+reserved in chunks ahead of the write position.
 
 The CommitLog and every ConsumeQueue are sequences of these. A file is named by the offset of
-its first byte in the whole sequence, 20 digits zero-padded (``00000000001073741824``), and
-is created at its full size with ``ftruncate`` and then preallocated with ``posix_fallocate``
-(``mqstore.damage.preallocate``): on a full disk the creation fails with ``StoreFullError``
-(and leaves no file behind) instead of a later write through the mapping dying of SIGBUS.
-A file of an older store that is still sparse is preallocated before its first write
-(:meth:`MappedFile.reserve`), so no write can ever land in a hole.
+its first byte in the whole sequence, 20 digits zero-padded (``00000000001073741824``), is
+created at its full size with ``ftruncate`` (sparse, as RocketMQ creates it) and mapped whole.
 
-A full disk in the commitlog engine, as a whole (``tests/faults/test_commitlog_full_disk.py``):
+Space is reserved with ``posix_fallocate`` (``mqstore.damage.preallocate``) in chunks ahead
+of the write position: ``reserved_end`` is the end of the prefix known to be allocated, and
+every write (through the mapping or ``pwrite``) that ends past it first reserves
+``[reserved_end, max(end, reserved_end + reserve_chunk))`` (cut at the file size). So no
+write through the mapping ever lands in a hole (which SIGBUSes on a full disk), a full disk is
+a ``StoreFullError`` from the write that needs the space, before anything was written, and a
+store costs on disk what it holds plus one chunk per file being written, not its files'
+sizes. Chunks: :data:`RESERVE_CHUNK` (4 MiB) for CommitLog files, ``consume_queue.
+RESERVE_CHUNK`` (64 KiB) for ConsumeQueue files (the whole file when it is smaller); a new
+file reserves its first chunk when it is created (a full disk then fails the creation and
+leaves no file).
 
-- an append that needs a new CommitLog or ConsumeQueue file (the append path creates the
-  ConsumeQueue files its units go to before writing, so the dispatcher never has to) raises
-  ``StoreFullError`` and leaves nothing: in ``write`` mode the part of the batch that reached
-  the file is zeroed and synced, new files are deleted, the offsets are reused;
-- a new IndexFile that cannot be created stalls the key index until the next open, which
-  re-indexes (lookups miss the keys stored meanwhile); appends and reads go on;
+A file that existed before this process opened it (an older store, any store after a
+restart) has an unknown allocation: ``st_blocks`` says how many blocks, not which. Its first
+write at or past ``wrote_position`` (the recovered end of its data: what was written there
+has its blocks, and nothing below it is written again except by the rewrites below) takes
+the data up to that position, rounded down to a file-system block, as allocated and reserves
+from there. A rewrite below ``wrote_position`` (recovery: skip markers, ConsumeQueue units
+corrected in place) preallocates exactly the pages it writes. Zeroing (:meth:`zero_range`,
+:meth:`zero_from`) only writes pages that hold a non-zero byte, which therefore have their
+blocks, so an undo never needs space.
+
+A full disk in the commitlog engine, as a whole (``tests/faults/test_commitlog_full_disk.py``,
+``tests/faults/test_commitlog_reservation.py``):
+
+- an append that needs a new CommitLog or ConsumeQueue file or chunk (the append path
+  reserves the ConsumeQueue space its units go to before writing, so the dispatcher never
+  has to) raises ``StoreFullError`` and leaves nothing: in ``write`` mode the part of the
+  batch that reached the file is zeroed and synced, new files are deleted, the offsets are
+  reused;
+- a new IndexFile, or the next chunk of an IndexFile's entries, that cannot be reserved
+  stalls the key index until the next open, which re-indexes (lookups miss the keys stored
+  meanwhile); appends and reads go on;
 - the store stays readable, takes appends again once space is freed, and reopens while the
-  disk is still full; only a recovery that must create a file (a lost ConsumeQueue, a
-  re-dispatch into a new ConsumeQueue file) fails the open with ``StoreFullError``, and the
-  next open after space is freed does it.
+  disk is still full; only a recovery that must reserve space (a lost ConsumeQueue, a
+  re-dispatch into a new ConsumeQueue file or chunk) fails the open with ``StoreFullError``,
+  and the next open after space is freed does it.
 """
 from __future__ import annotations
 
@@ -52,6 +74,13 @@ def close_mapping(mm: mmap.mmap, fd: int) -> None:
         pass
     os.close(fd)
 _ZERO_CHUNK = bytes(1 << 16)
+#: bytes a CommitLog file reserves at a time ahead of its write position (internal: one
+#: ``posix_fallocate`` per 4 MiB appended; a store's overhead on disk is one chunk)
+RESERVE_CHUNK = 4 << 20
+
+
+def _align_up(n: int, to: int) -> int:
+    return -(-n // to) * to
 
 
 def file_name(offset: int) -> str:
@@ -75,9 +104,10 @@ class MappedFile:
     paths see the same bytes). ``wrote_position`` is the end of the data written by this
     process; ``flushed_position`` the end of what was last made durable.
 
-    ``reserved`` is True once every block of the file is allocated (always for a file this
-    process created; an existing sparse file is preallocated by :meth:`reserve` before its
-    first write), so a write through the mapping never needs new space.
+    ``reserved_end``: every block of ``[0, reserved_end)`` is allocated (see the module
+    docstring); None for a file this process did not create until its first write past its
+    data. :meth:`reserve` extends it by ``reserve_chunk`` bytes (0 = the whole file) at a
+    time; ``reservations`` counts the ``posix_fallocate`` calls this object made.
 
     Thread-safety: callers serialise writes (the CommitLog's put lock, the dispatcher's lock);
     :meth:`flush` may run concurrently with a write, and reads of already written bytes may
@@ -85,10 +115,11 @@ class MappedFile:
     """
 
     __slots__ = ("path", "file_from_offset", "file_size", "write_mode", "read_only", "_fd",
-                 "mm", "wrote_position", "flushed_position", "_flush_lock", "reserved")
+                 "mm", "wrote_position", "flushed_position", "_flush_lock", "reserved_end",
+                 "reserve_chunk", "reservations", "_block")
 
     def __init__(self, path: str, file_size: int, *, write_mode: str = "mmap",
-                 create: bool = False, read_only: bool = False):
+                 create: bool = False, read_only: bool = False, reserve_chunk: int | None = None):
         self.path = path
         start = parse_file_name(os.path.basename(path))
         if start is None:
@@ -97,6 +128,10 @@ class MappedFile:
         self.file_size = file_size
         self.write_mode = write_mode
         self.read_only = read_only
+        chunk = RESERVE_CHUNK if reserve_chunk is None else reserve_chunk
+        self.reserve_chunk = min(file_size, chunk) if chunk > 0 else file_size
+        self.reservations = 0
+        self.reserved_end: int | None = file_size if read_only else None
         flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
         existed = create and os.path.exists(path)
         try:
@@ -106,10 +141,15 @@ class MappedFile:
                 raise full_error(exc, f"creating {path}") from exc
             raise
         try:
+            st = os.fstat(self._fd)
+            #: reservations of an existing file start on a block boundary (a block is never
+            #: smaller than a page here)
+            self._block = max(PAGE_SIZE, st.st_blksize or 0)
             if create:
                 os.ftruncate(self._fd, file_size)
                 try:
-                    preallocate(self._fd, 0, file_size, f"preallocating {path}")
+                    self.reserved_end = 0
+                    self.reserve(0, self.reserve_chunk)
                 except BaseException:
                     os.close(self._fd)
                     self._fd = -1
@@ -134,7 +174,6 @@ class MappedFile:
             if self._fd >= 0:
                 os.close(self._fd)
             raise
-        self.reserved = create or read_only or st.st_blocks * 512 >= file_size
         self.wrote_position = 0
         self.flushed_position = 0
         self._flush_lock = threading.Lock()
@@ -144,21 +183,39 @@ class MappedFile:
         """The offset just past this file in the whole sequence."""
         return self.file_from_offset + self.file_size
 
-    def reserve(self) -> None:
-        """Allocate every block of the file (an older store's sparse file) before it is
-        written; raises ``StoreFullError`` when the disk is full (then nothing was written,
-        and the next write tries again)."""
-        if not self.reserved:
-            preallocate(self._fd, 0, self.file_size, f"preallocating {self.path}")
-            self.reserved = True
+    def reserve(self, pos: int, end: int) -> None:
+        """Make sure every block of ``[pos, end)`` is allocated before it is written (see
+        the module docstring): a write ending past ``reserved_end`` reserves the next chunk
+        from there; a rewrite below the data of a file this process did not create
+        preallocates exactly its pages. Raises ``StoreFullError`` on a full disk, before
+        anything was written (the next write tries again)."""
+        reserved = self.reserved_end
+        if reserved is not None and end <= reserved:
+            return
+        if reserved is None:
+            if pos < self.wrote_position:  # a rewrite of old data: only its own pages
+                lo = pos // PAGE_SIZE * PAGE_SIZE
+                self._fallocate(lo, min(self.file_size, _align_up(end, PAGE_SIZE)) - lo)
+                return
+            # the first write past the data: that data was written, so its blocks exist
+            reserved = self.wrote_position // self._block * self._block
+        new_end = min(self.file_size,
+                      _align_up(max(end, reserved + self.reserve_chunk), PAGE_SIZE))
+        self._fallocate(reserved, new_end - reserved)
+        self.reserved_end = new_end
+
+    def _fallocate(self, offset: int, length: int) -> None:
+        self.reservations += 1
+        preallocate(self._fd, offset, length, f"reserving {length} bytes of {self.path}")
 
     def write_at(self, pos: int, data) -> None:
         """Write ``data`` at ``pos`` and move ``wrote_position`` past it if needed. A full
         disk raises ``StoreFullError`` (in ``write`` mode part of ``data`` may have been
         written: the caller rolls it back, see :meth:`zero_range`)."""
         n = len(data)
-        if not self.reserved:
-            self.reserve()
+        reserved = self.reserved_end
+        if reserved is None or pos + n > reserved:
+            self.reserve(pos, pos + n)
         if self.write_mode == "write":
             view = memoryview(data)
             done = 0
