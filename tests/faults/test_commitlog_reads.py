@@ -18,9 +18,11 @@ def _damage_while_open(store_path, index, where):
     flip(path, pos + (where if where >= 0 else total + where))
 
 
-def test_flipped_body_length_bit_raises_corrupt_record_error(open_cl, store_path):
+@pytest.mark.parametrize("check_crcs", [True, False])
+def test_flipped_body_length_bit_raises_corrupt_record_error(open_cl, store_path, check_crcs):
+    """Lengths are bounds-checked against TOTALSIZE whether or not CRCs are checked."""
     fill(open_cl, 30)
-    s = open_cl()
+    s = open_cl(check_crcs=check_crcs)
     _damage_while_open(store_path, 7, 84 + 1)  # BODYLENGTH's second byte: huge length
     with pytest.raises(mqstore.CorruptRecordError, match="body length"):
         s.read("t", 0, 7)
