@@ -86,7 +86,10 @@ def make_message(seed: int, seq: int) -> Expected:
     topic = rng.choice(sorted(TOPICS))
     partition = rng.randrange(TOPICS[topic])
     r = rng.random()
-    key = None if r < 0.2 else (b"hot-%d" % rng.randrange(8) if r < 0.35 else b"k-%d-%d" % (seed, seq))
+    if r < 0.2:
+        key = None
+    else:
+        key = b"hot-%d" % rng.randrange(8) if r < 0.35 else b"k-%d-%d" % (seed, seq)
     headers: dict[str, bytes] = {}
     for i in range(rng.choice((0, 0, 1, 2, 3))):
         headers[f"h{i}"] = rng.randbytes(rng.randrange(0, 24))
@@ -266,8 +269,8 @@ def _check_lookups(store: Any, res: CheckResult, durable: dict, lookups: int, se
                 prob = record_problem(r)
                 if prob is not None or r.key != exp.key:
                     res.wrong += 1
-                    res.note(f"lookup_key({exp.key!r}) returned {r.topic}-{r.partition}@{r.offset}: "
-                             f"{prob or 'another key'}")
+                    res.note(f"lookup_key({exp.key!r}) returned "
+                             f"{r.topic}-{r.partition}@{r.offset}: {prob or 'another key'}")
 
 
 def _expected_at(store: Any, res: CheckResult, topic: str, p: int, off: int) -> Expected | None:

@@ -5,8 +5,8 @@ build the images a power loss may leave (after ALICE, CrashMonkey and SQLite's t
 It wraps ``os.write``, ``os.pwrite``, ``os.writev``, ``os.pwritev``, ``os.ftruncate``,
 ``os.truncate``, ``os.posix_fallocate``, ``os.fsync``, ``os.fdatasync``, ``os.open`` (with
 ``O_CREAT``), ``os.mkdir``, ``os.rename``, ``os.replace``, ``os.unlink``, ``os.remove``,
-``os.rmdir``, ``open()`` for writing (``builtins.open``) and ``mmap.mmap`` (a subclass whose ``flush`` (msync), ``write`` and slice
-assignment are seen). Each of these calls is one *event*; at the seeded event number the
+``os.rmdir``, ``open()`` for writing (``builtins.open``) and ``mmap.mmap`` (a subclass
+whose ``flush`` (msync), ``write`` and slice assignment are seen). Each of these calls is one *event*; at the seeded event number the
 recorder captures the crash state (before the event) and the child exits. The model:
 
 - the *durable copy* of a file (by inode) is its content and size at its last ``fsync`` /

@@ -80,7 +80,8 @@ def child_main(argv: list[str]) -> int:
                 if seq[0] % 7 == 3:
                     first = make_message(wseed, seq[0])
                     batch = [make_message(wseed, seq[0] + i) for i in range(4)]
-                    batch = [m for m in batch if (m.topic, m.partition) == (first.topic, first.partition)]
+                    batch = [m for m in batch
+                             if (m.topic, m.partition) == (first.topic, first.partition)]
                     before = _ends(store)
                     try:
                         mds = store.append_batch(first.topic, [m.message() for m in batch])

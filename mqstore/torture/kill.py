@@ -149,8 +149,8 @@ def run_kill_loop(engine: str, flush: str, seed: int, rounds: int, workdir: str,
         for where in durable:
             if where in expected:
                 fig.wrong += 1
-                _finding(fig, rnd, "offset_reused",
-                         f"append acknowledged {where} which already held seq {expected[where]}", log)
+                _finding(fig, rnd, "offset_reused", f"append acknowledged {where} which "
+                         f"already held seq {expected[where]}", log)
 
         def valid(s: int, q: int, _w=wseed) -> bool:
             r = q // ROUND_SEQS

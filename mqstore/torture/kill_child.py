@@ -48,7 +48,8 @@ def main(argv: list[str]) -> int:
                 first = make_message(seed_i, seq)
                 batch = [first] + [make_message(seed_i, s) for s in range(seq + 1, seq + n)]
                 # a batch goes to one partition of one topic: keep only records that agree
-                batch = [m for m in batch if (m.topic, m.partition) == (first.topic, first.partition)]
+                batch = [m for m in batch
+                         if (m.topic, m.partition) == (first.topic, first.partition)]
                 if len(batch) > 1:
                     _say(f"T {batch[-1].seq}")
                     mds = store.append_batch(first.topic, [m.message() for m in batch])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from mqstore.torture.common import (
-    TOPICS, check_store, ensure_topics, make_message, open_store, record_problem,
+    check_store, ensure_topics, make_message, open_store, record_problem,
 )
 from mqstore.torture.kill import run_kill_loop
 
@@ -65,10 +65,9 @@ def test_sigkill_slice_loses_nothing_acknowledged(engine, flush, tmp_path):
     fig = run_kill_loop(engine, flush, seed=20261201, rounds=3, workdir=str(tmp_path),
                         max_round_records=400)
     assert fig.kills == 3
-    assert fig.acked > 0 or fig.child_errors == 0
+    assert fig.acked > 0  # every seeded slice has a round killed 0.15 s or more after ready
     assert (fig.lost, fig.wrong, fig.gaps, fig.open_failures, fig.child_errors) == (0, 0, 0, 0, 0), \
         fig.findings
-    assert set(TOPICS)  # the workload's topics were checked
 
 
 # ----- mutation fuzzer slice: one run per engine, several assertions over its figures -----
