@@ -1,9 +1,11 @@
 """A full disk in the commitlog engine (issue 8, item 12), one test per failure mode.
 
-ENOSPC is injected deterministically: ``os.posix_fallocate`` (every mapped file is
-preallocated when created, so that is where ``mmap`` mode meets a full disk) and ``os.pwrite``
-(``write_mode="write"``) fail for the files of one kind, chosen by path. The last test runs a
-real store on a 4 MiB tmpfs in a subprocess (root only) to show that nothing dies of SIGBUS.
+ENOSPC is injected deterministically: ``os.posix_fallocate`` (every mapped file reserves its
+space before it is written, so that is where ``mmap`` mode meets a full disk) and ``os.pwrite``
+(``write_mode="write"``) fail for the files of one kind, chosen by path. The files here are
+smaller than a reservation chunk, so each is reserved whole when created; chunk boundaries
+inside a file are tested in ``test_commitlog_reservation.py``. The last test runs a real store
+on a 4 MiB tmpfs in a subprocess (root only) to show that nothing dies of SIGBUS.
 """
 from __future__ import annotations
 
