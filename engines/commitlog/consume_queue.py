@@ -28,10 +28,12 @@ from .mapped_file import MappedFile, file_name, parse_file_name
 
 CQ_DTYPE = native.CQ_UNIT
 _FILLER = fmt.CQ_UNIT.pack(0, fmt.CQ_FILLER_SIZE, 0)
-#: bytes of a ConsumeQueue file reserved at a time ahead of its units (3,276 units; the
-#: whole file when it is smaller): a default 6 MB file costs 64 KiB until it fills, so a
-#: thousand queues cost 64 MB, not 6 GB (``mapped_file.py``)
-RESERVE_CHUNK = 64 << 10
+#: bytes of a ConsumeQueue file reserved at a time ahead of its units (``mapped_file.py``);
+#: None: :attr:`ConsumeQueue.SCAN_CHUNK` units (80 KiB; the whole file when it is smaller),
+#: so that the block recovery's scan reads at the end of the units is always reserved (on
+#: tmpfs reading a hole through the mapping needs space too). A default 6 MB file costs
+#: 80 KiB until it fills: a thousand queues take 80 MB, not 6 GB
+RESERVE_CHUNK: int | None = None
 
 
 class ConsumeQueue:
@@ -145,7 +147,8 @@ class ConsumeQueue:
 
     def _map(self, path: str, create: bool) -> None:
         mf = MappedFile(path, self.file_size, create=create, read_only=self.read_only,
-                        reserve_chunk=RESERVE_CHUNK)
+                        reserve_chunk=RESERVE_CHUNK or self.SCAN_CHUNK * fmt.CQ_UNIT_SIZE,
+                        read_margin=(self.PEEK_UNITS + 1) * fmt.CQ_UNIT_SIZE)
         mf.wrote_position = mf.flushed_position = 0 if create else self.file_size
         self.files.append(mf)
         self.arrays.append(np.frombuffer(mf.mm, dtype=CQ_DTYPE))

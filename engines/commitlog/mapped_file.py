@@ -7,15 +7,20 @@ created at its full size with ``ftruncate`` (sparse, as RocketMQ creates it) and
 
 Space is reserved with ``posix_fallocate`` (``mqstore.damage.preallocate``) in chunks ahead
 of the write position: ``reserved_end`` is the end of the prefix known to be allocated, and
-every write (through the mapping or ``pwrite``) that ends past it first reserves
-``[reserved_end, max(end, reserved_end + reserve_chunk))`` (cut at the file size). So no
-write through the mapping ever lands in a hole (which SIGBUSes on a full disk), a full disk is
-a ``StoreFullError`` from the write that needs the space, before anything was written, and a
-store costs on disk what it holds plus one chunk per file being written, not its files'
-sizes. Chunks: :data:`RESERVE_CHUNK` (4 MiB) for CommitLog files, ``consume_queue.
-RESERVE_CHUNK`` (64 KiB) for ConsumeQueue files (the whole file when it is smaller); a new
-file reserves its first chunk when it is created (a full disk then fails the creation and
-leaves no file).
+every write (through the mapping or ``pwrite``) whose end plus ``read_margin`` passes it
+first reserves from ``reserved_end`` to the end of the ``reserve_chunk``-aligned chunk that
+holds that point (cut at the file size). So no write through the mapping ever lands in a hole
+(which SIGBUSes on a full disk), a full disk is a ``StoreFullError`` from the write that
+needs the space, before anything was written, and a store costs on disk what it holds plus
+about one chunk per file being written, not its files' sizes. ``read_margin`` is what
+readers look at past the data (on tmpfs even a read of a hole through a shared mapping
+allocates a page, and SIGBUSes when the file system is full): 8 bytes for the CommitLog
+(TOTALSIZE and MAGIC); for a ConsumeQueue the 1,024 units recovery's scan peeks at, with
+chunks of the 4,096 units it reads at a time (``consume_queue.RESERVE_CHUNK``), so the block
+it reads at the end is always reserved. Chunks: :data:`RESERVE_CHUNK` (4 MiB) for CommitLog
+files, 80 KiB for ConsumeQueue files (the whole file when it is smaller); a new file
+reserves its first chunk when it is created (a full disk then fails the creation and leaves
+no file).
 
 A file that existed before this process opened it (an older store, any store after a
 restart) has an unknown allocation: ``st_blocks`` says how many blocks, not which. Its first
@@ -25,7 +30,8 @@ the data up to that position, rounded down to a file-system block, as allocated 
 from there. A rewrite below ``wrote_position`` (recovery: skip markers, ConsumeQueue units
 corrected in place) preallocates exactly the pages it writes. Zeroing (:meth:`zero_range`,
 :meth:`zero_from`) only writes pages that hold a non-zero byte, which therefore have their
-blocks, so an undo never needs space.
+blocks, and looks only at reserved pages (``zero_range``) or data (``zero_from``, by
+``SEEK_DATA``), so an undo never needs space.
 
 A full disk in the commitlog engine, as a whole (``tests/faults/test_commitlog_full_disk.py``,
 ``tests/faults/test_commitlog_reservation.py``):
@@ -77,6 +83,10 @@ _ZERO_CHUNK = bytes(1 << 16)
 #: bytes a CommitLog file reserves at a time ahead of its write position (internal: one
 #: ``posix_fallocate`` per 4 MiB appended; a store's overhead on disk is one chunk)
 RESERVE_CHUNK = 4 << 20
+#: bytes past the end of the data that readers look at (a CommitLog scan reads TOTALSIZE and
+#: MAGIC there): reserved too, because on tmpfs even a *read* through a shared mapping
+#: allocates a page for a hole, and SIGBUSes when the file system is full
+READ_MARGIN = 8
 
 
 def _align_up(n: int, to: int) -> int:
@@ -106,8 +116,9 @@ class MappedFile:
 
     ``reserved_end``: every block of ``[0, reserved_end)`` is allocated (see the module
     docstring); None for a file this process did not create until its first write past its
-    data. :meth:`reserve` extends it by ``reserve_chunk`` bytes (0 = the whole file) at a
-    time; ``reservations`` counts the ``posix_fallocate`` calls this object made.
+    data. :meth:`reserve` extends it ``reserve_chunk`` bytes (0 = the whole file) at a
+    time, keeping ``read_margin`` bytes past every write reserved; ``reservations``
+    counts the ``posix_fallocate`` calls this object made.
 
     Thread-safety: callers serialise writes (the CommitLog's put lock, the dispatcher's lock);
     :meth:`flush` may run concurrently with a write, and reads of already written bytes may
@@ -116,10 +127,11 @@ class MappedFile:
 
     __slots__ = ("path", "file_from_offset", "file_size", "write_mode", "read_only", "_fd",
                  "mm", "wrote_position", "flushed_position", "_flush_lock", "reserved_end",
-                 "reserve_chunk", "reservations", "_block")
+                 "reserve_chunk", "read_margin", "reservations", "_block")
 
     def __init__(self, path: str, file_size: int, *, write_mode: str = "mmap",
-                 create: bool = False, read_only: bool = False, reserve_chunk: int | None = None):
+                 create: bool = False, read_only: bool = False, reserve_chunk: int | None = None,
+                 read_margin: int = READ_MARGIN):
         self.path = path
         start = parse_file_name(os.path.basename(path))
         if start is None:
@@ -130,6 +142,7 @@ class MappedFile:
         self.read_only = read_only
         chunk = RESERVE_CHUNK if reserve_chunk is None else reserve_chunk
         self.reserve_chunk = min(file_size, chunk) if chunk > 0 else file_size
+        self.read_margin = read_margin
         self.reservations = 0
         self.reserved_end: int | None = file_size if read_only else None
         flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
@@ -149,7 +162,7 @@ class MappedFile:
                 os.ftruncate(self._fd, file_size)
                 try:
                     self.reserved_end = 0
-                    self.reserve(0, self.reserve_chunk)
+                    self.reserve(0, 0)  # the first chunk
                 except BaseException:
                     os.close(self._fd)
                     self._fd = -1
@@ -184,13 +197,15 @@ class MappedFile:
         return self.file_from_offset + self.file_size
 
     def reserve(self, pos: int, end: int) -> None:
-        """Make sure every block of ``[pos, end)`` is allocated before it is written (see
-        the module docstring): a write ending past ``reserved_end`` reserves the next chunk
-        from there; a rewrite below the data of a file this process did not create
-        preallocates exactly its pages. Raises ``StoreFullError`` on a full disk, before
-        anything was written (the next write tries again)."""
+        """Make sure every block of ``[pos, end)`` and ``read_margin`` bytes after it is
+        allocated before ``[pos, end)`` is written (see the module docstring): reserves
+        from ``reserved_end`` to the end of the ``reserve_chunk``-aligned chunk that holds
+        them; a rewrite below the data of a file this process did not create preallocates
+        exactly its pages. Raises ``StoreFullError`` on a full disk, before anything was
+        written (the next write tries again)."""
         reserved = self.reserved_end
-        if reserved is not None and end <= reserved:
+        want = min(self.file_size, end + self.read_margin)
+        if reserved is not None and want <= reserved:
             return
         if reserved is None:
             if pos < self.wrote_position:  # a rewrite of old data: only its own pages
@@ -199,8 +214,7 @@ class MappedFile:
                 return
             # the first write past the data: that data was written, so its blocks exist
             reserved = self.wrote_position // self._block * self._block
-        new_end = min(self.file_size,
-                      _align_up(max(end, reserved + self.reserve_chunk), PAGE_SIZE))
+        new_end = min(self.file_size, _align_up(want, self.reserve_chunk))
         self._fallocate(reserved, new_end - reserved)
         self.reserved_end = new_end
 
@@ -214,7 +228,7 @@ class MappedFile:
         written: the caller rolls it back, see :meth:`zero_range`)."""
         n = len(data)
         reserved = self.reserved_end
-        if reserved is None or pos + n > reserved:
+        if reserved is None or pos + n + self.read_margin > reserved:
             self.reserve(pos, pos + n)
         if self.write_mode == "write":
             view = memoryview(data)
@@ -271,8 +285,11 @@ class MappedFile:
         undo of a failed write. A page holding a non-zero byte has its block allocated, so
         this needs no new space, and a page never written (a hole) is left alone. The zeros
         go through the mapping in both write modes (the page cache is shared), so this
-        cannot fail like a ``pwrite``; :meth:`force` makes them durable."""
-        end = min(end, self.file_size)
+        cannot fail like a ``pwrite``; :meth:`force` makes them durable. Nothing past
+        ``reserved_end`` is looked at: this process wrote nothing there, and on tmpfs even
+        reading a hole through the mapping needs space."""
+        end = min(end, self.file_size,
+                  self.reserved_end if self.reserved_end is not None else start)
         p = start
         while p < end:
             q = min((p // PAGE_SIZE + 1) * PAGE_SIZE, end)

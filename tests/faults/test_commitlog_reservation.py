@@ -255,20 +255,29 @@ def test_commitlog_appends_across_a_chunk_boundary_reserve_exactly_one_more_chun
     s.close()
 
 
+#: a ConsumeQueue chunk: the 4,096 units recovery's scan reads at a time
+CQ_CHUNK = 4096 * 20
+#: what a ConsumeQueue keeps reserved past its units: the 1,024 units the scan peeks at
+CQ_MARGIN = 1025 * 20
+
+
 def test_consume_queue_units_across_a_chunk_boundary_reserve_exactly_one_more_chunk(
         store_path, monkeypatch):
-    """A ConsumeQueue file (20,000 bytes here) is reserved 4 KiB at a time: unit 204 is the
-    first to end past 4096, and its append (not the dispatcher) reserves the next chunk."""
-    monkeypatch.setattr(consume_queue, "RESERVE_CHUNK", 4096)
+    """A ConsumeQueue file is reserved 80 KiB (4,096 units, the block recovery's scan reads)
+    at a time, always keeping the 1,024 units the scan peeks at after the last unit
+    reserved too: unit 3,071 is the first whose append (not the dispatcher) reserves the
+    next chunk."""
+    assert consume_queue.ConsumeQueue.SCAN_CHUNK * 20 == CQ_CHUNK
+    assert (consume_queue.ConsumeQueue.PEEK_UNITS + 1) * 20 == CQ_MARGIN
     space = Space(monkeypatch, kinds=("/consumequeue/",))
-    s = _open(store_path, mapped_file_size=1 << 20, cq_units_per_file=1000)
+    s = _open(store_path, mapped_file_size=1 << 20, cq_units_per_file=20_000)
     s.create_topic("t")
-    for i in range(204):
-        s.append("t", b"m%d" % i, partition=0)
+    first = (CQ_CHUNK - CQ_MARGIN) // 20  # 3,071: units 0..3070 fit with the margin
+    s.append_batch("t", [b"m%d" % i for i in range(first)], partition=0)
     _settle(s)
-    assert space.calls_on("/consumequeue/") == [(0, 4096)]
-    s.append("t", b"m204", partition=0)
-    assert space.calls_on("/consumequeue/") == [(0, 4096), (4096, 4096)]
+    assert space.calls_on("/consumequeue/") == [(0, CQ_CHUNK)]
+    s.append("t", b"one more", partition=0)
+    assert space.calls_on("/consumequeue/") == [(0, CQ_CHUNK), (CQ_CHUNK, CQ_CHUNK)]
     _settle(s)
     assert len(space.calls_on("/consumequeue/")) == 2  # the dispatcher reserved nothing
     space.assert_writes_were_reserved(store_path)
@@ -339,25 +348,24 @@ def test_a_full_disk_at_a_consume_queue_chunk_boundary_fails_the_append_not_the_
         store_path, monkeypatch):
     """The next ConsumeQueue chunk is reserved by the append before it writes anything: a
     full disk there fails that append, the dispatcher never meets it, and nothing is lost."""
-    monkeypatch.setattr(consume_queue, "RESERVE_CHUNK", 4096)
     space = Space(monkeypatch, kinds=("/consumequeue/",))
-    s = _open(store_path, mapped_file_size=1 << 20, cq_units_per_file=1000)
+    s = _open(store_path, mapped_file_size=1 << 20, cq_units_per_file=20_000)
     s.create_topic("t")
     acked = []
     with pytest.raises(StoreFullError):
         for i in range(100):
             if i == 3:
                 space.full = True
-            batch = [b"m%03d-%d" % (i, j) for j in range(50)]
+            batch = [b"m%03d-%d" % (i, j) for j in range(1000)]
             s.append_batch("t", batch, partition=0)
             acked += batch
-    assert len(acked) == 200  # units 200..249 would cross 4096 (unit 204)
+    assert len(acked) == 3000  # units 3000..3999 need the next chunk (from unit 3,071)
     _settle(s)
     assert _values(s) == acked
     space.assert_writes_were_reserved(store_path)
     space.full = False
-    s.append_batch("t", [b"after"] * 50, partition=0)
-    acked += [b"after"] * 50
+    s.append_batch("t", [b"after"] * 1000, partition=0)
+    acked += [b"after"] * 1000
     assert _values(s) == acked
     s.close()
     s = _open(store_path)
@@ -422,16 +430,18 @@ def test_a_reopened_store_reserves_from_the_recovered_write_position(store_path,
     wrote = mf.wrote_position
     block = max(PAGE, os.stat(mf.path).st_blksize)
     with pytest.raises(StoreFullError):
-        s.append("t", b"y" * 1000, partition=0)
-    assert space.calls_on("/commitlog/") == [(wrote // block * block, 8192)]
+        s.append("t", b"y" * 5000, partition=0)
+    [(offset, length)] = space.calls_on("/commitlog/")
+    assert offset == wrote // block * block  # not 0: the data before it is not reserved again
+    assert (offset + length) % 8192 == 0 and offset + length > wrote + 5000
     assert _values(s) == [b"x" * 1000] * 20
     space.full = False
-    assert s.append("t", b"y" * 1000, partition=0).offset == 20
-    assert mf.reserved_end == wrote // block * block + 8192
+    assert s.append("t", b"y" * 5000, partition=0).offset == 20
+    assert mf.reserved_end == offset + length
     space.assert_writes_were_reserved(path)
     s.close()
     s = _open(path)
-    assert _values(s) == [b"x" * 1000] * 20 + [b"y" * 1000]
+    assert _values(s) == [b"x" * 1000] * 20 + [b"y" * 5000]
     s.close()
 
 
@@ -479,10 +489,9 @@ _TMPFS_CHILD = textwrap.dedent(r"""
     from mqstore.engines.commitlog import consume_queue, index_file, mapped_file
     from mqstore.errors import StoreFullError
     mapped_file.RESERVE_CHUNK = 64 << 10
-    consume_queue.RESERVE_CHUNK = 4096
     index_file.RESERVE_CHUNK = 4096
     root, mode = sys.argv[1], sys.argv[2]
-    opts = dict(mapped_file_size=1 << 20, cq_units_per_file=1000, hash_slots=1024,
+    opts = dict(mapped_file_size=1 << 20, cq_units_per_file=30_000, hash_slots=1024,
                 index_entries=4096, write_mode=mode)
     path = os.path.join(root, "store")
     s = mqstore.open(path, "commitlog", **opts)
@@ -501,6 +510,21 @@ _TMPFS_CHILD = textwrap.dedent(r"""
             acked += 4
     except StoreFullError as exc:
         assert exc.errno in (errno.ENOSPC, errno.EDQUOT), exc
+    # now fill it to the last page: on tmpfs even reading a hole through a mapping needs a
+    # page, so a failed append's undo must not look past what was reserved
+    fd = os.open(os.path.join(root, "filler"), os.O_WRONLY | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, b"\xff" * 4096)
+    except OSError:
+        pass
+    os.close(fd)
+    for i in range(3):
+        try:
+            s.append_batch("t", [Message(b"x" * 1000, key=b"again")] * 4, partition=0)
+            acked += 4
+        except StoreFullError:
+            pass
     last = s.commitlog.files[-1]
     assert os.stat(last.path).st_blocks * 512 < last.file_size, "not at a chunk boundary"
     assert last.reservations > 1
