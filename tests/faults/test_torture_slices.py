@@ -172,8 +172,7 @@ def test_powerloss_lost_first_consume_queue_file_is_rebuilt_from_the_log(tmp_pat
     """The image of commitlog:powerloss-sync-posix:2026.4.0 (found on 289191e: 100 flushed
     records of t2-0 lost; passes since e950d30), made deterministic: the same crashed
     sync-mode workload with every byte written, minus the first ConsumeQueue file of the one
-    queue that has a second one. (For segments it runs the commitlog engine too: it is a
-    regression test of one finding, not a slice.)"""
+    queue that has a second one."""
     import glob
     import os
 
