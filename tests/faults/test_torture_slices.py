@@ -124,15 +124,9 @@ def test_fuzz_slice_default_open_of_a_clean_store_refuses_rather_than_drops(fuzz
 # ----- power-loss images slice -----
 
 @pytest.mark.parametrize("flush", ["sync", "async", "os"])
-def test_powerloss_slice_keeps_every_flushed_record(engine, flush, tmp_path, request):
+def test_powerloss_slice_keeps_every_flushed_record(engine, flush, tmp_path):
     from mqstore.torture.powerloss import run_powerloss
 
-    if engine == "commitlog":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "power-loss finding (strict posix model): consumequeue/ directories are never "
-            "fsynced, and when the first ConsumeQueue file of a queue is gone but a later one "
-            "survives, recovery does not rebuild the missing units from the commitlog: 100 "
-            "flushed records of t2-0 lost (commitlog:powerloss-sync-posix:2026.4.0)")))
     fig = run_powerloss(engine, flush, seed=20261201, images=8, workdir=str(tmp_path),
                         images_per_state=4)
     assert fig.images == 8 and fig.child_errors == 0, fig.findings
