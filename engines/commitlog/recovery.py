@@ -24,6 +24,7 @@ The first bad message is classified:
 from __future__ import annotations
 
 import errno
+import json
 import os
 import zlib
 from typing import TYPE_CHECKING, NamedTuple
@@ -32,6 +33,7 @@ import numpy as np
 
 from mqstore import native
 from mqstore.api import Damage
+from mqstore.storedir import fsync_dir, write_json_atomic
 from mqstore.damage import (CORRUPTION_SKIPPED, CORRUPTION_TRUNCATED, TORN_TAIL, RecoveryLog,
                             refuse_corruption)
 
@@ -314,6 +316,28 @@ def _file_at(cl: "CommitLog", offset: int) -> "MappedFile":
     files = cl.files
     idx = min((offset - files[0].file_from_offset) // cl.file_size, len(files) - 1)
     return files[idx]
+
+
+def read_log_start(root: str) -> int | None:
+    """The CommitLog start retention recorded (config/logStart.json), None if there is
+    none or it cannot be read (then it is written again)."""
+    try:
+        with open(os.path.join(root, fmt.CONFIG_DIR, fmt.LOG_START_FILE), "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+        value = doc["commitlogMinOffset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
+
+
+def write_log_start(root: str, offset: int) -> None:
+    """Record (atomically, durably) that the CommitLog starts at ``offset``."""
+    cfg = os.path.join(root, fmt.CONFIG_DIR)
+    if not os.path.isdir(cfg):
+        os.makedirs(cfg, exist_ok=True)
+        fsync_dir(root)
+    write_json_atomic(os.path.join(cfg, fmt.LOG_START_FILE), {"commitlogMinOffset": offset})
 
 
 def recover(cl: "CommitLog", start_index: int, *, policy: str, clean: bool,

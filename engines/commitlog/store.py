@@ -34,7 +34,8 @@ from mqstore.api import (
 )
 from mqstore.config import StoreConfig
 from mqstore.damage import (CORRUPTION_SKIPPED, CORRUPTION_TRUNCATED, DERIVED_REBUILT,
-                            RecoveryLog, is_full, refuse_corruption, translate_full)
+                            METADATA_REPAIRED, RecoveryLog, is_full, refuse_corruption,
+                            translate_full)
 from mqstore.durability import GroupCommit, PeriodicFlusher
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
@@ -241,6 +242,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
             start_idx, policy=self.config.on_corruption, clean=not abnormal,
             sync_timestamp=ck.physic_msg_timestamp, log=log)
         self._check_log_end(res, abnormal)
+        self._check_log_start(abnormal)
         # derived files: damaged ConsumeQueue tails and IndexFiles are rebuilt from the log
         # (after a crash everything from the recovery start is re-dispatched, as RocketMQ
         # does; after a clean close the units of the window are checked against it and
@@ -336,6 +338,29 @@ class CommitLogStore(ConsumeQueueReads, Store):
                           past or None)
         self.recovery_log.record(CORRUPTION_TRUNCATED, cl.dir, res.valid_end, detail,
                                  records_dropped=past)
+
+    def _check_log_start(self, abnormal: bool) -> None:
+        """The CommitLog must still start where retention left it (config/logStart.json):
+        a first file after that one was lost, not deleted by retention. After a crash the
+        record may lag an interrupted retention, so it is only brought up to date."""
+        cl = self.commitlog
+        start, rec = cl.min_offset, recovery.read_log_start(self.path)
+        if not cl.files:  # the first file will start at max_offset
+            if rec is None:
+                recovery.write_log_start(self.path, cl.max_offset)
+            return
+        if rec is not None and start > rec:
+            detail = (f"the CommitLog starts at {start}, retention left it at {rec}: the "
+                      f"files of [{rec}, {start}) were lost, not deleted by retention")
+            if abnormal:
+                self.recovery_log.record(METADATA_REPAIRED, cl.dir, start, detail + " (or "
+                                         "the crash interrupted a retention): record updated")
+            else:
+                refuse_corruption(self.config.on_corruption, cl.dir, start, detail)
+                self.recovery_log.record(CORRUPTION_TRUNCATED, cl.dir, start, detail,
+                                         bytes_dropped=start - rec)
+        if rec != start:
+            recovery.write_log_start(self.path, start)
 
     def _redispatch_damage(self, offset: int) -> int:
         """A bad message met while rebuilding derived files from before the recovery
@@ -604,6 +629,7 @@ class CommitLogStore(ConsumeQueueReads, Store):
                                               self.dispatcher.reput_from_offset)
             if deleted:
                 self._count_fsyncs(cl.flush())
+                recovery.write_log_start(self.path, cl.min_offset)  # (_check_log_start)
                 for cq in list(self._queues.values()):
                     deleted += cq.delete_expired(cl.min_offset)
                 deleted += self.index.delete_expired(cl.min_offset)

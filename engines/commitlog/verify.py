@@ -378,6 +378,12 @@ def verify_files(root: str) -> list[Damage]:
     log = _Log(root, shape["mapped_file_size"], damage)
     try:
         cl = log.cl
+        rec = recovery.read_log_start(root)
+        if clean and rec is not None and cl.files and cl.min_offset > rec:
+            damage.append(Damage(cl.dir, cl.min_offset, f"the CommitLog starts at "
+                                 f"{cl.min_offset}, retention left it at {rec}: the files "
+                                 f"of [{rec}, {cl.min_offset}) were lost; the open refuses "
+                                 "it by default", first_offset=rec))
         log_end, ranges = _verify_commitlog(log, clean, ck.physic_msg_timestamp, damage)
         cl.damaged_ranges = ranges
         tops, keyed = _log_records(cl)

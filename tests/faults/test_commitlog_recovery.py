@@ -258,6 +258,34 @@ def test_lost_head_consume_queue_file_is_restored(open_cl, store_path):
     assert CommitLogStore.verify_files(store_path) == []
 
 
+def test_lost_oldest_commitlog_file_is_not_taken_for_retention(open_cl, store_path):
+    """A deleted first CommitLog file used to look like retention: 39 records gone without
+    a word, and verify said the store was sound (fuzz finding). Retention records where it
+    left the log (config/logStart.json), so a lost first file is corruption."""
+    fill(open_cl, 40)
+    os.unlink(os.path.join(store_path, "commitlog", "%020d" % 0))
+    with pytest.raises(mqstore.CorruptRecordError, match="lost"):
+        open_cl()
+    (d,) = [d for d in CommitLogStore.verify_files(store_path) if d.kind == "corruption"]
+    assert d.first_offset == 0 and d.position == 4096
+    s = open_cl(on_corruption="truncate")
+    assert s.stats()["recovery"]["corruption_truncated"] == 1
+    assert s.start_offset("t", 0) > 0
+    s.close()
+    assert CommitLogStore.verify_files(store_path) == []
+
+
+def test_retention_is_not_taken_for_a_lost_file(open_cl, store_path):
+    fill(open_cl, 40)
+    s = open_cl(file_reserved_time_ms=1)
+    assert s.apply_retention(now_ms=1 << 60) > 0
+    start = s.start_offset("t", 0)
+    s.close()
+    s = open_cl()
+    assert s.start_offset("t", 0) == start > 0
+    assert not any(s.stats()["recovery"].values())
+
+
 def test_short_index_file_is_rebuilt(open_cl, store_path):
     fill(open_cl, 30)
     (name,) = os.listdir(os.path.join(store_path, "index"))
