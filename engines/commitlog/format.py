@@ -160,7 +160,7 @@ ABORT_FILE = "abort"
 LOCK_FILE = "lock"
 TOPICS_FILE = "topics.json"
 CONSUMER_OFFSET_FILE = "consumerOffset.json"
-#: config/logStart.json: {"commitlogMinOffset": n}, where retention left the CommitLog's
+#: logStart.json (store root): {"commitlogMinOffset": n}, where retention left the CommitLog's
 #: first file (mqstore's; RocketMQ keeps no such record): a first file after it was lost
 LOG_START_FILE = "logStart.json"
 FILE_NAME_DIGITS = 20

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from mqstore import errors, native
-from mqstore.damage import DERIVED_REBUILT, RecoveryLog, preallocate, translate_full
+from mqstore.damage import RecoveryLog, preallocate, translate_full
 from mqstore.errors import StoreFullError
 from mqstore.storedir import fsync_dir
 
@@ -300,75 +300,9 @@ class IndexFile:
         return got.removed
 
     def validate(self, repair: bool = False) -> tuple[str, str | None]:
-        """Check the file against its own invariants (numpy over the entries written, so the
-        cost follows ``indexCount``, not the preallocated size): ("ok", None), ("repaired",
-        what) when only derived-of-derived fields were wrong and ``repair`` rewrote them
-        (slot heads, header counts and bounds), or ("damaged", what) when entries are wrong
-        and the file must be rebuilt.
-
-        Entries: keyHash >= 0, prev in [0, n) and in the same slot, commitlog offsets and
-        times in log order. Slots: the slot of every key holds its newest entry. Chains:
-        every entry is reached exactly once (from its slot or from one newer entry)."""
-        (_bt, _et, begin_phy, end_phy, slot_count,
-         count) = fmt.INDEX_HEADER.unpack_from(self.mm, 0)
-        if not 1 <= count <= self.index_entries:
-            return "damaged", f"indexCount {count} outside [1, {self.index_entries}]"
-        n = count - 1
-        if n == 0:
-            return "ok", None
-        e = np.frombuffer(self.mm, dtype=INDEX_ENTRY_DTYPE, count=n,
-                          offset=self.entries_pos + fmt.INDEX_ENTRY_SIZE)
-        h = e["hash"].astype(np.int64)
-        phy = e["phy"].astype(np.int64)
-        diff = e["diff"].astype(np.int64)
-        prev = e["prev"].astype(np.int64)
-        idx = np.arange(1, count, dtype=np.int64)
-        if (h < 0).any():
-            return "damaged", f"entry {int(idx[np.argmax(h < 0)])}: negative key hash"
-        bad = np.flatnonzero((prev < 0) | (prev >= idx))
-        if bad.size:
-            return "damaged", f"entry {int(idx[bad[0]])}: previous entry {int(prev[bad[0]])} " \
-                              "out of range"
-        bad = np.flatnonzero((np.diff(phy) < 0) | (np.diff(diff) < 0))
-        if bad.size or phy[0] < 0 or diff[0] < 0:
-            at = int(idx[bad[0] + 1]) if bad.size else 1
-            return "damaged", f"entry {at}: commitlog offset or time out of log order"
-        slot = h % self.hash_slots
-        linked = prev > 0
-        if (slot[prev[linked] - 1] != slot[linked]).any():
-            at = int(idx[linked][np.argmax(slot[prev[linked] - 1] != slot[linked])])
-            return "damaged", f"entry {at}: chained to an entry of another slot"
-        # the newest entry of each used slot (entries are in index order)
-        order = np.lexsort((idx, slot))
-        last_of_slot = np.flatnonzero(np.diff(slot[order], append=-1) != 0)
-        used = slot[order][last_of_slot]
-        heads = idx[order][last_of_slot]
-        refs = np.bincount(prev[linked], minlength=count)[1:]
-        refs[heads - 1] += 1
-        if (refs != 1).any():
-            at = int(idx[np.argmax(refs != 1)])
-            return "damaged", f"entry {at}: reached {int(refs[at - 1])} times from its slot chain"
-        slots = np.frombuffer(self.mm, dtype=">i4", count=self.hash_slots,
-                              offset=fmt.INDEX_HEADER_SIZE)
-        wrong_heads = np.flatnonzero(slots[used] != heads)
-        fixes = []
-        if wrong_heads.size:
-            fixes.append(f"{wrong_heads.size} slots did not hold the newest entry of their "
-                         "chain")
-        if begin_phy != phy[0] or end_phy != phy[-1] or slot_count != used.size:
-            fixes.append("header bounds or hashSlotCount disagreed with the entries")
-        if not fixes:
-            return "ok", None
-        if repair:
-            self._reserve_table()
-            for s_, hd in zip(used[wrong_heads].tolist(), heads[wrong_heads].tolist()):
-                fmt.INDEX_SLOT.pack_into(self.mm, fmt.INDEX_HEADER_SIZE + s_ * 4, hd)
-            self.read_header()
-            self.begin_phy_offset, self.end_phy_offset = int(phy[0]), int(phy[-1])
-            self.hash_slot_count = int(used.size)
-            self._write_header()
-            self.dirty = True
-        return "repaired", "; ".join(fixes)
+        """Check the file against its own invariants (``index_check.validate``)."""
+        from .index_check import validate
+        return validate(self, repair)
 
     def flush(self) -> bool:
         """msync the file if it changed; True if a sync was issued."""
@@ -460,41 +394,14 @@ class IndexService:
         self._update_indexed_end()
 
     def _drop(self, names: list[str], log: RecoveryLog | None, why: str) -> None:
-        for name in names:
-            try:
-                os.unlink(os.path.join(self.dir, name))
-            except FileNotFoundError:
-                pass
-        self._dir_dirty = True
-        if log is not None:
-            log.record(DERIVED_REBUILT, os.path.join(self.dir, names[0]), 0,
-                       f"{why}: {len(names)} IndexFile(s) from here deleted, to be rebuilt "
-                       "from the CommitLog")
+        from .index_check import drop_files
+        drop_files(self, names, log, why)
 
     def recover(self, log: RecoveryLog | None, window_start: int, min_phys: int) -> int | None:
-        """Validate the IndexFiles that cover the recovery window (from commitlog offset
-        ``window_start``) and the newest one (:meth:`IndexFile.validate`); repair what is
-        repairable and delete a damaged file and every later one. Returns the commitlog
-        offset the dispatcher must re-index from, or None if nothing was deleted."""
-        with self._lock:
-            for k, f in enumerate(self.files):
-                if f.end_phy_offset < window_start and k < len(self.files) - 1 \
-                        and 1 <= f.index_count <= self.index_entries:
-                    continue
-                status, why = f.validate(repair=True)
-                if status == "repaired" and log is not None:
-                    log.record(DERIVED_REBUILT, f.path, 0, f"IndexFile repaired: {why}")
-                if status != "damaged":
-                    continue
-                gone = self.files[k:]
-                self.files = self.files[:k]
-                for g in gone:
-                    g.close()
-                self._drop([os.path.basename(g.path) for g in gone], log,
-                           f"IndexFile damaged: {why}")
-                self._update_indexed_end()
-                return self.indexed_end if self.indexed_end >= 0 else min_phys
-        return None
+        """Validate and repair the IndexFiles (``index_check.recover``); the commitlog
+        offset to re-index from, or None."""
+        from .index_check import recover
+        return recover(self, log, window_start, min_phys)
 
     def _update_indexed_end(self) -> None:
         self.indexed_end = -1

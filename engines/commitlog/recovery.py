@@ -33,7 +33,7 @@ import numpy as np
 
 from mqstore import native
 from mqstore.api import Damage
-from mqstore.storedir import fsync_dir, write_json_atomic
+from mqstore.storedir import write_json_atomic
 from mqstore.damage import (CORRUPTION_SKIPPED, CORRUPTION_TRUNCATED, TORN_TAIL, RecoveryLog,
                             refuse_corruption)
 
@@ -319,10 +319,10 @@ def _file_at(cl: "CommitLog", offset: int) -> "MappedFile":
 
 
 def read_log_start(root: str) -> int | None:
-    """The CommitLog start retention recorded (config/logStart.json), None if there is
-    none or it cannot be read (then it is written again)."""
+    """The CommitLog start retention recorded (``logStart.json`` in the store root), None
+    if there is none or it cannot be read (then it is written again)."""
     try:
-        with open(os.path.join(root, fmt.CONFIG_DIR, fmt.LOG_START_FILE), "rb") as f:
+        with open(os.path.join(root, fmt.LOG_START_FILE), "rb") as f:
             doc = json.loads(f.read().decode("utf-8"))
         value = doc["commitlogMinOffset"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -333,11 +333,7 @@ def read_log_start(root: str) -> int | None:
 
 def write_log_start(root: str, offset: int) -> None:
     """Record (atomically, durably) that the CommitLog starts at ``offset``."""
-    cfg = os.path.join(root, fmt.CONFIG_DIR)
-    if not os.path.isdir(cfg):
-        os.makedirs(cfg, exist_ok=True)
-        fsync_dir(root)
-    write_json_atomic(os.path.join(cfg, fmt.LOG_START_FILE), {"commitlogMinOffset": offset})
+    write_json_atomic(os.path.join(root, fmt.LOG_START_FILE), {"commitlogMinOffset": offset})
 
 
 def recover(cl: "CommitLog", start_index: int, *, policy: str, clean: bool,

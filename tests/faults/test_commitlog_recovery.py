@@ -261,7 +261,7 @@ def test_lost_head_consume_queue_file_is_restored(open_cl, store_path):
 def test_lost_oldest_commitlog_file_is_not_taken_for_retention(open_cl, store_path):
     """A deleted first CommitLog file used to look like retention: 39 records gone without
     a word, and verify said the store was sound (fuzz finding). Retention records where it
-    left the log (config/logStart.json), so a lost first file is corruption."""
+    left the log (logStart.json), so a lost first file is corruption."""
     fill(open_cl, 40)
     os.unlink(os.path.join(store_path, "commitlog", "%020d" % 0))
     with pytest.raises(mqstore.CorruptRecordError, match="lost"):

@@ -1,0 +1,131 @@
+"""Recovery's checks of the IndexFiles (derived data): :func:`validate` one file against
+its own invariants (numpy over the entries written, so the cost follows ``indexCount``, not
+the preallocated size) and :func:`recover` the files at open, repairing slot heads and
+header counts in place and deleting a file whose entries are wrong, with every later one,
+so that the dispatcher re-indexes them from the CommitLog."""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mqstore.damage import DERIVED_REBUILT, RecoveryLog
+
+from . import format as fmt
+from .index_file import INDEX_ENTRY_DTYPE
+
+if TYPE_CHECKING:
+    from .index_file import IndexFile, IndexService
+
+
+def validate(f: "IndexFile", repair: bool = False) -> tuple[str, str | None]:
+    """Check the file against its own invariants (numpy over the entries written, so the
+    cost follows ``indexCount``, not the preallocated size): ("ok", None), ("repaired",
+    what) when only derived-of-derived fields were wrong and ``repair`` rewrote them
+    (slot heads, header counts and bounds), or ("damaged", what) when entries are wrong
+    and the file must be rebuilt.
+
+    Entries: keyHash >= 0, prev in [0, n) and in the same slot, commitlog offsets and
+    times in log order. Slots: the slot of every key holds its newest entry. Chains:
+    every entry is reached exactly once (from its slot or from one newer entry)."""
+    (_bt, _et, begin_phy, end_phy, slot_count,
+     count) = fmt.INDEX_HEADER.unpack_from(f.mm, 0)
+    if not 1 <= count <= f.index_entries:
+        return "damaged", f"indexCount {count} outside [1, {f.index_entries}]"
+    n = count - 1
+    if n == 0:
+        return "ok", None
+    e = np.frombuffer(f.mm, dtype=INDEX_ENTRY_DTYPE, count=n,
+                      offset=f.entries_pos + fmt.INDEX_ENTRY_SIZE)
+    h = e["hash"].astype(np.int64)
+    phy = e["phy"].astype(np.int64)
+    diff = e["diff"].astype(np.int64)
+    prev = e["prev"].astype(np.int64)
+    idx = np.arange(1, count, dtype=np.int64)
+    if (h < 0).any():
+        return "damaged", f"entry {int(idx[np.argmax(h < 0)])}: negative key hash"
+    bad = np.flatnonzero((prev < 0) | (prev >= idx))
+    if bad.size:
+        return "damaged", f"entry {int(idx[bad[0]])}: previous entry {int(prev[bad[0]])} " \
+                          "out of range"
+    bad = np.flatnonzero((np.diff(phy) < 0) | (np.diff(diff) < 0))
+    if bad.size or phy[0] < 0 or diff[0] < 0:
+        at = int(idx[bad[0] + 1]) if bad.size else 1
+        return "damaged", f"entry {at}: commitlog offset or time out of log order"
+    slot = h % f.hash_slots
+    linked = prev > 0
+    if (slot[prev[linked] - 1] != slot[linked]).any():
+        at = int(idx[linked][np.argmax(slot[prev[linked] - 1] != slot[linked])])
+        return "damaged", f"entry {at}: chained to an entry of another slot"
+    # the newest entry of each used slot (entries are in index order)
+    order = np.lexsort((idx, slot))
+    last_of_slot = np.flatnonzero(np.diff(slot[order], append=-1) != 0)
+    used = slot[order][last_of_slot]
+    heads = idx[order][last_of_slot]
+    refs = np.bincount(prev[linked], minlength=count)[1:]
+    refs[heads - 1] += 1
+    if (refs != 1).any():
+        at = int(idx[np.argmax(refs != 1)])
+        return "damaged", f"entry {at}: reached {int(refs[at - 1])} times from its slot chain"
+    slots = np.frombuffer(f.mm, dtype=">i4", count=f.hash_slots,
+                          offset=fmt.INDEX_HEADER_SIZE)
+    wrong_heads = np.flatnonzero(slots[used] != heads)
+    fixes = []
+    if wrong_heads.size:
+        fixes.append(f"{wrong_heads.size} slots did not hold the newest entry of their "
+                     "chain")
+    if begin_phy != phy[0] or end_phy != phy[-1] or slot_count != used.size:
+        fixes.append("header bounds or hashSlotCount disagreed with the entries")
+    if not fixes:
+        return "ok", None
+    if repair:
+        f._reserve_table()
+        for s_, hd in zip(used[wrong_heads].tolist(), heads[wrong_heads].tolist()):
+            fmt.INDEX_SLOT.pack_into(f.mm, fmt.INDEX_HEADER_SIZE + s_ * 4, hd)
+        f.read_header()
+        f.begin_phy_offset, f.end_phy_offset = int(phy[0]), int(phy[-1])
+        f.hash_slot_count = int(used.size)
+        f._write_header()
+        f.dirty = True
+    return "repaired", "; ".join(fixes)
+
+
+def drop_files(svc: "IndexService", names: list[str], log: RecoveryLog | None,
+               why: str) -> None:
+    for name in names:
+        try:
+            os.unlink(os.path.join(svc.dir, name))
+        except FileNotFoundError:
+            pass
+    svc._dir_dirty = True
+    if log is not None:
+        log.record(DERIVED_REBUILT, os.path.join(svc.dir, names[0]), 0,
+                   f"{why}: {len(names)} IndexFile(s) from here deleted, to be rebuilt "
+                   "from the CommitLog")
+
+def recover(svc: "IndexService", log: RecoveryLog | None, window_start: int,
+            min_phys: int) -> int | None:
+    """Validate the IndexFiles that cover the recovery window (from commitlog offset
+    ``window_start``) and the newest one (:meth:`IndexFile.validate`); repair what is
+    repairable and delete a damaged file and every later one. Returns the commitlog
+    offset the dispatcher must re-index from, or None if nothing was deleted."""
+    with svc._lock:
+        for k, f in enumerate(svc.files):
+            if f.end_phy_offset < window_start and k < len(svc.files) - 1 \
+                    and 1 <= f.index_count <= svc.index_entries:
+                continue
+            status, why = f.validate(repair=True)
+            if status == "repaired" and log is not None:
+                log.record(DERIVED_REBUILT, f.path, 0, f"IndexFile repaired: {why}")
+            if status != "damaged":
+                continue
+            gone = svc.files[k:]
+            svc.files = svc.files[:k]
+            for g in gone:
+                g.close()
+            drop_files(svc, [os.path.basename(g.path) for g in gone], log,
+                       f"IndexFile damaged: {why}")
+            svc._update_indexed_end()
+            return svc.indexed_end if svc.indexed_end >= 0 else min_phys
+    return None
