@@ -228,6 +228,15 @@ class LogLoader:
         where = (f"the log ends at offset {seg.next_offset - 1} but the recovery-point "
                  f"checkpoint says offsets up to {recovery_point - 1} were synced")
         lost = recovery_point - seg.next_offset
+        orphans = [n for n in self.log.orphan_index_files
+                   if int(n.partition(".")[0]) >= seg.next_offset]
+        if orphans:  # a later segment existed: its .log is gone, its indexes are not
+            where += (f"; the index files {', '.join(orphans)} of a later segment remain, "
+                      "its log is gone: synced records are lost")
+            refuse_corruption(self.config.on_corruption, seg.log_path, seg.size, where, 0)
+            self.recovery.record(CORRUPTION_TRUNCATED, seg.log_path, seg.size, where,
+                                 records_dropped=lost)
+            return
         if not self._index_past_end:
             self.recovery.record(METADATA_REPAIRED, seg.log_path, seg.size,
                                  where + "; the checkpoint entry is taken to be wrong (else "

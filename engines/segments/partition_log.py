@@ -100,6 +100,7 @@ class PartitionLog:
         self.recovery = recovery if recovery is not None else RecoveryLog()
         self._unflushed: list[LogSegment] = []
         self._graveyard: list[LogSegment] = []
+        self.orphan_index_files: list[str] = []  # index files whose .log is gone (load)
 
     # ----- opening -----
     def _open_segment(self, base: int) -> LogSegment:
@@ -123,15 +124,23 @@ class PartitionLog:
                 bases.append(int(stem))
             elif self.writable and ("." + suffix).endswith((fmt.DELETED_SUFFIX, fmt.CLEANED_SUFFIX)):
                 os.unlink(os.path.join(self.dir, name))
-        if self.writable:  # index files without a .log
-            have = set(bases)
-            for name in names:
-                stem, _, suffix = name.partition(".")
-                if stem.isdigit() and "." + suffix in (fmt.INDEX_SUFFIX, fmt.TIME_INDEX_SUFFIX,
-                                                       fmt.TXN_INDEX_SUFFIX) \
-                        and int(stem) not in have:
-                    os.unlink(os.path.join(self.dir, name))
+        # index files without a .log: evidence of a lost segment for the loader, deleted
+        # once the load has succeeded (a refused open changes nothing)
+        have = set(bases)
+        orphans = []
+        for name in names:
+            stem, _, suffix = name.partition(".")
+            if stem.isdigit() and int(stem) not in have and "." + suffix in (
+                    fmt.INDEX_SUFFIX, fmt.TIME_INDEX_SUFFIX, fmt.TXN_INDEX_SUFFIX):
+                orphans.append(name)
+        self.orphan_index_files = sorted(orphans)
         return sorted(bases)
+
+    def _delete_orphan_index_files(self) -> None:
+        if self.writable:
+            for name in self.orphan_index_files:
+                os.unlink(os.path.join(self.dir, name))
+        self.orphan_index_files = []
 
     def create(self) -> None:
         """Make the directory and an empty first segment (a new partition)."""
@@ -166,6 +175,7 @@ class PartitionLog:
             for seg in segs:
                 seg.close_handles()
             raise
+        self._delete_orphan_index_files()
 
     def _load_segments(self, segs: list[LogSegment], loader: LogLoader,
                        log_start_offset: int) -> None:

@@ -49,6 +49,18 @@ def _segment_bases(pdir: str) -> list[int]:
                   if n.endswith(fmt.LOG_SUFFIX) and n[: -len(fmt.LOG_SUFFIX)].isdigit())
 
 
+def _orphan_index_files(pdir: str, bases: list[int], first: int) -> list[str]:
+    """Index files of a segment at or after offset ``first`` whose .log is gone."""
+    have = set(bases)
+    out = []
+    for n in sorted(os.listdir(pdir)):
+        stem, _, suffix = n.partition(".")
+        if stem.isdigit() and int(stem) >= first and int(stem) not in have and \
+                "." + suffix in (fmt.INDEX_SUFFIX, fmt.TIME_INDEX_SUFFIX, fmt.TXN_INDEX_SUFFIX):
+            out.append(n)
+    return out
+
+
 # ----- inspect -----
 def _dump_log(path: str) -> Iterator[str]:
     yield f"Dumping {path}"
@@ -302,9 +314,11 @@ def _verify_partition(pdir: str, durable: int | None, synced_to: int,
         last = os.path.join(pdir, f"{bases[-1]:0{fmt.FILENAME_DIGITS}d}{fmt.LOG_SUFFIX}")
         where = (f"the log ends at offset {expect - 1} but the recovery-point checkpoint says "
                  f"offsets up to {synced_to - 1} were synced")
-        if held:  # the index saw the lost end too: synced records are gone
-            out.append(Damage(last, scans[-1].file_size, where + " and the index points past "
-                              "the end of the log", kind="corruption",
+        orphans = _orphan_index_files(pdir, bases, expect)
+        if held or orphans:  # the indexes saw the lost end too: synced records are gone
+            why = (f"; the index files {', '.join(orphans)} of a later segment remain, its "
+                   "log is gone" if orphans else " and the index points past the end of the log")
+            out.append(Damage(last, scans[-1].file_size, where + why, kind="corruption",
                               records_dropped=synced_to - expect, first_offset=expect))
         else:  # as the open does: the checkpoint entry is taken to be wrong
             out.append(Damage(last, scans[-1].file_size, where + " (the checkpoint entry, or "

@@ -616,3 +616,26 @@ def test_repair_modes_validate_segments_the_default_open_trusts(open_segments):
     assert [o for o, _v in _all(r)] == [o for o in range(120) if o != base]
     r.close()
     assert SegmentsStore.verify_files(s.path) == []
+
+
+def test_deleted_newest_segment_of_a_clean_store_is_refused(open_segments, tmp_path):
+    """Fuzz finding F1 (segments:fuzz-clean:2026.8): deleting the newest segment's .log of a
+    cleanly closed store dropped its records with only a WARNING. Its index files are left:
+    evidence that the segment existed, so the loss is corruption, not a wrong hint."""
+    path = str(tmp_path / "store")
+    s = open_segments(path, segment_bytes=2000)
+    vals = _fill(s, n=120)
+    s.close()
+    logs = segment_files(path)
+    last_base = int(os.path.basename(logs[-1])[:20])
+    os.unlink(logs[-1])
+    before = {p: open(p, "rb").read() for p in segment_files(path)}
+    with pytest.raises(CorruptRecordError, match="index files"):
+        open_segments(path, segment_bytes=2000)
+    assert {p: open(p, "rb").read() for p in segment_files(path)} == before  # unchanged
+    damage = SegmentsStore.verify_files(path)
+    assert [d.kind for d in damage] == ["corruption"]
+    assert damage[0].first_offset == last_base
+    r = open_segments(path, segment_bytes=2000, on_corruption="truncate")
+    assert [v for _o, v in _all(r)] == vals[:last_base]
+    assert r.stats()["recovery"][CORRUPTION_TRUNCATED] == 1
