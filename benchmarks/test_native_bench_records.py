@@ -90,16 +90,15 @@ def commitlog_block():
     return bytes(out)
 
 
-_HEAD = struct.Struct(">iIIiiqqiq8sq8siq")
 
 
 def _engine_dispatch(buf: bytes) -> list[tuple]:
     out, pos = [], 0
     while pos + 8 <= len(buf):
-        head = _HEAD.unpack_from(buf, pos)
-        topic, tag, keys, uniq = msgcodec.dispatch_fields(buf, pos)
-        out.append((head[3], head[5], head[6], head[0], head[10], topic, tag, keys, uniq))
-        pos += head[0]
+        d = msgcodec.dispatch_fields(buf, pos)
+        out.append((d.queue_id, d.queue_offset, d.physical_offset, d.size, d.store_timestamp,
+                     d.topic, d.tag, d.keys_text, d.uniq_key))
+        pos += d.size
     return out
 
 

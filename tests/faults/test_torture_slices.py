@@ -190,7 +190,6 @@ def test_powerloss_lost_first_consume_queue_file_is_rebuilt_from_the_log(tmp_pat
     assert (ans["lost"], ans["wrong"], ans["gaps"]) == (0, 0, 0), ans["problems"]
 
 
-@pytest.mark.xfail(strict=False, reason="fuzz findings open on f8724d6 (see the ids)")
 @pytest.mark.parametrize("eng,case,why", [
     ("segments", 82, "newest segment .log of a cleanly closed store deleted: the default open "
                      "drops its records (one WARNING) instead of refusing"),
@@ -199,8 +198,8 @@ def test_powerloss_lost_first_consume_queue_file_is_rebuilt_from_the_log(tmp_pat
                        "CommitLog end) and verify reports nothing"),
 ], ids=["segments-deleted-newest-segment", "commitlog-garbled-cq-offset"])
 def test_fuzz_finding_replays(eng, case, why, tmp_path):
-    """Single fuzz cases (seed 2030, clean template) found by the full run; each must come
-    back with no finding once fixed."""
+    """Single fuzz cases (seed 2030, clean template) found by the full run, fixed since
+    (segments 0363fd1, commitlog in the recovery work); each must come back clean."""
     from mqstore.torture.fuzz import run_fuzz
 
     fig = run_fuzz(eng, seed=2030, mutations=1, workdir=str(tmp_path), variants=("clean",),
