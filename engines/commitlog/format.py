@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+
 # ----- CommitLog message -----
 MESSAGE_MAGIC_V1 = 0xDAA320A7
 #: RocketMQ's V2 (MessageVersion.MESSAGE_VERSION_V2): the topic length is 2 bytes. mqstore
@@ -138,6 +140,9 @@ INDEX_SLOT_SIZE = 4
 #: keyHash, phyOffset, timeDiff (seconds since beginTimestamp), prevIndex
 INDEX_ENTRY = struct.Struct(">iqii")
 INDEX_ENTRY_SIZE = 20
+#: the same entry as a numpy structured dtype (validation and verify read entries in bulk)
+INDEX_ENTRY_DTYPE = np.dtype([("hash", ">i4"), ("phy", ">i8"), ("diff", ">i4"),
+                              ("prev", ">i4")])
 #: entry 0 is never used: indexCount starts at 1 and 0 means "no entry"
 INDEX_INVALID = 0
 INDEX_KEY_SEPARATOR = "#"

@@ -13,7 +13,6 @@ import numpy as np
 from mqstore.damage import DERIVED_REBUILT, RecoveryLog
 
 from . import format as fmt
-from .index_file import INDEX_ENTRY_DTYPE
 
 if TYPE_CHECKING:
     from .index_file import IndexFile, IndexService
@@ -36,7 +35,7 @@ def validate(f: "IndexFile", repair: bool = False) -> tuple[str, str | None]:
     n = count - 1
     if n == 0:
         return "ok", None
-    e = np.frombuffer(f.mm, dtype=INDEX_ENTRY_DTYPE, count=n,
+    e = np.frombuffer(f.mm, dtype=fmt.INDEX_ENTRY_DTYPE, count=n,
                       offset=f.entries_pos + fmt.INDEX_ENTRY_SIZE)
     h = e["hash"].astype(np.int64)
     phy = e["phy"].astype(np.int64)

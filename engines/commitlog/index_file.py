@@ -39,14 +39,13 @@ from mqstore.errors import StoreFullError
 from mqstore.storedir import fsync_dir
 
 from . import format as fmt
+from . import index_check
 from .mapped_file import PAGE_SIZE, close_mapping
 
 _INT_MAX = 0x7FFFFFFF
 #: bytes of the entry area reserved at a time ahead of indexCount (209,715 entries)
 RESERVE_CHUNK = 4 << 20
 #: one IndexFile entry as numpy sees it (format.INDEX_ENTRY)
-INDEX_ENTRY_DTYPE = np.dtype([("hash", ">i4"), ("phy", ">i8"), ("diff", ">i4"),
-                              ("prev", ">i4")])
 logger = logging.getLogger("mqstore")
 
 
@@ -301,8 +300,7 @@ class IndexFile:
 
     def validate(self, repair: bool = False) -> tuple[str, str | None]:
         """Check the file against its own invariants (``index_check.validate``)."""
-        from .index_check import validate
-        return validate(self, repair)
+        return index_check.validate(self, repair)
 
     def flush(self) -> bool:
         """msync the file if it changed; True if a sync was issued."""
@@ -394,14 +392,12 @@ class IndexService:
         self._update_indexed_end()
 
     def _drop(self, names: list[str], log: RecoveryLog | None, why: str) -> None:
-        from .index_check import drop_files
-        drop_files(self, names, log, why)
+        index_check.drop_files(self, names, log, why)
 
     def recover(self, log: RecoveryLog | None, window_start: int, min_phys: int) -> int | None:
         """Validate and repair the IndexFiles (``index_check.recover``); the commitlog
         offset to re-index from, or None."""
-        from .index_check import recover
-        return recover(self, log, window_start, min_phys)
+        return index_check.recover(self, log, window_start, min_phys)
 
     def _update_indexed_end(self) -> None:
         self.indexed_end = -1

@@ -31,7 +31,7 @@ from . import message as msgcodec
 from . import recovery
 from .checkpoint import StoreCheckpoint
 from .commitlog import CommitLog
-from .index_file import INDEX_ENTRY_DTYPE, IndexFile, key_hash
+from .index_file import IndexFile, key_hash
 from .mapped_file import MappedFile, parse_file_name
 
 _DEFAULTS = {"mapped_file_size": 1 << 30, "cq_units_per_file": 300_000,
@@ -299,7 +299,7 @@ def _verify_index(root: str, shape: dict, cl: CommitLog, log_end: int, keyed: di
                 if status == "damaged":
                     return
             n = f.index_count - 1
-            e = np.frombuffer(f.mm, dtype=INDEX_ENTRY_DTYPE, count=n,
+            e = np.frombuffer(f.mm, dtype=fmt.INDEX_ENTRY_DTYPE, count=n,
                               offset=f.entries_pos + fmt.INDEX_ENTRY_SIZE).tolist() if n else []
             bad, first = 0, None
             for i, (h, phy, _diff, _prev) in enumerate(e, start=1):
