@@ -148,7 +148,7 @@ class ConsumeQueue:
     def _map(self, path: str, create: bool) -> None:
         mf = MappedFile(path, self.file_size, create=create, read_only=self.read_only,
                         reserve_chunk=RESERVE_CHUNK or self.SCAN_CHUNK * fmt.CQ_UNIT_SIZE,
-                        read_margin=(self.PEEK_UNITS + 1) * fmt.CQ_UNIT_SIZE)
+                        read_margin=(self.PEEK_UNITS + 1) * fmt.CQ_UNIT_SIZE, sync_size=False)
         mf.wrote_position = mf.flushed_position = 0 if create else self.file_size
         self.files.append(mf)
         self.arrays.append(np.frombuffer(mf.mm, dtype=CQ_DTYPE))

@@ -131,7 +131,7 @@ class MappedFile:
 
     def __init__(self, path: str, file_size: int, *, write_mode: str = "mmap",
                  create: bool = False, read_only: bool = False, reserve_chunk: int | None = None,
-                 read_margin: int = READ_MARGIN):
+                 read_margin: int = READ_MARGIN, sync_size: bool = True):
         self.path = path
         start = parse_file_name(os.path.basename(path))
         if start is None:
@@ -173,8 +173,11 @@ class MappedFile:
                             pass
                     raise
                 # the full size must be durable before anything in the file can be: a
-                # crash then never leaves it shorter than the store's files
-                os.fdatasync(self._fd)
+                # crash then never leaves it shorter than the store's files. A derived file
+                # (ConsumeQueue) skips it: recovery resizes a short one, and the fdatasync of
+                # its first units makes the size durable with them (5 ms a queue here)
+                if sync_size:
+                    os.fdatasync(self._fd)
             st = os.fstat(self._fd)
             actual = st.st_size
             if actual != file_size:
