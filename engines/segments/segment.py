@@ -383,7 +383,19 @@ class LogSegment:
     # ----- reads -----
     def translate_offset(self, target: int) -> tuple[int, int, int, int] | None:
         """``(position, size, base_offset, last_offset)`` of the first batch whose last offset
-        >= ``target``, or None if this segment has none (index floor, then header walk)."""
+        >= ``target``, or None if this segment has none (index floor, then header walk).
+
+        The offsets of a segment chain exactly (a skipped range is an empty batch), so that
+        batch must hold ``target``: one that starts past it has a damaged baseOffset (not
+        covered by the CRC), or its predecessor has, and is CorruptRecordError."""
+        found = self._first_batch_ending_at_or_after(target)
+        if found is not None and found[2] > target >= self.base_offset:
+            raise errors.CorruptRecordError(
+                f"the batch holding offset {target} starts at baseOffset {found[2]}: the "
+                "offset chain is broken (a damaged baseOffset)", self.log_path, found[0])
+        return found
+
+    def _first_batch_ending_at_or_after(self, target: int) -> tuple[int, int, int, int] | None:
         idx_offset, pos = self.offset_index.lookup(target)
         end = self.size
         if pos >= end:
@@ -424,7 +436,13 @@ class LogSegment:
         found = self.translate_offset(first)
         if found is None:
             return None
-        for pos, size, _base, last, chunk, off in BatchWalk(self.fd, found[0], self.size):
+        expect = found[2]  # the offset chain (baseOffset is not covered by the CRC)
+        for pos, size, base, last, chunk, off in BatchWalk(self.fd, found[0], self.size):
+            if base != expect:
+                raise errors.CorruptRecordError(
+                    f"batch has baseOffset {base} where {expect} was expected",
+                    self.log_path, pos)
+            expect = last + 1
             if _unpack_max_ts(chunk, off + fmt.MAX_TIMESTAMP_POS)[0] < timestamp:
                 continue
             batch = chunk[off:off + size]

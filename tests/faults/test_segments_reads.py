@@ -132,3 +132,28 @@ def test_flipped_base_offset_is_never_returned(tmp_path):
     assert info.value.path == log and info.value.position == 0
     (d,) = mqstore.open(path, read_only=True).verify_files(path)
     assert d.kind == "corruption" and d.first_offset == base
+
+
+@pytest.mark.parametrize("new_base", [lambda base: base + 3 + (30 << 24),
+                                      lambda base: base + 4])
+def test_read_starting_at_a_batch_with_a_damaged_base_offset_raises(tmp_path, new_base):
+    """Fuzz finding segments:fuzz-clean:4243.494: a byte set inside a middle batch's
+    baseOffset of a clean store; a read *starting* at that batch's offsets returned [] (the
+    located batch claimed later offsets), and offset_for_time could return an offset that was
+    never written. The chain check covered only batches after the first one read."""
+    path = str(tmp_path / "store")
+    with _open(path) as s:
+        s.create_topic("t")
+        for i in range(90):
+            s.append("t", b"value-%05d" % i, timestamp_ms=1_000 + i)
+    log = segment_files(path)[1]
+    base = int(os.path.basename(log)[:20])
+    pos = _set_base_offset(log, 3, new_base(base))
+    with _open(path) as s:
+        with pytest.raises(CorruptRecordError) as info:
+            s.read("t", 0, base + 3)
+        assert (info.value.path, info.value.position) == (log, pos)
+        with pytest.raises(CorruptRecordError):
+            s.offset_for_time("t", 0, 1_000 + base + 3)
+        recs = s.read("t", 0, base, max_records=3)  # before the damage: still readable
+        assert [r.offset for r in recs] == [base, base + 1, base + 2]
