@@ -33,6 +33,7 @@ from .checkpoint import StoreCheckpoint
 from .commitlog import CommitLog
 from .index_file import IndexFile, key_hash
 from .mapped_file import MappedFile, parse_file_name
+from .metadata import ConsumerOffsetManager, MetadataError, TopicConfigManager
 
 _DEFAULTS = {"mapped_file_size": 1 << 30, "cq_units_per_file": 300_000,
              "hash_slots": 5_000_000, "index_entries": 20_000_000}
@@ -336,27 +337,21 @@ def _verify_index(root: str, shape: dict, cl: CommitLog, log_end: int, keyed: di
 
 
 def _verify_json(root: str, damage: list[Damage]) -> None:
+    """The config JSON files, checked by the same parsers the open uses (an open that would
+    refuse or fall back to the ``.bak`` is damage here)."""
     cfg = os.path.join(root, fmt.CONFIG_DIR)
-    for name, table in ((fmt.TOPICS_FILE, "topicConfigTable"),
-                        (fmt.CONSUMER_OFFSET_FILE, "offsetTable")):
+    for name, parse in ((fmt.TOPICS_FILE, TopicConfigManager._parse),
+                        (fmt.CONSUMER_OFFSET_FILE, ConsumerOffsetManager._parse)):
         path = os.path.join(cfg, name)
         if not os.path.exists(path):
             continue
         try:
             with open(path, "rb") as f:
                 doc = json.loads(f.read().decode("utf-8"))
-            if not isinstance(doc, dict) or not isinstance(doc.get(table, {}), dict):
-                raise ValueError(f"{table} is not a JSON object")
-            for k, v in doc.get(table, {}).items():
-                if not isinstance(v, dict):
-                    raise ValueError(f"{table}[{k!r}] is not a JSON object")
-                if table == "offsetTable" and not all(
-                        isinstance(o, int) and not isinstance(o, bool) for o in v.values()):
-                    raise ValueError(f"{table}[{k!r}] holds a non-integer offset")
-                if table == "topicConfigTable" and not all(
-                        isinstance(v.get(f), int) for f in ("readQueueNums", "writeQueueNums")):
-                    raise ValueError(f"{table}[{k!r}] lacks integer queue numbers")
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            if not isinstance(doc, dict):
+                raise MetadataError("the document is not a JSON object")
+            parse(doc)
+        except (OSError, ValueError) as exc:  # MetadataError, JSON and UTF-8 errors
             damage.append(Damage(path, 0, f"unreadable metadata: {exc}", kind="metadata"))
 
 

@@ -79,7 +79,12 @@ def test_unreadable_config_json_is_metadata_damage(open_cl, store_path):
     s.commit_offset("g", "t", 0, 3)
     s.close()
     for name, junk in (("topics.json", b'{"topicConfigTable": 5'),
-                       ("consumerOffset.json", b'{"offsetTable": {"t@g": {"0": "x"}}}')):
+                       ("consumerOffset.json", b'{"offsetTable": {"t@g": {"0": "x"}}}'),
+                       # fuzz finding commitlog:fuzz-clean:4243.2491: the open refused a key
+                       # that is not topic@group, verify passed it
+                       ("consumerOffset.json", b'{"offsetTable": {"t0Dg": {"0": 3}}}'),
+                       ("consumerOffset.json", b'{"offsetTable": {"t@g": {"~": 3}}}'),
+                       ("topics.json", b'{"topicConfigTable": {"a b": {"writeQueueNums": 1}}}')):
         path = os.path.join(store_path, "config", name)
         keep = open(path, "rb").read()
         with open(path, "wb") as f:
