@@ -413,9 +413,16 @@ class LogSegment:
             if last >= target:
                 return bpos, size, base, last
         if walk.stop_reason == "corrupt" and pos:  # a stale entry (follower race): start over
-            for bpos, size, base, last, _chunk, _off in BatchWalk(self.fd, 0, self.size):
+            walk = BatchWalk(self.fd, 0, self.size)
+            for bpos, size, base, last, _chunk, _off in walk:
                 if last >= target:
                     return bpos, size, base, last
+        if walk.stop_reason == "corrupt" and walk.stop_position < self.size:
+            # a malformed header inside the validated part (a damaged batchLength sends the
+            # walk into the middle of a batch): the offsets after it are not "absent"
+            raise errors.CorruptRecordError(
+                f"malformed batch header before offset {target} inside the validated part "
+                "of the segment", self.log_path, walk.stop_position)
         return None
 
     def largest_timestamp(self) -> int:

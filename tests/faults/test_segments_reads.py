@@ -157,3 +157,30 @@ def test_read_starting_at_a_batch_with_a_damaged_base_offset_raises(tmp_path, ne
             s.offset_for_time("t", 0, 1_000 + base + 3)
         recs = s.read("t", 0, base, max_records=3)  # before the damage: still readable
         assert [r.offset for r in recs] == [base, base + 1, base + 2]
+
+
+def test_read_past_a_batch_with_a_damaged_length_raises(tmp_path):
+    """Fuzz finding segments:fuzz-clean:4247.688: a bit flip in a middle batch's batchLength
+    (outside the CRC's reach for the walk) of a clean store; a read starting at the offset
+    after that batch returned [] (the header walk met garbage and gave up) instead of
+    raising, so the records after it were lost without a report."""
+    path = str(tmp_path / "store")
+    with _open(path) as s:
+        s.create_topic("t")
+        for i in range(90):
+            s.append("t", b"value-%05d" % i)
+    log = segment_files(path)[1]
+    base = int(os.path.basename(log)[:20])
+    data = bytearray(open(log, "rb").read())
+    pos = 0
+    for _ in range(3):
+        pos += struct.unpack_from(">i", data, pos + 8)[0] + 12
+    data[pos + 11] ^= 0x40  # the low byte of batch 3's batchLength
+    open(log, "wb").write(bytes(data))
+    with _open(path) as s:
+        for offset in (base + 3, base + 4):
+            with pytest.raises(CorruptRecordError) as info:
+                s.read("t", 0, offset)
+            assert info.value.path == log
+        assert [r.offset for r in s.read("t", 0, base, max_records=3)] == [base, base + 1,
+                                                                            base + 2]
