@@ -417,12 +417,13 @@ class LogSegment:
             for bpos, size, base, last, _chunk, _off in walk:
                 if last >= target:
                     return bpos, size, base, last
-        if walk.stop_reason == "corrupt" and walk.stop_position < self.size:
-            # a malformed header inside the validated part (a damaged batchLength sends the
-            # walk into the middle of a batch): the offsets after it are not "absent"
+        if target < self.next_offset:
+            # the segment holds the offset, yet no batch does: a damaged header (a
+            # batchLength sending the walk into a batch, or past the end) stopped the walk
             raise errors.CorruptRecordError(
-                f"malformed batch header before offset {target} inside the validated part "
-                "of the segment", self.log_path, walk.stop_position)
+                f"no batch holds offset {target} below the segment's end offset "
+                f"{self.next_offset}: the header walk stopped ({walk.stop_reason or 'end'})",
+                self.log_path, walk.stop_position)
         return None
 
     def largest_timestamp(self) -> int:

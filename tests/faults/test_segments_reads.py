@@ -184,3 +184,27 @@ def test_read_past_a_batch_with_a_damaged_length_raises(tmp_path):
             assert info.value.path == log
         assert [r.offset for r in s.read("t", 0, base, max_records=3)] == [base, base + 1,
                                                                             base + 2]
+
+
+def test_read_at_a_batch_whose_length_runs_past_the_end_raises(tmp_path):
+    """Fuzz finding segments:fuzz-clean:4248.790: the high byte of the first batch's
+    batchLength changed in a clean store, so the batch seemed to run past the end of the
+    log (a torn tail's shape, but inside the part the segment holds); read(0) returned []."""
+    path = str(tmp_path / "store")
+    with _open(path) as s:
+        s.create_topic("t")
+        for i in range(90):
+            s.append("t", b"value-%05d" % i)
+    log = segment_files(path)[1]
+    base = int(os.path.basename(log)[:20])
+    data = bytearray(open(log, "rb").read())
+    data[8] = 0x01  # batchLength now ~16 MiB
+    open(log, "wb").write(bytes(data))
+    try:
+        s = _open(path)
+    except CorruptRecordError:
+        return  # reported by the open: allowed
+    with s:
+        with pytest.raises(CorruptRecordError) as info:
+            s.read("t", 0, base)
+        assert info.value.path == log
