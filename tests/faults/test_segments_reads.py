@@ -99,6 +99,18 @@ def test_malformed_header_in_a_trusted_segment_raises_instead_of_ending_the_read
         assert info.value.path == log
 
 
+def _ninety_records(tmp_path):
+    """A closed store of 90 single-record batches (timestamps 1,000 + offset) over several
+    segments: ``(store path, the second segment's .log, its base offset)``."""
+    path = str(tmp_path / "store")
+    with _open(path) as s:
+        s.create_topic("t")
+        for i in range(90):
+            s.append("t", b"value-%05d" % i, timestamp_ms=1_000 + i)
+    log = segment_files(path)[1]
+    return path, log, int(os.path.basename(log)[:20])
+
+
 def _set_base_offset(log, batch_no, value):
     data = open(log, "rb").read()
     pos = 0
@@ -113,13 +125,7 @@ def _set_base_offset(log, batch_no, value):
 def test_flipped_base_offset_is_never_returned(tmp_path):
     """baseOffset is outside the CRC: the offset chain must catch it, at open for the first
     batch of a segment, on read for any other."""
-    path = str(tmp_path / "store")
-    with _open(path) as s:
-        s.create_topic("t")
-        for i in range(90):
-            s.append("t", b"value-%05d" % i)
-    log = segment_files(path)[1]
-    base = int(os.path.basename(log)[:20])
+    path, log, base = _ninety_records(tmp_path)
     pos = _set_base_offset(log, 3, base + 3 + 2)  # a middle batch now claims other offsets
     with _open(path) as s:
         with pytest.raises(CorruptRecordError) as info:
@@ -141,13 +147,7 @@ def test_read_starting_at_a_batch_with_a_damaged_base_offset_raises(tmp_path, ne
     baseOffset of a clean store; a read *starting* at that batch's offsets returned [] (the
     located batch claimed later offsets), and offset_for_time could return an offset that was
     never written. The chain check covered only batches after the first one read."""
-    path = str(tmp_path / "store")
-    with _open(path) as s:
-        s.create_topic("t")
-        for i in range(90):
-            s.append("t", b"value-%05d" % i, timestamp_ms=1_000 + i)
-    log = segment_files(path)[1]
-    base = int(os.path.basename(log)[:20])
+    path, log, base = _ninety_records(tmp_path)
     pos = _set_base_offset(log, 3, new_base(base))
     with _open(path) as s:
         with pytest.raises(CorruptRecordError) as info:
@@ -164,13 +164,7 @@ def test_read_past_a_batch_with_a_damaged_length_raises(tmp_path):
     (outside the CRC's reach for the walk) of a clean store; a read starting at the offset
     after that batch returned [] (the header walk met garbage and gave up) instead of
     raising, so the records after it were lost without a report."""
-    path = str(tmp_path / "store")
-    with _open(path) as s:
-        s.create_topic("t")
-        for i in range(90):
-            s.append("t", b"value-%05d" % i)
-    log = segment_files(path)[1]
-    base = int(os.path.basename(log)[:20])
+    path, log, base = _ninety_records(tmp_path)
     data = bytearray(open(log, "rb").read())
     pos = 0
     for _ in range(3):
@@ -190,13 +184,7 @@ def test_read_at_a_batch_whose_length_runs_past_the_end_raises(tmp_path):
     """Fuzz finding segments:fuzz-clean:4248.790: the high byte of the first batch's
     batchLength changed in a clean store, so the batch seemed to run past the end of the
     log (a torn tail's shape, but inside the part the segment holds); read(0) returned []."""
-    path = str(tmp_path / "store")
-    with _open(path) as s:
-        s.create_topic("t")
-        for i in range(90):
-            s.append("t", b"value-%05d" % i)
-    log = segment_files(path)[1]
-    base = int(os.path.basename(log)[:20])
+    path, log, base = _ninety_records(tmp_path)
     data = bytearray(open(log, "rb").read())
     data[8] = 0x01  # batchLength now ~16 MiB
     open(log, "wb").write(bytes(data))
