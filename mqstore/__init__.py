@@ -14,6 +14,7 @@ from typing import Any
 
 from mqstore import errors, registry
 from mqstore.api import Message, Record, RecordMetadata, Store, TopicSpec
+from mqstore.records import EMPTY_HEADERS, BatchMetadata, Records
 from mqstore.config import DEFAULT_ENGINE, FlushPolicy, StoreConfig, resolve
 from mqstore.errors import (
     ConfigError,
@@ -105,6 +106,7 @@ def open(  # noqa: A001 - the public name the contract gives
 
 __all__ = [
     "open", "engines", "load_config", "Store", "Message", "Record", "RecordMetadata",
+    "Records", "BatchMetadata", "EMPTY_HEADERS",
     "TopicSpec", "StoreConfig", "FlushPolicy", "errors", "__version__",
     "MQStoreError", "ConfigError", "EngineMismatchError", "TopicNotFoundError",
     "TopicExistsError", "InvalidTopicError", "InvalidPartitionError", "InvalidRecordError",

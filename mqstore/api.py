@@ -12,11 +12,18 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from mqstore import errors
 from mqstore.config import StoreConfig
+from mqstore.records import (  # noqa: F401  (re-exported: the contract's value types)
+    EMPTY_HEADERS,
+    BatchMetadata,
+    Record,
+    RecordMetadata,
+    Records,
+)
 
 DEFAULT_MAX_RECORDS = 500
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -38,30 +45,6 @@ class Message:
     headers: Mapping[str, bytes] | None = None
     tag: str | None = None
     partition: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One stored record as read back. ``headers`` never holds the engine's own tag field."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes
-    headers: dict[str, bytes] = field(default_factory=dict)
-    tag: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RecordMetadata:
-    """Where an appended record landed."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,8 +303,9 @@ class Store(abc.ABC):
         messages: Iterable[bytes | Message],
         *,
         partition: int | None = None,
-    ) -> list[RecordMetadata]:
-        """Append a producer batch: every message, in order, one metadata each.
+    ) -> BatchMetadata:
+        """Append a producer batch: every message, in order, one metadata each (a lazy
+        :class:`~mqstore.records.BatchMetadata`).
 
         Messages are grouped by partition (explicit ``partition``, then each message's own
         ``partition``, then its key, then one round-robin choice for the unkeyed ones).
@@ -339,12 +323,13 @@ class Store(abc.ABC):
         max_records: int = DEFAULT_MAX_RECORDS,
         max_bytes: int = DEFAULT_MAX_BYTES,
         tags: Iterable[str] | None = None,
-    ) -> list[Record]:
-        """Records with offset >= ``offset``, in order, at most ``max_records``.
+    ) -> Records:
+        """Records with offset >= ``offset``, in order, at most ``max_records``, as one
+        lazy :class:`~mqstore.records.Records` (columns, a ``Record`` made when touched).
 
         ``max_bytes`` bounds the summed value sizes, but the first record is always returned
         so a consumer never stalls. ``tags`` keeps only records with one of those tags.
-        Reading at the end offset returns ``[]``; beyond it, or below the start offset,
+        Reading at the end offset returns no records (equal to ``[]``); beyond it, or below the start offset,
         raises OffsetOutOfRangeError.
         """
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from mqstore import errors, native
 from mqstore.api import (DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Record, check_lookup_args,
                          check_read_args, check_timestamp_arg)
+from mqstore.records import Records
 
 from . import format as fmt
 from . import message as msgcodec
@@ -99,6 +100,10 @@ class ConsumeQueueReads:
         """ConsumeQueue units from ``offset``, then the CommitLog slices they point at.
         With ``tags``, units whose tag hash matches none of the tags are skipped without
         touching the CommitLog; candidates are re-checked on the real tag."""
+        return Records.from_records(topic, partition, self._read_list(
+            topic, partition, offset, max_records, max_bytes, tags))
+
+    def _read_list(self, topic, partition, offset, max_records, max_bytes, tags):
         tags = check_read_args(offset, max_records, max_bytes, tags)
         cq, end, cq_end, tail = self._queue_for_read(topic, partition)
         offset = self._check_offset(cq, offset, end)

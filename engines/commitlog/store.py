@@ -35,6 +35,7 @@ from mqstore.api import (
 from mqstore.config import StoreConfig
 from mqstore.damage import RecoveryLog, is_full, translate_full
 from mqstore.durability import GroupCommit, PeriodicFlusher
+from mqstore.records import BatchMetadata
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
 from . import format as fmt
@@ -421,8 +422,9 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
             with translate_full(f"syncing an append to {topic!r}"):
                 self._gc.wait_durable(ticket)
         self.dispatcher.wakeup()
-        return [RecordMetadata(topic, o[0], q, store_ts if d else o[1].timestamp_ms)
-                for o, q, d in zip(order, qoffs, defaulted)]
+        return BatchMetadata.from_metadata(topic, [
+            RecordMetadata(topic, o[0], q, store_ts if d else o[1].timestamp_ms)
+            for o, q, d in zip(order, qoffs, defaulted)])
 
     def _too_large(self, i: int, size: int) -> None:
         limit = self.config.max_message_bytes

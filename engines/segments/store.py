@@ -65,7 +65,7 @@ from mqstore.engines.segments.checkpoint import (
     write_checkpoints,
     write_clean_shutdown,
 )
-from mqstore.engines.segments.fast_record import make_metadata, make_records
+from mqstore.records import BatchMetadata, Records
 from mqstore.engines.segments.offsets_topic import encode_commit, replay_commits
 from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
 from mqstore.engines.segments import topic_dirs
@@ -413,7 +413,7 @@ class SegmentsStore(Store):
                 out[i] = RecordMetadata(topic, p, base + j, m.timestamp_ms)  # type: ignore[arg-type]
         if gc is not None:
             gc.wait_durable(ticket)
-        return out  # type: ignore[return-value]
+        return BatchMetadata.from_metadata(topic, out)  # type: ignore[arg-type]
 
     def _append_values(self, topic: str, logs: list[PartitionLog], values: list[bytes],
                        partition: int | None) -> list[RecordMetadata]:
@@ -426,7 +426,7 @@ class SegmentsStore(Store):
             p = self._next_round_robin(topic, count) if count > 1 else 0
         ts = now_ms()
         base = self._append_encoded(logs[p], encode_values(values, ts))
-        return make_metadata(topic, p, base, ts, len(values))
+        return BatchMetadata.single(topic, p, base, len(values), ts)
 
     # ----- reads -----
     def read(self, topic: str, partition: int, offset: int, *,
@@ -436,8 +436,10 @@ class SegmentsStore(Store):
         log = self._log(topic, partition)
         if max_records < 1:
             log.check_offset(offset)
-            return []
-        return make_records(topic, partition, log.read(offset, max_records, max_bytes, wanted))
+            return Records.empty(topic, partition)
+        return Records.from_records(topic, partition, [
+            Record(topic, partition, *row)
+            for row in log.read(offset, max_records, max_bytes, wanted)])
 
     def start_offset(self, topic: str, partition: int) -> int:
         return self._log(topic, partition).log_start_offset

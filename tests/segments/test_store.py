@@ -240,22 +240,3 @@ def test_stats_counters(open_segments):
     assert st["segments"] == len(segment_files(s.path, "t", 0)) + \
         len(segment_files(s.path, "t", 1)) + len(segment_files(s.path, "t", 2))
     assert st["appended_bytes"] == st["log_bytes"]
-
-
-def test_fast_records_equal_constructed_records():
-    from mqstore.api import Record
-    from mqstore.engines.segments import fast_record
-
-    rows = [(5, 17, b"k", b"v", {"h": b"1"}, "tg"), (6, 18, None, b"", {}, None)]
-    fast = fast_record.make_records("t", 3, rows)
-    slow = [Record("t", 3, *r) for r in rows]
-    assert fast == slow and [repr(x) for x in fast] == [repr(x) for x in slow]
-    assert fast_record._DESCRIPTORS is not None  # the fast path is the one in use
-    import dataclasses
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fast[0].value = b"changed"  # type: ignore[misc]
-
-    from mqstore.api import RecordMetadata
-    assert fast_record.make_metadata("t", 1, 40, 99, 3) == [RecordMetadata("t", 1, o, 99)
-                                                         for o in (40, 41, 42)]
-    assert fast_record._MD_DESCRIPTORS is not None

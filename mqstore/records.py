@@ -1,0 +1,426 @@
+"""What reads and appends return: ``Record`` / ``RecordMetadata`` and their lazy sequences.
+
+The batch is the primary form and a row object is made only when someone touches one
+(Apache Arrow's ``RecordBatch``, kafka-python's ``MemoryRecords``):
+
+- :class:`Records` is what ``Store.read`` returns: one object over the bytes a read
+  decoded, with numpy columns (``offsets``, ``timestamps_ms``, ``value_sizes``,
+  ``value_offsets``), the bytes themselves (``value_buffer``) and list views
+  (``values()``, ``keys()``). It is a ``Sequence[Record]``: ``len``, indexing, slicing and
+  iteration work, and it compares equal to a list of the same records.
+- :class:`BatchMetadata` is what ``Store.append_batch`` returns: per message, in call order,
+  where it landed; it knows each partition's base offset and count
+  (:attr:`BatchMetadata.ranges`) and makes a ``RecordMetadata`` when one is indexed.
+
+``Record`` and ``RecordMetadata`` are named tuples (a C-level tuple underneath, so making one
+costs one ``tuple.__new__``): immutable, field access by name, equal when their fields are
+equal. Being tuples, they also unpack and compare equal to a plain tuple of the same fields.
+
+Thread-safety: both sequences are immutable once built (the lazy columns are computed at
+most once; two threads racing compute the same value), so any number of threads may read
+one. ``value_buffer`` is a read-only view of bytes the sequence owns.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import repeat
+from types import MappingProxyType
+from typing import Any, NamedTuple, Union
+
+import numpy as np
+
+#: the ``headers`` of a record that has none (shared, immutable, equal to ``{}``)
+EMPTY_HEADERS: Mapping[str, bytes] = MappingProxyType({})
+
+_tuple_new = tuple.__new__
+_EMPTY_I64 = np.empty(0, dtype=np.int64)
+_EMPTY_I64.flags.writeable = False
+
+
+class Record(NamedTuple):
+    """One stored record as read back. ``headers`` never holds the engine's own tag field;
+    a record without headers has the shared, immutable :data:`EMPTY_HEADERS`."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: Mapping[str, bytes] = EMPTY_HEADERS
+    tag: str | None = None
+
+
+class RecordMetadata(NamedTuple):
+    """Where an appended record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+#: a lazy column: its list, or a function that makes it (called at most once), or None when
+#: every row has the default (no key, no headers, no tag)
+Column = Union[list, Callable[[], list], None]
+
+
+def _i64(a: Any) -> np.ndarray:
+    arr = np.ascontiguousarray(a, dtype=np.int64)
+    if arr.ndim != 1:
+        raise ValueError("a column must be one-dimensional")
+    return arr
+
+
+def count_within(value_sizes: np.ndarray, max_records: int, max_bytes: int) -> int:
+    """How many leading records a read returns: at most ``max_records``, and while the summed
+    value sizes stay within ``max_bytes``, but always the first one (so a consumer never
+    stalls on one large record)."""
+    n = min(len(value_sizes), max_records)
+    if n <= 1:
+        return n
+    total = np.cumsum(value_sizes[:n])
+    return max(1, int(np.searchsorted(total, max_bytes, side="right")))
+
+
+class Records(Sequence):
+    """The records of one read of one partition, as columns over the bytes that were read.
+
+    Engines build it from the decoded positions (``native.decode_*``), never per record:
+
+    - ``buffer``: bytes holding every value; value ``i`` is
+      ``buffer[value_offsets[i] : value_offsets[i] + value_sizes[i]]`` (a negative length in
+      ``value_lengths`` is a null value, read as ``b""``);
+    - keys: ``key_offsets`` / ``key_lengths`` into the same buffer (length -1: no key), or a
+      :data:`Column` ``keys`` (a list, a function making it, or None for "no keys");
+    - ``headers`` and ``tags``: columns made on first use (None: no headers / no tags).
+
+    Columnar access costs no Python per record: ``offsets``, ``timestamps_ms``,
+    ``value_sizes`` and ``value_offsets`` are read-only int64 numpy arrays, and
+    ``value_buffer`` a read-only memoryview. ``values()`` and ``keys()`` build one list of
+    ``bytes`` in C loops.
+    """
+
+    __slots__ = ("topic", "partition", "_buffer", "offsets", "timestamps_ms", "value_offsets",
+                 "value_sizes", "_null_values", "_key_pos", "_key_len", "_keys", "_headers",
+                 "_tags")
+
+    def __init__(self, topic: str, partition: int, buffer: bytes, offsets, timestamps_ms,
+                 value_offsets, value_lengths, *, key_offsets=None, key_lengths=None,
+                 keys: Column = None, headers: Column = None, tags: Column = None):
+        self.topic = topic
+        self.partition = partition
+        self._buffer = buffer
+        self.offsets = _i64(offsets)
+        self.timestamps_ms = _i64(timestamps_ms)
+        self.value_offsets = _i64(value_offsets)
+        lengths = _i64(value_lengths)
+        n = len(self.offsets)
+        if not (len(self.timestamps_ms) == len(self.value_offsets) == len(lengths) == n):
+            raise ValueError("Records columns must have the same length")
+        nulls = lengths < 0
+        self._null_values = bool(nulls.any())
+        self.value_sizes = np.where(nulls, 0, lengths) if self._null_values else lengths
+        if key_offsets is not None:
+            self._key_pos, self._key_len = _i64(key_offsets), _i64(key_lengths)
+            if len(self._key_pos) != n or len(self._key_len) != n:
+                raise ValueError("Records key columns must have the same length")
+            if not (self._key_len >= 0).any():
+                self._key_pos = self._key_len = None
+        else:
+            self._key_pos = self._key_len = None
+        self._keys = keys
+        self._headers = headers
+        self._tags = tags
+        for arr in (self.offsets, self.timestamps_ms, self.value_offsets, self.value_sizes):
+            arr.flags.writeable = False
+
+    @classmethod
+    def empty(cls, topic: str, partition: int) -> "Records":
+        """A read that found nothing."""
+        return cls(topic, partition, b"", _EMPTY_I64, _EMPTY_I64, _EMPTY_I64, _EMPTY_I64)
+
+    @classmethod
+    def from_records(cls, topic: str, partition: int, records: Sequence[Record]) -> "Records":
+        """Records made from ``Record`` objects (for the rare paths that decode one record
+        at a time: a compressed Kafka batch, a RocketMQ message the native walk does not
+        read). The values are copied into one buffer."""
+        values = [r.value for r in records]
+        sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+        starts = np.cumsum(sizes) - sizes
+        keys = [r.key for r in records]
+        headers = [r.headers or EMPTY_HEADERS for r in records]
+        tags = [r.tag for r in records]
+        return cls(topic, partition, b"".join(values), [r.offset for r in records],
+                   [r.timestamp_ms for r in records], starts, sizes,
+                   keys=keys if any(k is not None for k in keys) else None,
+                   headers=headers if any(headers) else None,
+                   tags=tags if any(t is not None for t in tags) else None)
+
+    # ----- columns -----
+    @property
+    def value_buffer(self) -> memoryview:
+        """The bytes the values are sliced from (read-only, no copy)."""
+        return memoryview(self._buffer).toreadonly()
+
+    def values(self) -> list[bytes]:
+        """Every value as ``bytes`` (one list; a null value is ``b""``)."""
+        starts = self.value_offsets.tolist()
+        ends = (self.value_offsets + self.value_sizes).tolist()
+        return list(map(self._buffer.__getitem__, map(slice, starts, ends)))
+
+    def keys(self) -> list[bytes | None]:
+        """Every key (``None`` where a record has none)."""
+        got = self._column("_keys")
+        if got is not None:
+            return list(got)
+        if self._key_pos is None:
+            return [None] * len(self)
+        buf = self._buffer
+        return [None if length < 0 else buf[p:p + length]
+                for p, length in zip(self._key_pos.tolist(), self._key_len.tolist())]
+
+    def headers(self) -> list[Mapping[str, bytes]]:
+        """Every record's headers (:data:`EMPTY_HEADERS` where it has none)."""
+        got = self._column("_headers")
+        return [EMPTY_HEADERS] * len(self) if got is None else list(got)
+
+    def tags(self) -> list[str | None]:
+        """Every record's tag (``None`` where it has none)."""
+        got = self._column("_tags")
+        return [None] * len(self) if got is None else list(got)
+
+    @property
+    def total_value_bytes(self) -> int:
+        """The summed value sizes (what ``max_bytes`` bounds)."""
+        return int(self.value_sizes.sum())
+
+    def _column(self, name: str) -> list | None:
+        col = getattr(self, name)
+        if callable(col):
+            col = col()
+            setattr(self, name, col)
+        return col
+
+    # ----- the sequence -----
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def _key_at(self, i: int) -> bytes | None:
+        got = self._column("_keys")
+        if got is not None:
+            return got[i]
+        if self._key_pos is None:
+            return None
+        length = int(self._key_len[i])
+        if length < 0:
+            return None
+        p = int(self._key_pos[i])
+        return self._buffer[p:p + length]
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self._subset(i)
+        n = len(self.offsets)
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"Records indices must be integers or slices, not "
+                            f"{type(i).__name__}")
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("Records index out of range")
+        p = int(self.value_offsets[i])
+        headers = self._column("_headers")
+        tags = self._column("_tags")
+        return _tuple_new(Record, (
+            self.topic, self.partition, int(self.offsets[i]), int(self.timestamps_ms[i]),
+            self._key_at(i), self._buffer[p:p + int(self.value_sizes[i])],
+            EMPTY_HEADERS if headers is None else headers[i],
+            None if tags is None else tags[i]))
+
+    def __iter__(self) -> Iterator[Record]:
+        n = len(self.offsets)
+        if n == 0:
+            return iter(())
+        keys = self._column("_keys")
+        if keys is None:
+            keys = repeat(None, n) if self._key_pos is None else self.keys()
+        headers = self._column("_headers")
+        tags = self._column("_tags")
+        rows = zip(repeat(self.topic, n), repeat(self.partition, n), self.offsets.tolist(),
+                   self.timestamps_ms.tolist(), keys, self.values(),
+                   repeat(EMPTY_HEADERS, n) if headers is None else headers,
+                   repeat(None, n) if tags is None else tags)
+        return map(_tuple_new, repeat(Record, n), rows)
+
+    def _subset(self, index) -> "Records":
+        """The records at ``index`` (a slice, or an int array of positions) as Records."""
+        def pick(col):
+            col = col() if callable(col) else col
+            if col is None:
+                return None
+            if isinstance(index, slice):
+                return col[index]
+            return [col[j] for j in index.tolist()]
+        sub = Records.__new__(Records)
+        sub.topic, sub.partition, sub._buffer = self.topic, self.partition, self._buffer
+        sub.offsets = self.offsets[index]
+        sub.timestamps_ms = self.timestamps_ms[index]
+        sub.value_offsets = self.value_offsets[index]
+        sub.value_sizes = self.value_sizes[index]
+        for arr in (sub.offsets, sub.timestamps_ms, sub.value_offsets, sub.value_sizes):
+            arr.flags.writeable = False
+        sub._null_values = self._null_values
+        if self._key_pos is None:
+            sub._key_pos = sub._key_len = None
+        else:
+            sub._key_pos, sub._key_len = self._key_pos[index], self._key_len[index]
+        sub._keys = pick(self._column("_keys"))
+        sub._headers = pick(self._column("_headers"))
+        sub._tags = pick(self._column("_tags"))
+        return sub
+
+    def take(self, positions) -> "Records":
+        """The records at ``positions`` (an int array or list), in that order."""
+        return self._subset(np.asarray(positions, dtype=np.int64))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Records, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        n = len(self)
+        if n == 0:
+            return f"<Records {self.topic}-{self.partition}: empty>"
+        return (f"<Records {self.topic}-{self.partition}: {n} records, offsets "
+                f"{int(self.offsets[0])}..{int(self.offsets[-1])}, "
+                f"{self.total_value_bytes} value bytes>")
+
+
+class BatchMetadata(Sequence):
+    """Where each message of one ``append_batch`` landed, in call order.
+
+    Built from columns, never per message: :meth:`single` for a batch that went to one
+    partition (a base offset and a count), or the constructor for per-message arrays.
+    ``partitions``, ``offsets`` and ``timestamps_ms`` are read-only int64 numpy arrays;
+    :attr:`ranges` maps each partition to ``(base_offset, count)``.
+    """
+
+    __slots__ = ("topic", "_n", "_single", "_partitions", "_offsets", "_timestamps")
+
+    def __init__(self, topic: str, partitions, offsets, timestamps_ms):
+        self.topic = topic
+        self._partitions = _i64(partitions)
+        self._offsets = _i64(offsets)
+        self._timestamps = _i64(timestamps_ms)
+        self._n = len(self._offsets)
+        if not len(self._partitions) == len(self._timestamps) == self._n:
+            raise ValueError("BatchMetadata columns must have the same length")
+        self._single = None
+        for arr in (self._partitions, self._offsets, self._timestamps):
+            arr.flags.writeable = False
+
+    @classmethod
+    def single(cls, topic: str, partition: int, base_offset: int, count: int,
+               timestamp_ms: int) -> "BatchMetadata":
+        """``count`` messages at ``base_offset`` onwards in ``partition``, one timestamp."""
+        md = cls.__new__(cls)
+        md.topic = topic
+        md._n = count
+        md._single = (partition, base_offset, timestamp_ms)
+        md._partitions = md._offsets = md._timestamps = None
+        return md
+
+    @classmethod
+    def from_metadata(cls, topic: str, metadata: Sequence[RecordMetadata]) -> "BatchMetadata":
+        """BatchMetadata from ``RecordMetadata`` objects (call order kept)."""
+        return cls(topic, [m.partition for m in metadata], [m.offset for m in metadata],
+                   [m.timestamp_ms for m in metadata])
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._offsets is None:
+            p, base, ts = self._single
+            n = self._n
+            parts = np.full(n, p, dtype=np.int64)
+            offs = np.arange(base, base + n, dtype=np.int64)
+            stamps = np.full(n, ts, dtype=np.int64)
+            for arr in (parts, offs, stamps):
+                arr.flags.writeable = False
+            self._partitions, self._offsets, self._timestamps = parts, offs, stamps
+        return self._partitions, self._offsets, self._timestamps
+
+    @property
+    def partitions(self) -> np.ndarray:
+        return self._arrays()[0]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._arrays()[1]
+
+    @property
+    def timestamps_ms(self) -> np.ndarray:
+        return self._arrays()[2]
+
+    @property
+    def ranges(self) -> dict[int, tuple[int, int]]:
+        """``{partition: (base_offset, count)}`` of this batch."""
+        if self._single is not None:
+            p, base, _ts = self._single
+            return {p: (base, self._n)}
+        parts, offs, _ts = self._arrays()
+        out: dict[int, tuple[int, int]] = {}
+        for p in np.unique(parts).tolist():
+            sel = offs[parts == p]
+            out[p] = (int(sel.min()), len(sel))
+        return out
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        n = self._n
+        if isinstance(i, slice):
+            parts, offs, stamps = self._arrays()
+            return BatchMetadata(self.topic, parts[i], offs[i], stamps[i])
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"BatchMetadata indices must be integers or slices, not "
+                            f"{type(i).__name__}")
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("BatchMetadata index out of range")
+        if self._single is not None:
+            p, base, ts = self._single
+            return _tuple_new(RecordMetadata, (self.topic, p, base + int(i), ts))
+        return _tuple_new(RecordMetadata, (self.topic, int(self._partitions[i]),
+                                           int(self._offsets[i]), int(self._timestamps[i])))
+
+    def __iter__(self) -> Iterator[RecordMetadata]:
+        n = self._n
+        if self._single is not None:
+            p, base, ts = self._single
+            rows = zip(repeat(self.topic, n), repeat(p, n), range(base, base + n),
+                       repeat(ts, n))
+        else:
+            rows = zip(repeat(self.topic, n), self._partitions.tolist(),
+                       self._offsets.tolist(), self._timestamps.tolist())
+        return map(_tuple_new, repeat(RecordMetadata, n), rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (BatchMetadata, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        ranges = ", ".join(f"{self.topic}-{p}@{b}+{c}" for p, (b, c) in self.ranges.items())
+        return f"<BatchMetadata {self._n} records: {ranges}>"
+
+
+__all__ = ["EMPTY_HEADERS", "BatchMetadata", "Record", "RecordMetadata", "Records",
+           "count_within"]
+
