@@ -440,3 +440,10 @@ else:
     encode_value_records = _encode_value_records_native
     index_put_keys = _index_put_keys_native
     index_truncate_from = _index_truncate_from_native
+
+
+# ===== [segments read] wrappers of native/batch_decode.c (reference: mqstore/_purepy_batches.py)
+
+# ===== [commitlog write] wrappers of native/cl_encode.c (reference: mqstore/_purepy_cl_write.py)
+
+# ===== [commitlog read] wrappers of native/cl_read.c (reference: mqstore/_purepy_cl_read.py)

@@ -21,7 +21,8 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["crc.c", "kernels.c", "index.c", "scan.c", "records.c", "index_file.c"]
+SOURCES = ["crc.c", "kernels.c", "index.c", "scan.c", "records.c", "index_file.c",
+           "batch_decode.c", "cl_encode.c", "cl_read.c"]
 
 
 def _cdef() -> str:

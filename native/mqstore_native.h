@@ -148,3 +148,9 @@ int mq_java_string_hashes(const uint8_t *units, size_t n_units, const int64_t *l
 int64_t mq_index_truncate_from(uint8_t *buf, size_t buf_len, int64_t hash_slots,
                                int64_t index_entries, int64_t *state, int64_t phy_offset,
                                int64_t *last_phy_offset);
+
+/* ===== [segments read] whole-read decoding of Kafka batches (native/batch_decode.c) ===== */
+
+/* ===== [commitlog write] batch encoding and dispatch (native/cl_encode.c) ===== */
+
+/* ===== [commitlog read] gathering the messages of a read (native/cl_read.c) ===== */

@@ -1,0 +1,2 @@
+/* batch_decode.c: see the matching section of mqstore_native.h. */
+#include "mqstore_internal.h"

@@ -1,0 +1,2 @@
+/* cl_read.c: see the matching section of mqstore_native.h. */
+#include "mqstore_internal.h"
