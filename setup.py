@@ -1,12 +1,20 @@
-"""Only here to declare the cffi module; all metadata lives in pyproject.toml.
+"""Only here to declare the compiled parts; all metadata lives in pyproject.toml.
 
-``MQSTORE_PURE_PYTHON=1`` at install time skips the C helper (mqstore then runs on its
-pure-Python fallback, ``mqstore.native.backend == "python"``).
+- ``mqstore._native``: the cffi helper (``native/build_native.py``, kernels over buffers);
+- ``mqstore._rows``: a small CPython extension (``native/rows.c``) that makes the Python
+  objects of a read (value bytes, Record tuples) in C, which cffi cannot do.
+
+``MQSTORE_PURE_PYTHON=1`` at install time skips both (mqstore then runs on its pure-Python
+fallback, ``mqstore.native.backend == "python"``).
 """
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 PURE_PYTHON = os.environ.get("MQSTORE_PURE_PYTHON", "") == "1"
 
-setup(cffi_modules=[] if PURE_PYTHON else ["native/build_native.py:ffibuilder"])
+ROWS = Extension("mqstore._rows", sources=["native/rows.c"],
+                 extra_compile_args=["-O3", "-Wall", "-Wextra"])
+
+setup(cffi_modules=[] if PURE_PYTHON else ["native/build_native.py:ffibuilder"],
+      ext_modules=[] if PURE_PYTHON else [ROWS])

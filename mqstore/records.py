@@ -22,6 +22,7 @@ one. ``value_buffer`` is a read-only view of bytes the sequence owns.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from types import MappingProxyType
@@ -33,6 +34,16 @@ import numpy as np
 EMPTY_HEADERS: Mapping[str, bytes] = MappingProxyType({})
 
 _tuple_new = tuple.__new__
+
+#: ``mqstore._rows`` (native/rows.c) makes the value bytes and the Record tuples of a read in
+#: C; the pure-Python code below does the same where it is not built or MQSTORE_NATIVE=off
+_rows = None
+if os.environ.get("MQSTORE_NATIVE", "auto").lower() not in ("off", "0", "false", "python"):
+    try:
+        from mqstore import _rows  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # pragma: no cover - depends on the build (mqstore.native warns)
+        _rows = None
+_ROWS_CHUNK = 256  # records made per mqstore._rows call while iterating
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
 _EMPTY_I64.flags.writeable = False
 
@@ -165,9 +176,12 @@ class Records(Sequence):
 
     def values(self) -> list[bytes]:
         """Every value as ``bytes`` (one list; a null value is ``b""``)."""
-        starts = self.value_offsets.tolist()
-        ends = (self.value_offsets + self.value_sizes).tolist()
-        return list(map(self._buffer.__getitem__, map(slice, starts, ends)))
+        if _rows is not None:
+            return _rows.values(self._buffer, np.ascontiguousarray(self.value_offsets),
+                                np.ascontiguousarray(self.value_sizes))
+        buf = self._buffer
+        return [buf[a:b] for a, b in zip(self.value_offsets.tolist(),
+                                         (self.value_offsets + self.value_sizes).tolist())]
 
     def keys(self) -> list[bytes | None]:
         """Every key (``None`` where a record has none)."""
@@ -243,15 +257,44 @@ class Records(Sequence):
         if n == 0:
             return iter(())
         keys = self._column("_keys")
-        if keys is None:
-            keys = repeat(None, n) if self._key_pos is None else self.keys()
+        if keys is None and self._key_pos is not None:
+            keys = self.keys()
         headers = self._column("_headers")
         tags = self._column("_tags")
-        rows = zip(repeat(self.topic, n), repeat(self.partition, n), self.offsets.tolist(),
-                   self.timestamps_ms.tolist(), keys, self.values(),
-                   repeat(EMPTY_HEADERS, n) if headers is None else headers,
-                   repeat(None, n) if tags is None else tags)
-        return map(_tuple_new, repeat(Record, n), rows)
+        if _rows is not None:
+            return self._iter_native(None if keys is None else list(keys),
+                                     None if headers is None else list(headers),
+                                     None if tags is None else list(tags))
+        return self._iter_python(keys, headers, tags)
+
+    def _iter_native(self, keys, headers, tags) -> Iterator[Record]:
+        """``__iter__`` through ``mqstore._rows``, a chunk of records per C call (so the
+        records a loop has finished with are freed as it goes, as with the Python path)."""
+        c = np.ascontiguousarray
+        offsets, stamps = c(self.offsets), c(self.timestamps_ms)
+        starts, sizes = c(self.value_offsets), c(self.value_sizes)
+        make, buf, topic, part = _rows.records, self._buffer, self.topic, self.partition
+        n = len(offsets)
+        for lo in range(0, n, _ROWS_CHUNK):
+            hi = lo + _ROWS_CHUNK
+            yield from make(Record, topic, part, buf, offsets[lo:hi], stamps[lo:hi],
+                            starts[lo:hi], sizes[lo:hi],
+                            None if keys is None else keys[lo:hi],
+                            None if headers is None else headers[lo:hi],
+                            None if tags is None else tags[lo:hi], EMPTY_HEADERS)
+
+    def _iter_python(self, keys, headers, tags) -> Iterator[Record]:
+        """``__iter__`` without the C row builder (same records)."""
+        buf, topic, part, new = self._buffer, self.topic, self.partition, _tuple_new
+        n = len(self.offsets)
+        starts = self.value_offsets.tolist()
+        ends = (self.value_offsets + self.value_sizes).tolist()
+        for o, t, a, b, k, h, g in zip(
+                self.offsets.tolist(), self.timestamps_ms.tolist(), starts, ends,
+                repeat(None, n) if keys is None else keys,
+                repeat(EMPTY_HEADERS, n) if headers is None else headers,
+                repeat(None, n) if tags is None else tags):
+            yield new(Record, (topic, part, o, t, k, buf[a:b], h, g))
 
     def _subset(self, index) -> "Records":
         """The records at ``index`` (a slice, or an int array of positions) as Records."""
