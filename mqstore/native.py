@@ -445,5 +445,124 @@ else:
 # ===== [segments read] wrappers of native/batch_decode.c (reference: mqstore/_purepy_batches.py)
 
 # ===== [commitlog write] wrappers of native/cl_encode.c (reference: mqstore/_purepy_cl_write.py)
+from mqstore import _purepy_cl_write  # noqa: E402  (the reference of this section)
+
+#: bytes of each message of a batch (numpy, the same for both backends)
+cl_encoded_sizes = _purepy_cl_write.encoded_sizes
+cl_plain_props_len = _purepy_cl_write.plain_props_len
+
+
+def _i64_or_none(a):
+    return None if a is None else np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _cl_encode_native(topic: bytes, bodies, body_offsets, body_lengths, props, props_offsets,
+                      props_lengths, uniq_prefix: bytes, uniq_first: int, queue_ids,
+                      queue_offsets, born_timestamps, phys_offset: int,
+                      store_timestamp: int) -> bytearray:
+    """One append_batch run of messages encoded back to back from ``phys_offset`` (see
+    ``_purepy_cl_write.cl_encode``): one C call, no per-message Python."""
+    args = (topic, bodies, body_offsets, body_lengths, props, props_offsets, props_lengths,
+            uniq_prefix, uniq_first, queue_ids, queue_offsets, born_timestamps, phys_offset,
+            store_timestamp)
+    try:
+        boffs, blens = _i64_or_none(body_offsets), _i64_or_none(body_lengths)
+        poffs, plens = _i64_or_none(props_offsets), _i64_or_none(props_lengths)
+        qids, qoffs = _i64_or_none(queue_ids), _i64_or_none(queue_offsets)
+        borns = _i64_or_none(born_timestamps)
+        n = len(blens)
+        if not (len(boffs) == len(qids) == len(qoffs) == n) \
+                or (borns is not None and len(borns) != n) \
+                or (plens is not None and (poffs is None or len(plens) != n
+                                           or len(poffs) != n)):
+            raise TypeError
+        sizes = cl_encoded_sizes(len(topic), blens, plens, len(uniq_prefix))
+        out = bytearray(int(sizes.sum()) if n else 0)
+        bp = _from_buffer(_U8_ARRAY, bodies)
+        pp = _from_buffer(_U8_ARRAY, props if props is not None else b"")
+        written = _lib.mq_cl_encode(
+            topic, len(topic), bp, len(bp), _from_buffer(_I64_ARRAY, boffs),
+            _from_buffer(_I64_ARRAY, blens), pp, len(pp),
+            _ffi.NULL if poffs is None else _from_buffer(_I64_ARRAY, poffs),
+            _ffi.NULL if plens is None else _from_buffer(_I64_ARRAY, plens),
+            uniq_prefix, len(uniq_prefix), uniq_first, _from_buffer(_I64_ARRAY, qids),
+            _from_buffer(_I64_ARRAY, qoffs),
+            _ffi.NULL if borns is None else _from_buffer(_I64_ARRAY, borns), n, phys_offset,
+            store_timestamp, _from_buffer(_U8_ARRAY, out, require_writable=True), len(out))
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy_cl_write.cl_encode(*args)
+    if written < 0:
+        return _from_reference(written, (bp, pp), _purepy_cl_write.cl_encode, *args)
+    return out
+
+
+def _cl_encode_one_native(topic: bytes, body: bytes, uniq_prefix: bytes, uniq_number: int,
+                          queue_id: int, queue_offset: int, phys_offset: int,
+                          store_timestamp: int) -> bytearray:
+    """:func:`cl_encode` of one plain value (the single ``append()`` path)."""
+    if type(body) is not bytes:
+        return cl_encode_one_reference(topic, body, uniq_prefix, uniq_number, queue_id,
+                                       queue_offset, phys_offset, store_timestamp)
+    size = _lib.mq_cl_encoded_size(len(topic), len(body), -1, len(uniq_prefix))
+    out = bytearray(size if size > 0 else 0)
+    one = _ffi.new("int64_t[4]", (0, len(body), queue_id, queue_offset))
+    try:
+        written = _lib.mq_cl_encode(topic, len(topic), body, len(body), one, one + 1,
+                                    _ffi.NULL, 0, _ffi.NULL, _ffi.NULL, uniq_prefix,
+                                    len(uniq_prefix), uniq_number, one + 2, one + 3, _ffi.NULL,
+                                    1, phys_offset, store_timestamp,
+                                    _from_buffer(_U8_ARRAY, out, require_writable=True),
+                                    len(out))
+    except OverflowError:
+        written = -1
+    if written < 0:
+        return cl_encode_one_reference(topic, body, uniq_prefix, uniq_number, queue_id,
+                                       queue_offset, phys_offset, store_timestamp)
+    return out
+
+
+def cl_encode_one_reference(topic: bytes, body, uniq_prefix: bytes, uniq_number: int,
+                            queue_id: int, queue_offset: int, phys_offset: int,
+                            store_timestamp: int) -> bytearray:
+    """The reference of ``cl_encode_one``: :func:`cl_encode` of a one-message batch."""
+    return _purepy_cl_write.cl_encode(topic, body, [0], [len(body)], None, None, None,
+                                      uniq_prefix, uniq_number, [queue_id], [queue_offset],
+                                      None, phys_offset, store_timestamp)
+
+
+def _index_key_hashes_native(buf, positions, lengths, prefix_hashes) -> np.ndarray:
+    """IndexFile hashes of ``prefix + key`` for key spans of ``buf`` (see
+    ``_purepy_cl_write.index_key_hashes``)."""
+    try:
+        pos = np.ascontiguousarray(positions, dtype=np.int64)
+        lens = np.ascontiguousarray(lengths, dtype=np.int64)
+        pref = np.ascontiguousarray(prefix_hashes, dtype=np.int64)
+        if not (pos.ndim == lens.ndim == pref.ndim == 1 and len(pos) == len(lens) == len(pref)):
+            raise TypeError
+        p = _from_buffer(_U8_ARRAY, buf)
+        out = np.empty(len(pos), dtype=np.int64)
+        status = _lib.mq_index_key_hashes(p, len(p), _from_buffer(_I64_ARRAY, pos),
+                                          _from_buffer(_I64_ARRAY, lens),
+                                          _from_buffer(_I64_ARRAY, pref), len(pos),
+                                          _from_buffer(_I64_ARRAY, out))
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy_cl_write.index_key_hashes(buf, positions, lengths, prefix_hashes)
+    if status < 0:
+        return _from_reference(status, (p,), _purepy_cl_write.index_key_hashes, buf,
+                               positions, lengths, prefix_hashes)
+    return out
+
+
+if _lib is not None:
+    cl_encode = _cl_encode_native
+    cl_encode_one = _cl_encode_one_native
+    index_key_hashes = _index_key_hashes_native
+else:
+    cl_encode = _purepy_cl_write.cl_encode
+    cl_encode_one = cl_encode_one_reference
+    index_key_hashes = _purepy_cl_write.index_key_hashes
+__all__ += ["cl_encode", "cl_encode_one", "cl_encoded_sizes", "cl_plain_props_len",
+            "index_key_hashes"]
+
 
 # ===== [commitlog read] wrappers of native/cl_read.c (reference: mqstore/_purepy_cl_read.py)

@@ -152,5 +152,40 @@ int64_t mq_index_truncate_from(uint8_t *buf, size_t buf_len, int64_t hash_slots,
 /* ===== [segments read] whole-read decoding of Kafka batches (native/batch_decode.c) ===== */
 
 /* ===== [commitlog write] batch encoding and dispatch (native/cl_encode.c) ===== */
+/* Size of one V1 message (IPv4 hosts) with the given topic, body and PROPERTIES lengths;
+   props_len < 0 means the plain properties mq_cl_encode writes itself (UNIQ_KEY only). The
+   __CRC32# property (20 bytes) is counted. MQ_ERR_ARG if the topic is over 255 bytes, the
+   body length negative or the properties over 32767 bytes. */
+int64_t mq_cl_encoded_size(size_t topic_len, int64_t body_len, int64_t props_len,
+                           size_t uniq_prefix_len);
+/* Encode n messages of one append_batch into out, back to back, the first at commitlog
+   offset phys_offset (RocketMQ MessageExtEncoder + DefaultAppendMessageCallback#doAppend):
+   message i is a V1 message with IPv4 hosts (BORNHOST 127.0.0.1:0, STOREHOST
+   127.0.0.1:10911), QUEUEID queue_ids[i], QUEUEOFFSET queue_offsets[i], PHYSICALOFFSET its
+   own offset, BORNTIMESTAMP born_timestamps[i] (store_timestamp when negative or when
+   born_timestamps is NULL), STORETIMESTAMP store_timestamp, BODYCRC, body
+   bodies[body_offsets[i]:+body_lengths[i]], and PROPERTIES either
+   props[props_offsets[i]:+props_lengths[i]] or, when props_lengths is NULL or
+   props_lengths[i] < 0, "UNIQ_KEY\x01" + uniq_prefix + %016X of (uniq_first + i) + "\x02";
+   then the __CRC32# property with the record CRC. Returns the bytes written, MQ_ERR_ARG for
+   a bad length, offset or queue id (outside int32), MQ_ERR_RANGE when out_cap is too small
+   (nothing is meaningful in out then). */
+int64_t mq_cl_encode(const uint8_t *topic, size_t topic_len,
+                     const uint8_t *bodies, size_t bodies_len, const int64_t *body_offsets,
+                     const int64_t *body_lengths,
+                     const uint8_t *props, size_t props_blob_len, const int64_t *props_offsets,
+                     const int64_t *props_lengths,
+                     const uint8_t *uniq_prefix, size_t uniq_prefix_len, int64_t uniq_first,
+                     const int64_t *queue_ids, const int64_t *queue_offsets,
+                     const int64_t *born_timestamps, int64_t n, int64_t phys_offset,
+                     int64_t store_timestamp, uint8_t *out, size_t out_cap);
+/* IndexFile hashes (abs of Java String.hashCode, MIN_VALUE -> 0) of n keys "prefix" + key,
+   key i being buf[positions[i]:+lengths[i]] and prefix_hashes[i] the Java hash of its
+   prefix (topic + "#"). A key holding a byte >= 0x80 or a space gets -1 (the caller hashes
+   its decoded text, or splits it). Returns 0, MQ_ERR_RANGE if a key reaches outside buf,
+   MQ_ERR_ARG for n < 0 or a prefix hash outside int32. */
+int64_t mq_index_key_hashes(const uint8_t *buf, size_t buf_len, const int64_t *positions,
+                            const int64_t *lengths, const int64_t *prefix_hashes, int64_t n,
+                            int64_t *out);
 
 /* ===== [commitlog read] gathering the messages of a read (native/cl_read.c) ===== */

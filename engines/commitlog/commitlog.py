@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
+
+import numpy as np
 
 from mqstore import errors
 from mqstore.damage import TORN_TAIL, RecoveryLog
@@ -146,13 +148,16 @@ class CommitLog:
         self.max_offset = self.flushed_offset = offset
 
     # ----- appends -----
-    def put_locked(self, messages: Sequence[bytearray], queue_offsets: Sequence[int],
-                   born_defaulted: Sequence[bool]) -> tuple[list[int], int]:
-        """Append encoded messages (caller holds ``put_lock``); return their commitlog
-        offsets and the store timestamp given to them.
+    def put_locked(self, sizes, encode: Callable[[int, int, int, int], bytes]) -> int:
+        """Append the messages of one call (caller holds ``put_lock``); return the store
+        timestamp given to them.
 
-        The messages of one call are written contiguously, one write per file touched;
-        a message that does not fit with 8 bytes to spare ends the file with a blank.
+        ``sizes[i]`` is the encoded size of message i (a sequence of int or an int64 array);
+        ``encode(physical_offset, first, count, store_timestamp)`` returns messages
+        ``first .. first+count-1`` encoded back to back from ``physical_offset``
+        (``native.cl_encode``: one call per file touched, no per-message Python). A message
+        that does not fit with 8 bytes to spare ends the file with a blank and goes to the
+        start of the next one (RocketMQ ``END_OF_FILE``).
 
         All or nothing: if a write fails (a full disk raises ``StoreFullError``), the bytes
         this call wrote are zeroed and synced, the files it created are deleted and the
@@ -165,41 +170,45 @@ class CommitLog:
         first = self._file_for_append()
         first_start = first.wrote_position
         try:
-            return self._put(first, messages, queue_offsets, born_defaulted)
+            return self._put(first, sizes, encode)
         except BaseException:
-            written = sum(map(len, messages)) + fmt.END_FILE_MIN_BLANK_LENGTH
+            written = int(sum(sizes)) + fmt.END_FILE_MIN_BLANK_LENGTH
             self._undo_put(files_before, first, first_start, first_start + written)
             raise
 
-    def _put(self, mf: MappedFile, messages: Sequence[bytearray],
-             queue_offsets: Sequence[int],
-             born_defaulted: Sequence[bool]) -> tuple[list[int], int]:
+    def _put(self, mf: MappedFile, sizes, encode) -> int:
         size = self.file_size
         store_ts = max(time.time_ns() // 1_000_000, self.last_store_timestamp)
-        chunk = bytearray()
-        chunk_start = mf.wrote_position
-        phys_out: list[int] = []
-        patch = msgcodec.patch
-        for buf, qoff, defaulted in zip(messages, queue_offsets, born_defaulted):
-            n = len(buf)
-            pos = chunk_start + len(chunk)
-            if pos + n + fmt.END_FILE_MIN_BLANK_LENGTH > size:
-                chunk += fmt.BLANK.pack(size - pos, fmt.BLANK_MAGIC)
-                mf.write_at(chunk_start, chunk)
-                mf.wrote_position = size
-                mf = self._roll()
-                chunk = bytearray()
-                chunk_start = 0
-                pos = 0
-            phys = mf.file_from_offset + pos
-            p = len(chunk)
-            chunk += buf
-            patch(chunk, p, qoff, phys, store_ts, store_ts if defaulted else None)
-            phys_out.append(phys)
-        mf.write_at(chunk_start, chunk)
+        n = len(sizes)
+        pos = mf.wrote_position
+        if n == 1:  # the single append: no cumulative sums
+            k = 1 if pos + int(sizes[0]) + fmt.END_FILE_MIN_BLANK_LENGTH <= size else 0
+            ends = None
+        else:
+            ends = np.cumsum(sizes)
+        i = 0
+        base = 0  # sum of the sizes before message i
+        while i < n:
+            if ends is not None:  # how many of the next messages fit before the blank room
+                k = int(np.searchsorted(ends, base + size - pos - fmt.END_FILE_MIN_BLANK_LENGTH,
+                                        side="right")) - i
+            if k > 0:
+                chunk = encode(mf.file_from_offset + pos, i, k, store_ts)
+                mf.write_at(pos, chunk)
+                pos += len(chunk)
+                base += len(chunk)
+                i += k
+                if i == n:
+                    break
+            # message i does not fit: the blank ends this file, the rest goes to the next
+            mf.write_at(pos, fmt.BLANK.pack(size - pos, fmt.BLANK_MAGIC))
+            mf.wrote_position = size
+            mf = self._roll()
+            pos = 0
+            k = 1  # a message always fits an empty file (the caller checked its size)
         self.last_store_timestamp = store_ts
         self.max_offset = mf.file_from_offset + mf.wrote_position
-        return phys_out, store_ts
+        return store_ts
 
     def _undo_put(self, files_before: int, first: MappedFile, first_start: int,
                   first_end: int) -> None:

@@ -1,9 +1,9 @@
 """Encoding and decoding of CommitLog messages (RocketMQ V1) and their properties.
 
-A message is built in two steps, as RocketMQ's ``MessageExtEncoder`` does: :func:`encode`
-produces the whole entry outside the append lock with QUEUEOFFSET, PHYSICALOFFSET and
-STORETIMESTAMP zeroed, and :func:`patch` fills those three fields (and BORNTIMESTAMP for a
-message whose timestamp the store chose) under the lock, once the position is known.
+The messages of an append are encoded under the append lock in one native call
+(``native.cl_encode``: RocketMQ's ``MessageExtEncoder`` and ``doAppend`` in one pass, with the
+physical offset, store timestamp, body CRC and ``__CRC32#`` record CRC filled in); this
+module encodes only the PROPERTIES of messages that carry a key, tag or headers.
 
 Properties are ``name\\x01value\\x02`` pairs in UTF-8. mqstore puts the tag in ``TAGS``, the
 key in ``KEYS`` and a generated id in ``UNIQ_KEY``, then the user headers under their own
@@ -34,10 +34,6 @@ from . import format as fmt
 _SPECIAL = (fmt.NAME_VALUE_SEPARATOR, fmt.PROPERTY_SEPARATOR, fmt.ESCAPE)
 _RESERVED_NAMES = frozenset((fmt.PROPERTY_TAGS, fmt.PROPERTY_KEYS, fmt.PROPERTY_UNIQ_KEY,
                              fmt.PROPERTY_CRC32))
-_HEADER = fmt.MSG_HEADER
-_BODY_LENGTH_PACK = fmt.BODY_LENGTH.pack
-_TOPIC_LENGTH_PACK = fmt.TOPIC_LENGTH.pack
-_PROPERTIES_LENGTH_PACK = fmt.PROPERTIES_LENGTH.pack
 
 
 def _has_special(s: str) -> bool:
@@ -152,59 +148,21 @@ def body_crc(body: bytes | memoryview) -> int:
     return zlib.crc32(body) & fmt.BODY_CRC_MASK
 
 
-# ----- encoding -----
-def _check_topic(topic: bytes) -> None:
+# ----- encoding (the bytes themselves: native.cl_encode, reference _purepy_cl_write) -----
+def check_topic(topic: bytes) -> None:
+    """RecordTooLargeError if the topic does not fit V1's one-byte TOPIC length."""
     if len(topic) > fmt.TOPIC_MAX_BYTES:
         raise errors.RecordTooLargeError(
             f"topic name is {len(topic)} bytes; a V1 message holds at most {fmt.TOPIC_MAX_BYTES}")
 
 
-def encode(topic: bytes, queue_id: int, born_timestamp: int, body: bytes,
-           properties: bytes) -> bytes:
-    """A whole V1 message with QUEUEOFFSET, PHYSICALOFFSET and STORETIMESTAMP left zero and
-    the ``__CRC32#`` property appended as a placeholder (:func:`patch` fills it).
-
-    Raises RecordTooLargeError if the topic or the properties exceed what V1 can hold.
-    """
-    _check_topic(topic)
-    properties += fmt.CRC32_PLACEHOLDER
-    if len(properties) > fmt.PROPERTIES_MAX_BYTES:
-        raise errors.RecordTooLargeError(
-            f"key, tag and headers take {len(properties)} bytes of message properties (with "
-            f"the {fmt.CRC32_RESERVED_LEN}-byte record CRC); RocketMQ's format allows at most "
-            f"{fmt.PROPERTIES_MAX_BYTES}")
-    total = fmt.MSG_FIXED_OVERHEAD + len(body) + len(topic) + len(properties)
-    return b"".join((
-        _HEADER.pack(total, fmt.MESSAGE_MAGIC_V1, zlib.crc32(body) & fmt.BODY_CRC_MASK,
-                     queue_id, 0, 0, 0, fmt.SYSFLAG_NONE, born_timestamp, fmt.BORNHOST, 0,
-                     fmt.STOREHOST, 0, 0),
-        _BODY_LENGTH_PACK(len(body)), body, _TOPIC_LENGTH_PACK(len(topic)), topic,
-        _PROPERTIES_LENGTH_PACK(len(properties)), properties))
-
-
-def encoder_for_plain_values(topic: bytes, uniq_prefix: str):
-    """A fast :func:`encode` for values that carry nothing but their UNIQ_KEY (no key, tag or
-    headers): ``enc(queue_id, body, uniq_number) -> bytes``. The topic is checked once."""
-    _check_topic(topic)
-    head_pack = _HEADER.pack
-    crc32 = zlib.crc32
-    topic_part = _TOPIC_LENGTH_PACK(len(topic)) + topic
-    props_template = (b"UNIQ_KEY\x01" + uniq_prefix.encode("ascii") + b"%016X\x02"
-                      + fmt.CRC32_PLACEHOLDER)
-    props_len = _PROPERTIES_LENGTH_PACK(len(props_template % 0))
-    fixed = fmt.MSG_FIXED_OVERHEAD + len(topic) + len(props_template % 0)
-    magic, mask, sysflag = fmt.MESSAGE_MAGIC_V1, fmt.BODY_CRC_MASK, fmt.SYSFLAG_NONE
-    born_host, store_host = fmt.BORNHOST, fmt.STOREHOST
-    body_len = _BODY_LENGTH_PACK
-    join = b"".join
-
-    def enc(queue_id: int, body: bytes, uniq_number: int) -> bytes:
-        return join((head_pack(fixed + len(body), magic, crc32(body) & mask, queue_id, 0, 0, 0,
-                               sysflag, 0, born_host, 0, store_host, 0, 0),
-                     body_len(len(body)), body, topic_part, props_len,
-                     props_template % uniq_number))
-
-    return enc
+def properties_too_large(length: int) -> None:
+    """Raise the RecordTooLargeError of a message whose PROPERTIES (record CRC included)
+    take ``length`` > 32767 bytes."""
+    raise errors.RecordTooLargeError(
+        f"key, tag and headers take {length} bytes of message properties (with "
+        f"the {fmt.CRC32_RESERVED_LEN}-byte record CRC); RocketMQ's format allows at most "
+        f"{fmt.PROPERTIES_MAX_BYTES}")
 
 
 _CRC_LEN = fmt.CRC32_RESERVED_LEN
@@ -216,25 +174,6 @@ def crc_digits(crc: int) -> bytes:
     """The 10 ASCII digits of ``__CRC32#``: least-significant first, padded with '0'
     (RocketMQ ``MessageDecoder#createCrc32``)."""
     return (b"%d" % crc)[::-1].ljust(fmt.CRC32_DIGITS, b"0")
-
-
-def patch(buf: bytearray, pos: int, queue_offset: int, physical_offset: int,
-          store_timestamp: int, born_timestamp: int | None, *,
-          _qp=fmt.QUEUEOFFSET_PHYSICALOFFSET.pack_into, _ts=fmt.STORETIMESTAMP.pack_into,
-          _size=struct.Struct(">i").unpack_from, _crc32=zlib.crc32,
-          _digits=struct.Struct("10s").pack_into) -> None:
-    """Fill the fields known only under the append lock into the message at ``buf[pos:]``,
-    then its ``__CRC32#`` digits: the CRC of everything before that property, so of the
-    patched fields too (RocketMQ ``DefaultAppendMessageCallback#doAppend``). Every message
-    :func:`encode` makes ends with the placeholder; one without it is left unsigned."""
-    _qp(buf, pos + 20, queue_offset, physical_offset)  # POS_QUEUEOFFSET
-    _ts(buf, pos + 56, store_timestamp)  # POS_STORETIMESTAMP
-    if born_timestamp is not None:
-        _ts(buf, pos + 40, born_timestamp)  # POS_BORNTIMESTAMP
-    end = pos + _size(buf, pos)[0]
-    if buf[end - 20] == 95 and buf[end - 13] == 35:  # "_" of "__CRC32#", its "#"
-        _digits(buf, end - 11, (b"%d" % (_crc32(buf[pos:end - 20]) & 0x7FFFFFFF))[::-1]
-                .ljust(10, b"0"))
 
 
 # ----- layout and checks (V1 and V2, IPv4 and IPv6 hosts) -----

@@ -270,9 +270,9 @@ def skip_marker(physical_offset: int, size: int, store_timestamp: int) -> bytes:
     """A sound message of exactly ``size`` bytes (>= SKIP_MARKER_MIN) on the skip topic."""
     n = size - SKIP_MARKER_MIN
     body = (fmt.SKIPPED_BODY + bytes(max(0, n - len(fmt.SKIPPED_BODY))))[:n]
-    buf = bytearray(msgcodec.encode(_SKIP_TOPIC, 0, store_timestamp, body, b""))
-    msgcodec.patch(buf, 0, 0, physical_offset, store_timestamp, None)
-    return bytes(buf)
+    return bytes(native.cl_encode(_SKIP_TOPIC, body, [0], [len(body)], b"", [0], [0], b"", 0,
+                                  [0], [0], [store_timestamp], physical_offset,
+                                  store_timestamp))
 
 
 def write_skip_markers(cl: "CommitLog", start: int, end: int,

@@ -16,13 +16,14 @@ under one lock; a dispatcher builds the ConsumeQueues and the IndexFile from it.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from mqstore import api, errors, registry
+import numpy as np
+
+from mqstore import api, errors, native, registry
 from mqstore.api import (
     as_message_list,
     Damage,
@@ -117,8 +118,16 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
         self._queues: dict[tuple[str, int], ConsumeQueue] = {}
         self._queue_next: dict[tuple[str, int], int] = {}
         self._uniq_prefix = os.urandom(8).hex().upper()
-        self._uniq_counter = itertools.count()
-        self._plain_encoders: dict[str, Any] = {}
+        self._uniq_prefix_b = self._uniq_prefix.encode("ascii")
+        #: UNIQ_KEY numbers: each append takes a run under ``_uniq_lock``
+        self._uniq_next = 0
+        self._uniq_lock = threading.Lock()
+        self._topic_b: dict[str, bytes] = {}
+        #: encoded size of a plain value's message, topic and body excluded
+        self._plain_overhead = (fmt.MSG_FIXED_OVERHEAD + fmt.CRC32_RESERVED_LEN
+                                + native.cl_plain_props_len(len(self._uniq_prefix)))
+        self._size_limit = min(config.max_message_bytes,
+                               o["mapped_file_size"] - fmt.END_FILE_MIN_BLANK_LENGTH)
         self.appended_records = 0
         self.appended_bytes = 0
         self.fsyncs = 0
@@ -341,90 +350,207 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
     def append(self, topic: str, value: bytes, *, key: bytes | None = None,
                partition: int | None = None, timestamp_ms: int | None = None,
                headers=None, tag: str | None = None) -> RecordMetadata:
-        """Append one message (see :meth:`append_batch`)."""
+        """Append one message (see :meth:`append_batch`). A plain bytes value to a given
+        partition takes the short path: one ``native.cl_encode_one`` under the put lock."""
         if type(value) is bytes and partition is not None and key is None and headers is None \
                 and tag is None and timestamp_ms is None:
-            return self.append_batch(topic, [value], partition=partition)[0]
+            return self._append_one(topic, value, partition)
         return self.append_batch(topic, [Message(value, key, timestamp_ms, headers, tag)],
                                  partition=partition)[0]
 
+    def _append_one(self, topic: str, value: bytes, partition: int) -> RecordMetadata:
+        self._check_writable()
+        self.dispatcher.check()
+        p = self._check_partition(topic, partition, self.partitions(topic))
+        topic_b = self._topic_bytes(topic)
+        prefix = self._uniq_prefix_b
+        size = self._plain_overhead + len(topic_b) + len(value)
+        if size > self._size_limit:
+            self._too_large(0, size)
+        with self._uniq_lock:
+            uniq = self._uniq_next
+            self._uniq_next = uniq + 1
+        k = (topic, p)
+        cl = self.commitlog
+        with cl.put_lock:
+            self._check_open()
+            q = self._queue_next.get(k, 0)
+            with translate_full(f"appending to {topic!r}"):
+                self._consume_queue(*k).reserve_units(q, q)  # (see append_batch)
+                store_ts = cl.put_locked(
+                    (size,), lambda phys, _i, _n, ts: native.cl_encode_one(
+                        topic_b, value, prefix, uniq, p, q, phys, ts))
+            self._queue_next[k] = q + 1
+            self.appended_records += 1
+            self.appended_bytes += size
+            ticket = self._gc.written() if self._gc is not None else 0
+        if self._gc is not None:
+            with translate_full(f"syncing an append to {topic!r}"):
+                self._gc.wait_durable(ticket)
+        self.dispatcher.wakeup()
+        return tuple.__new__(RecordMetadata, (topic, p, q, store_ts))
+
+    def _topic_bytes(self, topic: str) -> bytes:
+        b = self._topic_b.get(topic)
+        if b is None:
+            b = topic.encode("ascii")
+            msgcodec.check_topic(b)
+            self._topic_b[topic] = b
+        return b
+
     def append_batch(self, topic: str, messages: Iterable[bytes | Message], *,
-                     partition: int | None = None) -> list[RecordMetadata]:
-        """Append a producer batch: one CommitLog message per record, written contiguously
-        under one lock acquisition, with one flush wait (RocketMQ stores no batches)."""
+                     partition: int | None = None) -> BatchMetadata:
+        """Append a producer batch: one CommitLog message per record (RocketMQ stores no
+        batches), encoded in one native call per CommitLog file touched
+        (``native.cl_encode``) under one lock acquisition, with one flush wait. Returns the
+        queue offsets as columns (``BatchMetadata``)."""
         self._check_writable()
         self.dispatcher.check()  # a failed dispatcher makes the store unwritable (RocketMQ)
         count = self.partitions(topic)
         msgs = as_message_list(messages)
-        # (partition, normalised Message or None for a plain value, value) in call order
-        order: list = [None] * len(msgs)
+        topic_b = self._topic_bytes(topic)
+        n = len(msgs)
+        p_single = None
+        props = props_offsets = props_lengths = born = None
         if partition is not None:
-            p = self._check_partition(topic, partition, count)
-            for i, m in enumerate(msgs):
-                if type(m) is bytes:
-                    order[i] = (p, None, m)
-                else:
-                    nm = normalize_message(m, 0)
-                    order[i] = (p, nm, nm.value)
+            p_single = self._check_partition(topic, partition, count)
             if not msgs:
                 raise errors.InvalidRecordError("append_batch needs at least one message")
-        else:
-            for p, items in self._group_by_partition(topic, msgs, None, count).items():
-                for i, m in items:
-                    order[i] = (p, m, m.value)
-        defaulted = [not isinstance(m, Message) or m.timestamp_ms is None for m in msgs]
-        topic_b = topic.encode("ascii")
-        limit = min(self.config.max_message_bytes,
-                    self.commitlog.file_size - fmt.END_FILE_MIN_BLANK_LENGTH)
-        prefix = self._uniq_prefix
-        counter = self._uniq_counter
-        encode = msgcodec.encode
-        plain = self._plain_encoders.get(topic)
-        if plain is None:
-            plain = self._plain_encoders[topic] = msgcodec.encoder_for_plain_values(
-                topic_b, prefix)
-        bufs = []
-        for i, (p, m, value) in enumerate(order):
-            if m is None:
-                buf = plain(p, value, next(counter))
+            plain = all(type(m) is bytes for m in msgs)
+            if plain:
+                values = msgs
             else:
-                uniq = "%s%016X" % (prefix, next(counter))
-                props = msgcodec.encode_properties(m.tag, m.key, uniq, m.headers)
-                buf = encode(topic_b, p, m.timestamp_ms, value, props)
-            if len(buf) > limit:
-                self._too_large(i, len(buf))
-            bufs.append(buf)
-        keys = [(topic, o[0]) for o in order]
-        flags = defaulted
+                items = [(i, m if type(m) is bytes else normalize_message(m, 0))
+                         for i, m in enumerate(msgs)]
+        else:
+            plain = False
+            items = [None] * n
+            for p, group in self._group_by_partition(topic, msgs, None, count).items():
+                for i, m in group:
+                    items[i] = (p, m)
+        with self._uniq_lock:
+            uniq_base = self._uniq_next
+            self._uniq_next = uniq_base + n
+        if plain:
+            queue_ids = np.full(n, p_single, dtype=np.int64)
+        else:
+            if partition is not None:
+                queue_ids = np.full(n, p_single, dtype=np.int64)
+                msgs_n = [m for _i, m in items]
+            else:
+                queue_ids = np.fromiter((it[0] for it in items), dtype=np.int64, count=n)
+                msgs_n = [it[1] for it in items]
+            values, props, props_offsets, props_lengths, born = self._columns(
+                msgs, msgs_n, uniq_base)
+        body_lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        bodies = b"".join(values)
+        body_offsets = np.cumsum(body_lengths) - body_lengths
+        prefix = self._uniq_prefix_b
+        sizes = native.cl_encoded_sizes(len(topic_b), body_lengths, props_lengths, len(prefix))
+        if props_lengths is not None:
+            too_many = props_lengths + fmt.CRC32_RESERVED_LEN > fmt.PROPERTIES_MAX_BYTES
+        else:
+            too_many = None
+        bad = sizes > self._size_limit
+        if too_many is not None:
+            bad |= too_many
+        if bad.any():
+            i = int(np.argmax(bad))
+            if too_many is not None and too_many[i]:
+                msgcodec.properties_too_large(int(props_lengths[i]) + fmt.CRC32_RESERVED_LEN)
+            self._too_large(i, int(sizes[i]))
+        total = int(sizes.sum())
+
+        def encode(phys: int, first: int, k: int, store_ts: int):
+            end = first + k
+            return native.cl_encode(
+                topic_b, bodies, body_offsets[first:end], body_lengths[first:end], props,
+                None if props_offsets is None else props_offsets[first:end],
+                None if props_lengths is None else props_lengths[first:end], prefix,
+                uniq_base + first, queue_ids[first:end], queue_offsets[first:end],
+                None if born is None else born[first:end], phys, store_ts)
+
         cl = self.commitlog
         with cl.put_lock:
             self._check_open()
-            nxt: dict[tuple[str, int], int] = {}
-            qoffs = []
-            for k in keys:
-                q = nxt.get(k)
-                if q is None:
-                    q = self._queue_next.get(k, 0)
-                qoffs.append(q)
-                nxt[k] = q + 1
+            if p_single is not None:
+                k0 = (topic, p_single)
+                q0 = self._queue_next.get(k0, 0)
+                queue_offsets = np.arange(q0, q0 + n, dtype=np.int64)
+                nxt = {k0: q0 + n}
+            else:
+                queue_offsets, nxt = self._assign_queue_offsets(topic, queue_ids)
             with translate_full(f"appending to {topic!r}"):
                 # the ConsumeQueue files these units go to exist before anything is written,
                 # so a full disk fails this call, never the dispatcher (nothing is assigned
                 # yet: the queue offsets are only taken below, once the put succeeded)
                 for k, end in nxt.items():
                     self._consume_queue(*k).reserve_units(self._queue_next.get(k, 0), end - 1)
-                _phys, store_ts = cl.put_locked(bufs, qoffs, flags)
+                store_ts = cl.put_locked(sizes, encode)
             self._queue_next.update(nxt)
-            self.appended_records += len(bufs)
-            self.appended_bytes += sum(map(len, bufs))
+            self.appended_records += n
+            self.appended_bytes += total
             ticket = self._gc.written() if self._gc is not None else 0
         if self._gc is not None:
             with translate_full(f"syncing an append to {topic!r}"):
                 self._gc.wait_durable(ticket)
         self.dispatcher.wakeup()
-        return BatchMetadata.from_metadata(topic, [
-            RecordMetadata(topic, o[0], q, store_ts if d else o[1].timestamp_ms)
-            for o, q, d in zip(order, qoffs, defaulted)])
+        if born is None:
+            if p_single is not None:
+                return BatchMetadata.single(topic, p_single, q0, n, store_ts)
+            stamps = np.full(n, store_ts, dtype=np.int64)
+        else:
+            stamps = np.where(born < 0, store_ts, born)
+        return BatchMetadata(topic, queue_ids, queue_offsets, stamps)
+
+    def _columns(self, raw: list, msgs: list, uniq_base: int):
+        """Values, properties blob, offsets and lengths (-1: plain, UNIQ_KEY only) and born
+        timestamps (-1: the store's) of normalised messages; ``raw`` are the messages as
+        given (a Message without a timestamp gets the store timestamp, as RocketMQ)."""
+        n = len(msgs)
+        values = [None] * n
+        parts: list[bytes] = []
+        poffs = np.full(n, 0, dtype=np.int64)
+        plens = np.full(n, -1, dtype=np.int64)
+        born = np.full(n, -1, dtype=np.int64)
+        prefix = self._uniq_prefix
+        at = 0
+        for i, m in enumerate(msgs):
+            if type(m) is bytes:
+                values[i] = m
+                continue
+            values[i] = m.value
+            r = raw[i]
+            if isinstance(r, Message) and r.timestamp_ms is not None:
+                born[i] = m.timestamp_ms
+            if m.tag is None and m.key is None and not m.headers:
+                continue
+            pb = msgcodec.encode_properties(m.tag, m.key, "%s%016X" % (prefix, uniq_base + i),
+                                            m.headers)
+            parts.append(pb)
+            poffs[i] = at
+            plens[i] = len(pb)
+            at += len(pb)
+        return values, b"".join(parts), poffs, plens, born
+
+    def _assign_queue_offsets(self, topic: str, queue_ids: np.ndarray):
+        """Queue offsets for messages to several queues (caller holds the put lock): each
+        queue's messages take the next offsets of that queue, in call order."""
+        order = np.argsort(queue_ids, kind="stable")
+        sq = queue_ids[order]
+        starts = np.flatnonzero(np.concatenate(([True], sq[1:] != sq[:-1])))
+        ends = np.append(starts[1:], len(sq))
+        rank = np.arange(len(sq), dtype=np.int64) - np.repeat(starts, ends - starts)
+        base = np.empty(len(starts), dtype=np.int64)
+        nxt: dict[tuple[str, int], int] = {}
+        get = self._queue_next.get
+        for j, (p, c) in enumerate(zip(sq[starts].tolist(), (ends - starts).tolist())):
+            b = get((topic, p), 0)
+            base[j] = b
+            nxt[(topic, p)] = b + c
+        offsets = np.empty(len(sq), dtype=np.int64)
+        offsets[order] = np.repeat(base, ends - starts) + rank
+        return offsets, nxt
 
     def _too_large(self, i: int, size: int) -> None:
         limit = self.config.max_message_bytes
