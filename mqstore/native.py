@@ -443,6 +443,72 @@ else:
 
 
 # ===== [segments read] wrappers of native/batch_decode.c (reference: mqstore/_purepy_batches.py)
+from mqstore import _purepy_batches  # noqa: E402
+from mqstore._purepy_batches import BatchRecords  # noqa: E402,F401  (re-exported)
+
+
+def _decode_batches_native(buf, pos: int, end: int, expect: int, min_offset: int,
+                           end_offset: int, check_crcs: bool, max_records: int,
+                           max_bytes: int) -> BatchRecords:
+    """Walk and decode the batches of ``buf[pos:end)`` in one C call (more only when the
+    output arrays fill up); see ``_purepy_batches.decode_batches``."""
+    args = (buf, pos, end, expect, min_offset, end_offset, check_crcs, max_records, max_bytes)
+    try:
+        p = _from_buffer(_U8_ARRAY, buf)
+    except _BAD_BUFFER:
+        return _purepy_batches.decode_batches(*args)
+    span = max(end - pos, 0)
+    records_cap = span // 64 + 16
+    headers_cap = records_cap
+    state = _ffi.new("int64_t[5]")
+    rec_parts, hdr_parts = [], []
+    n_headers = value_bytes = 0
+    max_records = min(max_records, _INT64_MAX)
+    max_bytes = min(max_bytes, _INT64_MAX)
+    try:
+        while True:
+            records = np.empty((records_cap, 9), dtype=np.int64)
+            headers = np.empty((headers_cap, 4), dtype=np.int64)
+            state[0] = expect
+            status = _lib.mq_decode_batches(
+                p, len(p), pos, end, min_offset, min(end_offset, _INT64_MAX),
+                1 if check_crcs else 0, max_records, max_bytes,
+                records_cap, _from_buffer(_I64_ARRAY, records),
+                headers_cap, _from_buffer(_I64_ARRAY, headers), state)
+            if status < 0:
+                break
+            n, h = state[1], state[2]
+            got = records[:n]
+            if n_headers and n:
+                got[:, 6] += n_headers
+                got[:, 8] = np.where(got[:, 8] >= 0, got[:, 8] + n_headers, -1)
+            rec_parts.append(got)
+            hdr_parts.append(headers[:h])
+            n_headers += h
+            value_bytes += state[4]
+            expect, pos = state[0], state[3]
+            if status != _SCAN_FULL:
+                break
+            max_records -= n
+            max_bytes -= state[4]
+            span = max(end - pos, 0)
+            if n == 0:  # not even one batch fitted: room for anything
+                records_cap, headers_cap = span // 7 + 2, span // 2 + 2
+            else:
+                records_cap, headers_cap = records_cap * 4, headers_cap * 4
+    except OverflowError:  # an argument outside int64: the reference decides
+        return _purepy_batches.decode_batches(*args)
+    if status < 0:
+        return _from_reference(status, (p,), _purepy_batches.decode_batches, *args)
+    return BatchRecords(
+        status, pos, expect, value_bytes,
+        rec_parts[0] if len(rec_parts) == 1 else np.concatenate(rec_parts),
+        hdr_parts[0] if len(hdr_parts) == 1 else np.concatenate(hdr_parts))
+
+
+decode_batches = _decode_batches_native if _lib is not None else _purepy_batches.decode_batches
+__all__ += ["BatchRecords", "decode_batches"]
+
 
 # ===== [commitlog write] wrappers of native/cl_encode.c (reference: mqstore/_purepy_cl_write.py)
 from mqstore import _purepy_cl_write  # noqa: E402  (the reference of this section)

@@ -150,6 +150,36 @@ int64_t mq_index_truncate_from(uint8_t *buf, size_t buf_len, int64_t hash_slots,
                                int64_t *last_phy_offset);
 
 /* ===== [segments read] whole-read decoding of Kafka batches (native/batch_decode.c) ===== */
+/* statuses of mq_decode_batches (same values as mqstore._purepy_batches.BATCHES_*) */
+#define MQ_BATCHES_END 0          /* the walk reached end exactly */
+#define MQ_BATCHES_TORN 1         /* the next batch runs past end: read more to go on */
+#define MQ_BATCHES_BAD_HEADER 2   /* size < 61, magic != 2, lastOffsetDelta < 0, int64 overflow */
+#define MQ_BATCHES_BAD_CRC 3      /* CRC-32C mismatch (check_crcs) */
+#define MQ_BATCHES_BAD_CHAIN 4    /* baseOffset != the previous batch's last offset + 1 */
+#define MQ_BATCHES_BAD_RECORDS 6  /* the records do not parse, or a header name / tag is not UTF-8 */
+#define MQ_BATCHES_COMPRESSED 7   /* a compressed batch (checked, not decoded) at *next_pos */
+#define MQ_BATCHES_LIMIT 8        /* stopped after max_records / max_bytes, or at end_offset */
+/* Walk the batches of buf[pos:end) and decode their records into rows of 9 int64:
+   offset, timestamp (LogAppendTime batches: maxTimestamp), key position, key length (-1 =
+   null), value position, value length (-1 = null), first row in headers, header count, the
+   header row of the mqstore.tag header (-1 = none; it is among the record's header rows, the
+   last one wins). headers rows: key position, key length, value position, value length.
+   Positions are absolute in buf. Records with offset < min_offset are left out; the walk
+   stops before a batch with baseOffset >= end_offset, and after the batch that makes the
+   records >= max_records or the value bytes > max_bytes (MQ_BATCHES_LIMIT). Control batches
+   are skipped. state (int64[5]): in state[0] the expected baseOffset of the first batch (-1:
+   not checked); out: [0] the expected baseOffset of the next batch, [1] rows written, [2]
+   header rows written, [3] next_pos (where the walk stopped: the batch a problem or
+   MQ_BATCHES_COMPRESSED names, the batch that did not fit for MQ_SCAN_FULL, else the end of
+   the last batch read), [4] value bytes of the rows. Rows of the batches before a stop are
+   kept. MQ_SCAN_FULL: the arrays are full (call again from next_pos with room for
+   (end - pos) / 7 + 1 rows and (end - pos) / 2 + 1 header rows, always enough);
+   MQ_ERR_RANGE / MQ_ERR_ARG as the scans. */
+int mq_decode_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                      int64_t min_offset, int64_t end_offset, int check_crcs,
+                      int64_t max_records, int64_t max_bytes,
+                      int64_t records_cap, int64_t *records,
+                      int64_t headers_cap, int64_t *headers, int64_t *state);
 
 /* ===== [commitlog write] batch encoding and dispatch (native/cl_encode.c) ===== */
 /* Size of one V1 message (IPv4 hosts) with the given topic, body and PROPERTIES lengths;

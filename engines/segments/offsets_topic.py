@@ -30,11 +30,11 @@ def replay_commits(log, start: int, committed: dict[tuple[str, str, int], int]) 
         recs = log.read(pos, REPLAY_PAGE, 1 << 30, None)
         if not recs:
             break
-        for _off, _ts, key, value, _h, _t in recs:
+        for key, value in zip(recs.keys(), recs.values()):
             try:
                 group, topic, part = key.decode("utf-8").rsplit("/", 2)
                 committed[(group, topic, int(part))] = int(value)
             except (AttributeError, ValueError):
                 continue
-        pos = recs[-1][0] + 1
+        pos = int(recs.offsets[-1]) + 1
     return pos

@@ -23,15 +23,15 @@ from mqstore.engines.segments.log_loader import LogLoader
 from mqstore.engines.segments.record_batch import (
     BatchBody,
     batch_prefix,
-    decode_records,
     iter_records,
     read_header,
 )
+from mqstore.engines.segments.log_read import read_records
 from mqstore.engines.segments.segment import BatchWalk, LogSegment, filename_prefix
+from mqstore.records import Records
 from mqstore.storedir import fsync_dir
 
 _unpack_max_ts = fmt.MAX_TIMESTAMP.unpack_from
-_unpack_header = fmt.BATCH_HEADER.unpack_from
 
 
 @dataclass(frozen=True)
@@ -372,30 +372,10 @@ class PartitionLog:
                     f"malformed batch header in {self.topic}-{self.partition} inside the "
                     "validated part of the segment", s.log_path, walk.stop_position)
 
-    def read(self, offset: int, max_records: int, max_bytes: int, tags) -> list[tuple]:
-        """Records from ``offset`` as ``(offset, timestamp_ms, key, value, headers, tag)``
-        tuples (see ``Store.read`` for the limits)."""
-        self.check_offset(offset)
-        out: list = []
-        end = self.next_offset  # bytes past it may be in the file, not yet acknowledged
-        if offset >= end:
-            return out
-        total = 0
-        for _seg, _pos, size, _base, last, chunk, off in self.batches_from(offset, end):
-            if last < offset:
-                continue
-            batch = chunk[off:off + size]
-            for rec in decode_records(batch, _unpack_header(batch, 0)):
-                if rec[0] < offset or (tags is not None and rec[5] not in tags):
-                    continue
-                vlen = len(rec[3])
-                if out and total + vlen > max_bytes:
-                    return out
-                out.append(rec)
-                total += vlen
-                if len(out) >= max_records:
-                    return out
-        return out
+    def read(self, offset: int, max_records: int, max_bytes: int, tags) -> Records:
+        """Records from ``offset`` (see ``Store.read`` for the limits; ``tags`` is a set or
+        None), decoded batch-natively (``log_read.read_records``)."""
+        return read_records(self, offset, max_records, max_bytes, tags)
 
     def offset_for_time(self, timestamp: int) -> int | None:
         """The first offset whose record timestamp >= ``timestamp`` (time index first)."""

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
+from mqstore import _purepy_batches as ref
 from mqstore import errors, native
 from mqstore.engines.segments import format as fmt
 
@@ -68,23 +69,6 @@ def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise ValueError("varint longer than 10 bytes")
-
-
-def _read_varint(buf: bytes, pos: int, max_bytes: int = 5) -> tuple[int, int]:
-    """The read path's varint: int32 (at most 5 bytes and 32 bits) or, with
-    ``max_bytes=10``, the varlong timestampDelta (at most 10 bytes and 64 bits); anything
-    else raises ValueError (the rules of ``mqstore._purepy.decode_records``)."""
-    z = shift = 0
-    for _ in range(max_bytes):
-        b = buf[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            if z >> (32 if max_bytes == 5 else 64):
-                raise ValueError(f"varint wider than {'32' if max_bytes == 5 else '64'} bits")
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-    raise ValueError(f"varint longer than {max_bytes} bytes")
 
 
 # ----- encoding -----
@@ -398,175 +382,70 @@ def iter_records(batch: bytes, header: BatchHeader | None = None) -> Iterator[De
         yield DecodedRecord._make(t)
 
 
-#: with the compiled helper, C decodes the varints and encodes plain values (2x and 4.5x
-#: faster); the pure-Python paths below stay for MQSTORE_NATIVE=off
+#: with the compiled helper, C decodes the batches and encodes plain values; the reference
+#: (``mqstore._purepy_batches``, ``_purepy.encode_value_records``) runs under
+#: MQSTORE_NATIVE=off, or when a test sets this to False
 _NATIVE_RECORDS = native.backend == "native"
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
-def _decode_records_native(data: bytes, pos: int, end: int, h: tuple,
-                           log_append_time: bool) -> list[tuple]:
-    """:func:`decode_records` through ``native.decode_records`` (same tuples, same errors)."""
-    base_offset, base_ts, max_ts = h[0], h[7], h[8]
-    if end > len(data):
-        raise errors.CorruptRecordError(
-            f"batch at offset {base_offset} has malformed records: batch cut at {len(data)}")
-    rf = native.decode_records(data, pos, end, h[12])
-    if rf.status != native.SCAN_OK:
-        raise errors.CorruptRecordError(
-            f"batch at offset {base_offset} has malformed records: record at {rf.next_pos}")
-    hdrs = rf.headers.tolist()
-    out = []
-    append = out.append
-    try:
-        for od, td, kp, kl, vp, vl, h0, hn, _end in rf.records.tolist():
-            headers: dict[str, bytes] = {}
-            tag = None
-            if hn:
-                for hkp, hkl, hvp, hvl in hdrs[h0:h0 + hn]:
-                    hk = data[hkp:hkp + hkl].decode("utf-8")
-                    hv = b"" if hvl < 0 else data[hvp:hvp + hvl]
-                    if hk == _TAG_NAME:
-                        tag = hv.decode("utf-8")
-                    else:
-                        headers[hk] = hv
-            append((base_offset + od, max_ts if log_append_time else base_ts + td,
-                    None if kl < 0 else data[kp:kp + kl], b"" if vl < 0 else data[vp:vp + vl],
-                    headers, tag))
-    except UnicodeDecodeError as exc:
-        raise errors.CorruptRecordError(
-            f"batch at offset {base_offset} has malformed records: {exc}") from None
-    return out
+def uncompressed_copy(batch, position: int = 0) -> bytes:
+    """The compressed batch at ``batch[position:]`` rewritten as an uncompressed one (codec
+    bits cleared, batchLength fitted, CRC not recomputed), so that the one batch decoder
+    reads its records: the read path's way through gzip / lz4 / zstd batches (read-only,
+    written by Kafka). A stream that does not decompress is CorruptRecordError."""
+    head = bytearray(batch[position:position + fmt.RECORD_BATCH_OVERHEAD])
+    h = read_header(head)
+    records = _decompress(h.codec, bytes(batch[position + fmt.RECORD_BATCH_OVERHEAD:
+                                               position + h.size]))
+    struct_len = fmt.RECORD_BATCH_OVERHEAD - fmt.LOG_OVERHEAD + len(records)
+    head[8:12] = struct_len.to_bytes(4, "big", signed=True)
+    head[21:23] = (h.attributes & ~fmt.COMPRESSION_CODEC_MASK).to_bytes(2, "big", signed=True)
+    return bytes(head) + records
+
+
+def header_rows(data: bytes, first: int, count: int, hdrs: list) -> dict[str, bytes]:
+    """The headers of one decoded record (rows ``hdrs[first:first + count]`` of
+    ``native.decode_batches``), without the tag header; the last of a repeated name wins."""
+    headers: dict[str, bytes] = {}
+    for hkp, hkl, hvp, hvl in hdrs[first:first + count]:
+        name = data[hkp:hkp + hkl].decode("utf-8")  # checked by the decoder
+        if name != _TAG_NAME:
+            headers[name] = b"" if hvl < 0 else data[hvp:hvp + hvl]
+    return headers
+
+
+def tag_of(data: bytes, row: int, hdrs: list) -> str | None:
+    """The tag of a decoded record whose tag header is row ``row`` (-1: none)."""
+    if row < 0:
+        return None
+    _hkp, _hkl, hvp, hvl = hdrs[row]
+    return data[hvp:hvp + hvl].decode("utf-8") if hvl > 0 else ""
 
 
 def decode_records(batch: bytes, h: tuple) -> list[tuple]:
-    """The read path's decoder: ``(offset, timestamp_ms, key, value, headers, tag)`` tuples
-    for one whole batch given as ``bytes`` and its unpacked header (``format.BATCH_HEADER``
-    field order). Single-byte varints, the common case, are decoded inline."""
-    attributes = h[5]
-    data = batch
-    pos = 61  # RECORD_BATCH_OVERHEAD
-    end = h[1] + 12  # batchLength + LOG_OVERHEAD
-    log_append_time = False
-    if attributes:
-        if attributes & fmt.CONTROL_FLAG_MASK:
-            return []
-        if attributes & fmt.COMPRESSION_CODEC_MASK:
-            try:
-                data = _decompress(attributes & fmt.COMPRESSION_CODEC_MASK,
-                                   bytes(batch[pos:end]))
-            except errors.UnsupportedOperation:
-                raise
-            except Exception as exc:  # zlib.error, lz4's RuntimeError, zstandard.ZstdError
-                raise errors.CorruptRecordError(
-                    f"batch at offset {h[0]} has malformed records: cannot decompress ({exc})"
-                ) from None
-            pos, end = 0, len(data)
-        log_append_time = bool(attributes & fmt.TIMESTAMP_TYPE_MASK)
-    base_offset = h[0]
-    base_ts = h[7]
-    max_ts = h[8]
-    dv = _read_varint
-    if _NATIVE_RECORDS:
-        return _decode_records_native(data, pos, end, h, log_append_time)
-    if end > len(data) or h[12] < 0:
+    """``(offset, timestamp_ms, key, value, headers, tag)`` tuples of one whole batch given
+    as ``bytes`` and its unpacked header (``format.BATCH_HEADER`` field order), through the
+    read path's batch decoder (``native.decode_batches``; no CRC check here: callers check
+    it). Raises CorruptRecordError if the batch or its records do not parse."""
+    decode = native.decode_batches if _NATIVE_RECORDS else ref.decode_batches
+    data = batch if isinstance(batch, bytes) else bytes(batch)
+    r = decode(data, 0, len(data), -1, _INT64_MIN, _INT64_MAX, False, _INT64_MAX, _INT64_MAX)
+    if r.status == ref.BATCHES_COMPRESSED:
+        data = uncompressed_copy(data)
+        r = decode(data, 0, len(data), -1, _INT64_MIN, _INT64_MAX, False, _INT64_MAX,
+                   _INT64_MAX)
+    if r.status != ref.BATCHES_END:
+        why = {ref.BATCHES_TORN: f"batch cut at {len(data)}",
+               ref.BATCHES_BAD_HEADER: "malformed batch header"}.get(
+                   r.status, "a record does not parse")
         raise errors.CorruptRecordError(
-            f"batch at offset {base_offset} has malformed records: batch cut at {len(data)}"
-            if end > len(data) else
-            f"batch at offset {base_offset} has malformed records: record count {h[12]}")
-    tag_name = _TAG_NAME
+            f"batch at offset {h[0]} has malformed records: {why}")
+    hdrs = r.headers.tolist()
     out = []
-    append = out.append
-    try:
-        for _ in range(h[12]):
-            b = data[pos]
-            if b < 0x80:
-                rec_end = pos + 1 + ((b >> 1) ^ -(b & 1))
-                pos += 2  # length byte, attributes
-            elif data[pos + 1] < 0x80:
-                z = (b & 0x7F) | (data[pos + 1] << 7)
-                rec_end = pos + 2 + ((z >> 1) ^ -(z & 1))
-                pos += 3
-            else:
-                length, pos = dv(data, pos)
-                rec_end = pos + length
-                pos += 1
-            b = data[pos]
-            if b < 0x80:
-                ts_delta = (b >> 1) ^ -(b & 1)
-                pos += 1
-            else:
-                ts_delta, pos = dv(data, pos, 10)
-            b = data[pos]
-            if b < 0x80:
-                off_delta = (b >> 1) ^ -(b & 1)
-                pos += 1
-            else:
-                off_delta, pos = dv(data, pos)
-            b = data[pos]
-            if b == 1:
-                key = None
-                pos += 1
-            else:
-                if b < 0x80:
-                    klen = (b >> 1) ^ -(b & 1)
-                    pos += 1
-                else:
-                    klen, pos = dv(data, pos)
-                if klen < -1:
-                    raise ValueError(f"key length {klen}")
-                key = None if klen < 0 else data[pos:pos + klen]
-                pos += max(klen, 0)
-            b = data[pos]
-            if b < 0x80:
-                vlen = (b >> 1) ^ -(b & 1)
-                pos += 1
-            elif data[pos + 1] < 0x80:
-                z = (b & 0x7F) | (data[pos + 1] << 7)
-                vlen = (z >> 1) ^ -(z & 1)
-                pos += 2
-            else:
-                vlen, pos = dv(data, pos)
-            if vlen < -1:
-                raise ValueError(f"value length {vlen}")
-            if vlen < 0:
-                value = b""
-            else:
-                value = data[pos:pos + vlen]
-                pos += vlen
-            nh = data[pos]
-            headers: dict[str, bytes] = {}
-            tag = None
-            if nh == 0:
-                pos += 1
-            else:
-                nh, pos = dv(data, pos)
-                if nh < 0:
-                    raise ValueError(f"header count {nh}")
-                for _h in range(nh):
-                    hkl, pos = dv(data, pos)
-                    if hkl < 0 or pos + hkl > rec_end:
-                        raise ValueError(f"header key length {hkl}")
-                    hk = data[pos:pos + hkl].decode("utf-8")
-                    pos += hkl
-                    hvl, pos = dv(data, pos)
-                    if hvl < -1:
-                        raise ValueError(f"header value length {hvl}")
-                    if hvl < 0:
-                        hv = b""
-                    else:
-                        hv = data[pos:pos + hvl]
-                        pos += hvl
-                    if hk == tag_name:
-                        tag = hv.decode("utf-8")
-                    else:
-                        headers[hk] = hv
-            if pos != rec_end or pos > end:
-                raise ValueError(f"record length does not match its fields at {pos}")
-            append((base_offset + off_delta, max_ts if log_append_time else base_ts + ts_delta,
-                    key, value, headers, tag))
-        if h[12] and pos != end:
-            raise ValueError(f"{end - pos} bytes after the last record")
-    except (IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise errors.CorruptRecordError(
-            f"batch at offset {base_offset} has malformed records: {exc}") from None
+    for off, ts, kp, kl, vp, vl, first, hn, tag_row in r.records.tolist():
+        out.append((off, ts, None if kl < 0 else data[kp:kp + kl],
+                    b"" if vl < 0 else data[vp:vp + vl],
+                    header_rows(data, first, hn, hdrs) if hn else {},
+                    tag_of(data, tag_row, hdrs)))
     return out

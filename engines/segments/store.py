@@ -431,15 +431,13 @@ class SegmentsStore(Store):
     # ----- reads -----
     def read(self, topic: str, partition: int, offset: int, *,
              max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
-             tags: Iterable[str] | None = None) -> list[Record]:
+             tags: Iterable[str] | None = None) -> Records:
         wanted = check_read_args(offset, max_records, max_bytes, tags)
         log = self._log(topic, partition)
         if max_records < 1:
             log.check_offset(offset)
             return Records.empty(topic, partition)
-        return Records.from_records(topic, partition, [
-            Record(topic, partition, *row)
-            for row in log.read(offset, max_records, max_bytes, wanted)])
+        return log.read(offset, max_records, max_bytes, wanted)
 
     def start_offset(self, topic: str, partition: int) -> int:
         return self._log(topic, partition).log_start_offset

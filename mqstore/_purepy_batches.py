@@ -1,0 +1,157 @@
+"""Reference implementation of ``decode_batches`` (native/batch_decode.c): the segments read
+path's whole-read decoder of Kafka RecordBatches (magic 2).
+
+This module DEFINES the behaviour: ``mqstore.native.decode_batches`` runs the C version when
+the helper is built and this one otherwise (``MQSTORE_NATIVE=off``); both give equal results
+and the same typed errors (tests/native/test_native_batch_decode.py). Records are decoded by
+``_purepy.decode_records`` (the one record decoder). Pure functions, thread-safe.
+"""
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+import numpy as np
+
+from mqstore._purepy import SCAN_OK, _bytes_view, _check_range, crc32c, decode_records
+
+# statuses (native/mqstore_native.h, MQ_BATCHES_*)
+BATCHES_END = 0  # the walk reached ``end`` exactly
+BATCHES_TORN = 1  # the next batch runs past ``end`` (or < 61 bytes are left): read more
+BATCHES_BAD_HEADER = 2  # size < 61, magic != 2, lastOffsetDelta < 0, last offset past int64
+BATCHES_BAD_CRC = 3  # CRC-32C mismatch (check_crcs)
+BATCHES_BAD_CHAIN = 4  # baseOffset is not the previous batch's last offset + 1
+BATCHES_BAD_RECORDS = 6  # the records do not parse, or a header name / tag is not UTF-8
+BATCHES_COMPRESSED = 7  # a compressed batch at ``next_pos``: checked, not decoded
+BATCHES_LIMIT = 8  # stopped after max_records / max_bytes, or before end_offset
+
+#: the columns of ``BatchRecords.records``
+BATCH_RECORD_COLUMNS = ("offset", "timestamp", "key_pos", "key_len", "value_pos",
+                        "value_len", "first_header", "header_count", "tag_header")
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_HEAD = struct.Struct(">qiibIhiqq")  # through maxTimestamp (43 bytes)
+_COUNT = struct.Struct(">i")  # recordsCount at 57
+_TAG = b"mqstore.tag"
+_ATTR_CODEC, _ATTR_LOG_APPEND_TIME, _ATTR_CONTROL = 0x07, 0x08, 0x20
+
+
+class BatchRecords(NamedTuple):
+    """What ``decode_batches`` found in one byte range of a ``.log``."""
+
+    status: int  # a BATCHES_* code
+    next_pos: int  # where the walk stopped (the batch a problem or COMPRESSED names)
+    next_expect: int  # the baseOffset the next batch must have (-1: unchecked)
+    value_bytes: int  # summed value lengths of the rows (nulls count 0)
+    records: np.ndarray  # int64, shape (n, 9): BATCH_RECORD_COLUMNS
+    headers: np.ndarray  # int64, shape (m, 4): key pos, key len, value pos, value len
+
+
+def _wrap(v: int) -> int:
+    return ((v - _INT64_MIN) & 0xFFFFFFFFFFFFFFFF) + _INT64_MIN
+
+
+def _utf8(raw) -> bool:
+    try:
+        bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def decode_batches(buf, pos: int, end: int, expect: int, min_offset: int, end_offset: int,
+                   check_crcs: bool, max_records: int, max_bytes: int) -> BatchRecords:
+    """Walk the batches of ``buf[pos:end)`` and decode their records (see the
+    ``mq_decode_batches`` comment in native/mqstore_native.h for the full contract).
+
+    Each batch is checked in this order: a whole header (else TORN), size >= 61, magic 2,
+    lastOffsetDelta >= 0 and an int64 last offset (else BAD_HEADER), the whole batch inside
+    ``end`` (else TORN), ``baseOffset < end_offset`` (else LIMIT), the CRC-32C when
+    ``check_crcs`` (BAD_CRC), ``baseOffset == expect`` unless ``expect`` is -1 (BAD_CHAIN);
+    then a control batch is skipped, a compressed one stops the walk (COMPRESSED), and an
+    uncompressed one has its records decoded (BAD_RECORDS if they do not parse or a header
+    name or tag value is not UTF-8). Rows of records with offset < ``min_offset`` are left
+    out. After a batch, the walk stops (LIMIT) once the rows reach ``max_records`` or their
+    value bytes exceed ``max_bytes``. Rows of the batches before a stop are kept.
+    ``BufferRangeError`` if ``pos < 0`` or ``end > len(buf)``.
+    """
+    mv = _bytes_view(buf)
+    _check_range(mv, pos, max(end, 0))
+    data = buf if type(buf) is bytes else mv
+    rows: list[tuple] = []
+    headers: list[tuple] = []
+    value_bytes = 0
+    status = BATCHES_END
+    while pos < end:
+        if end - pos < 61:
+            status = BATCHES_TORN
+            break
+        base, length, _epoch, magic, crc, attributes, lod, base_ts, max_ts = \
+            _HEAD.unpack_from(mv, pos)
+        size = length + 12
+        if size < 61 or magic != 2 or lod < 0 or base + lod > _INT64_MAX:
+            status = BATCHES_BAD_HEADER
+            break
+        if size > end - pos:
+            status = BATCHES_TORN
+            break
+        if base >= end_offset:
+            status = BATCHES_LIMIT
+            break
+        if check_crcs and crc32c(mv[pos + 21:pos + size]) != crc:
+            status = BATCHES_BAD_CRC
+            break
+        if expect >= 0 and base != expect:
+            status = BATCHES_BAD_CHAIN
+            break
+        if attributes & _ATTR_CONTROL:
+            expect = base + lod + 1
+            pos += size
+            continue
+        if attributes & _ATTR_CODEC:
+            expect = base + lod + 1
+            status = BATCHES_COMPRESSED
+            break
+        count = _COUNT.unpack_from(mv, pos + 57)[0]
+        rf = decode_records(buf, pos + 61, pos + size, count)
+        if rf.status != SCAN_OK:
+            status = BATCHES_BAD_RECORDS
+            break
+        h0 = len(headers)
+        hdrs = [tuple(r) for r in rf.headers.tolist()]
+        mine, bad, batch_bytes = [], False, 0
+        for od, td, kp, kl, vp, vl, first, hn, _rec_end in rf.records.tolist():
+            tag_row = -1
+            for j in range(first, first + hn):
+                hkp, hkl, hvp, hvl = hdrs[j]
+                name = data[hkp:hkp + hkl]
+                if not _utf8(name):
+                    bad = True
+                    break
+                if name == _TAG:
+                    if hvl > 0 and not _utf8(data[hvp:hvp + hvl]):
+                        bad = True
+                        break
+                    tag_row = h0 + j
+            if bad:
+                break
+            offset = _wrap(base + od)
+            if offset < min_offset:
+                continue
+            ts = max_ts if attributes & _ATTR_LOG_APPEND_TIME else _wrap(base_ts + td)
+            mine.append((offset, ts, kp, kl, vp, vl, h0 + first, hn, tag_row))
+            batch_bytes += max(vl, 0)
+        if bad:
+            status = BATCHES_BAD_RECORDS
+            break
+        rows += mine
+        headers += hdrs
+        value_bytes += batch_bytes
+        expect = base + lod + 1
+        pos += size
+        if len(rows) >= max_records or value_bytes > max_bytes:
+            status = BATCHES_LIMIT
+            break
+    return BatchRecords(status, pos, expect, value_bytes,
+                        np.array(rows, dtype=np.int64).reshape(-1, 9),
+                        np.array(headers, dtype=np.int64).reshape(-1, 4))
