@@ -571,14 +571,11 @@ def _cl_encode_one_native(topic: bytes, body: bytes, uniq_prefix: bytes, uniq_nu
                                        queue_offset, phys_offset, store_timestamp)
     size = _lib.mq_cl_encoded_size(len(topic), len(body), -1, len(uniq_prefix))
     out = bytearray(size if size > 0 else 0)
-    one = _ffi.new("int64_t[4]", (0, len(body), queue_id, queue_offset))
     try:
-        written = _lib.mq_cl_encode(topic, len(topic), body, len(body), one, one + 1,
-                                    _ffi.NULL, 0, _ffi.NULL, _ffi.NULL, uniq_prefix,
-                                    len(uniq_prefix), uniq_number, one + 2, one + 3, _ffi.NULL,
-                                    1, phys_offset, store_timestamp,
-                                    _from_buffer(_U8_ARRAY, out, require_writable=True),
-                                    len(out))
+        written = _lib.mq_cl_encode_one(topic, len(topic), body, len(body), uniq_prefix,
+                                        len(uniq_prefix), uniq_number, queue_id, queue_offset,
+                                        phys_offset, store_timestamp, _from_buffer(_U8_ARRAY, out),
+                                        len(out))
     except OverflowError:
         written = -1
     if written < 0:

@@ -166,3 +166,17 @@ int64_t mq_index_key_hashes(const uint8_t *buf, size_t buf_len, const int64_t *p
     }
     return 0;
 }
+
+int64_t mq_cl_encode_one(const uint8_t *topic, size_t topic_len, const uint8_t *body,
+                         size_t body_len, const uint8_t *uniq_prefix, size_t uniq_prefix_len,
+                         int64_t uniq_number, int64_t queue_id, int64_t queue_offset,
+                         int64_t phys_offset, int64_t store_timestamp, uint8_t *out,
+                         size_t out_cap)
+{
+    const int64_t cols[4] = {0, (int64_t)body_len, queue_id, queue_offset};
+    if (body_len > INT32_MAX)
+        return MQ_ERR_ARG;
+    return mq_cl_encode(topic, topic_len, body, body_len, cols, cols + 1, NULL, 0, NULL, NULL,
+                        uniq_prefix, uniq_prefix_len, uniq_number, cols + 2, cols + 3, NULL, 1,
+                        phys_offset, store_timestamp, out, out_cap);
+}

@@ -209,6 +209,13 @@ int64_t mq_cl_encode(const uint8_t *topic, size_t topic_len,
                      const int64_t *queue_ids, const int64_t *queue_offsets,
                      const int64_t *born_timestamps, int64_t n, int64_t phys_offset,
                      int64_t store_timestamp, uint8_t *out, size_t out_cap);
+/* mq_cl_encode of one plain value (the single append path): n = 1, body at 0, plain
+   properties, store timestamp as BORNTIMESTAMP. */
+int64_t mq_cl_encode_one(const uint8_t *topic, size_t topic_len, const uint8_t *body,
+                         size_t body_len, const uint8_t *uniq_prefix, size_t uniq_prefix_len,
+                         int64_t uniq_number, int64_t queue_id, int64_t queue_offset,
+                         int64_t phys_offset, int64_t store_timestamp, uint8_t *out,
+                         size_t out_cap);
 /* IndexFile hashes (abs of Java String.hashCode, MIN_VALUE -> 0) of n keys "prefix" + key,
    key i being buf[positions[i]:+lengths[i]] and prefix_hashes[i] the Java hash of its
    prefix (topic + "#"). A key holding a byte >= 0x80 or a space gets -1 (the caller hashes

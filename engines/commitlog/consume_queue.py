@@ -66,6 +66,8 @@ class ConsumeQueue:
         self._dir_dirty = False
         self._parents_dirty = False
         self._verify_last: int | None = None  # recovery's verifying dispatch (verify_put)
+        #: the last unit a reserve_units call covered (-1: none, or files changed since)
+        self._reserved_through = -1
         #: load() had to resize or delete files (or found none): recover() says to rebuild
         self._rebuild_needed = False
         self._verify_fixed = 0
@@ -238,6 +240,7 @@ class ConsumeQueue:
         last good unit's message (``min_phys`` if there is none)."""
         if not self.files:
             self.max_units = 0
+            self._reserved_through = -1
             return min_phys if self._rebuild_needed else None
         end, problem = self._scan()
         self.truncate_units(end)
@@ -327,6 +330,7 @@ class ConsumeQueue:
             path = os.path.join(self.dir, file_name(base * fmt.CQ_UNIT_SIZE))
             self._map(path, create=True)  # appended: move it to the front
             self.files.insert(0, self.files.pop())
+            self._reserved_through = -1
             self.arrays.insert(0, self.arrays.pop())
             self._dir_dirty = True
         for g in range(self.first_unit, q):
@@ -380,6 +384,7 @@ class ConsumeQueue:
                 keep_files.append(mf)
                 keep_arrays.append(arr)
             self.files, self.arrays = keep_files, keep_arrays
+            self._reserved_through = -1
             self.max_units = end_unit if self.files else 0
             self.max_phys_end = self._last_phys_end()
 
@@ -476,6 +481,8 @@ class ConsumeQueue:
         before it writes anything), so that a full disk fails the append with
         ``StoreFullError`` instead of the dispatcher, which then never has to allocate for
         a message that was acknowledged."""
+        if first <= last <= self._reserved_through:  # the append path's common case
+            return
         with self._lock:
             upf = self.units_per_file
             if not self.files:
@@ -492,6 +499,10 @@ class ConsumeQueue:
                 self.files[idx].reserve((q - base) * fmt.CQ_UNIT_SIZE,
                                         (stop - base) * fmt.CQ_UNIT_SIZE)
                 q = stop
+            mf = self.files[-1]  # what the last file's reservation covers already
+            covered = mf.file_from_offset // fmt.CQ_UNIT_SIZE + (
+                (mf.reserved_end or 0) - mf.read_margin) // fmt.CQ_UNIT_SIZE - 1
+            self._reserved_through = max(last, covered) if first >= self.first_unit else -1
 
     def _write_unit(self, q: int, unit: bytes) -> None:
         idx = (q - self.first_unit) // self.units_per_file
@@ -580,6 +591,7 @@ class ConsumeQueue:
                 if last_size != fmt.CQ_FILLER_SIZE and last_off + last_size > min_phys:
                     break
                 mf = self.files.pop(0)
+                self._reserved_through = -1
                 self.arrays.pop(0)
                 deleted += mf.destroy(unmap=False)
                 self._dir_dirty = True

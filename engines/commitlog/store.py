@@ -350,18 +350,22 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
     def append(self, topic: str, value: bytes, *, key: bytes | None = None,
                partition: int | None = None, timestamp_ms: int | None = None,
                headers=None, tag: str | None = None) -> RecordMetadata:
-        """Append one message (see :meth:`append_batch`). A plain bytes value to a given
-        partition takes the short path: one ``native.cl_encode_one`` under the put lock."""
-        if type(value) is bytes and partition is not None and key is None and headers is None \
-                and tag is None and timestamp_ms is None:
+        """Append one message (see :meth:`append_batch`). A plain bytes value takes the short
+        path: one ``native.cl_encode_one`` under the put lock."""
+        if type(value) is bytes and key is None and headers is None and tag is None \
+                and timestamp_ms is None:
             return self._append_one(topic, value, partition)
         return self.append_batch(topic, [Message(value, key, timestamp_ms, headers, tag)],
                                  partition=partition)[0]
 
-    def _append_one(self, topic: str, value: bytes, partition: int) -> RecordMetadata:
+    def _append_one(self, topic: str, value: bytes, partition: int | None) -> RecordMetadata:
         self._check_writable()
         self.dispatcher.check()
-        p = self._check_partition(topic, partition, self.partitions(topic))
+        count = self.partitions(topic)
+        if partition is None:  # as _group_by_partition for a value without a key
+            p = self._next_round_robin(topic, count)
+        else:
+            p = self._check_partition(topic, partition, count)
         topic_b = self._topic_bytes(topic)
         prefix = self._uniq_prefix_b
         size = self._plain_overhead + len(topic_b) + len(value)
