@@ -629,3 +629,53 @@ __all__ += ["cl_encode", "cl_encode_one", "cl_encoded_sizes", "cl_plain_props_le
 
 
 # ===== [commitlog read] wrappers of native/cl_read.c (reference: mqstore/_purepy_cl_read.py)
+from mqstore import _purepy_cl_read  # noqa: E402  (the reference of this section)
+from mqstore._purepy_cl_read import (  # noqa: E402,F401  (re-exported: statuses, flags, columns)
+    CLR_COLUMNS,
+    CLR_CORRUPT,
+    CLR_FOREIGN,
+    CLR_FULL,
+    CLR_HAS_HEADERS,
+    CLR_KEY_PLAIN,
+    CLR_LIMIT,
+    CLR_MISMATCH,
+    CLR_OK,
+    CLR_TAG_PLAIN,
+    ClGather,
+)
+
+
+def _cl_gather_native(buf, limit: int, positions, sizes, queue_offsets, queue_id: int,
+                      check_crcs: bool, crc_required_pos: int, taken: int, taken_bytes: int,
+                      max_bytes: int, out, out_pos: int) -> ClGather:
+    """Gather the messages a run of ConsumeQueue units points at in one CommitLog file, in
+    one C call (see ``_purepy_cl_read.cl_gather``)."""
+    args = (buf, limit, positions, sizes, queue_offsets, queue_id, check_crcs,
+            crc_required_pos, taken, taken_bytes, max_bytes, out, out_pos)
+    try:
+        pos_a = np.ascontiguousarray(positions, dtype=np.int64)
+        size_a = np.ascontiguousarray(sizes, dtype=np.int64)
+        qoff_a = np.ascontiguousarray(queue_offsets, dtype=np.int64)
+        n = len(pos_a)
+        if not (pos_a.ndim == size_a.ndim == qoff_a.ndim == 1
+                and len(size_a) == len(qoff_a) == n):
+            return _purepy_cl_read.cl_gather(*args)
+        p = _from_buffer(_U8_ARRAY, buf)
+        o = _from_buffer(_U8_ARRAY, out, require_writable=True)
+        rows = np.empty((CLR_COLUMNS, n), dtype=np.int64)
+        res = _ffi.new("int64_t[2]")  # done, out_end
+        status = _lib.mq_cl_gather(p, len(p), limit, _from_buffer(_I64_ARRAY, pos_a),
+                                   _from_buffer(_I64_ARRAY, size_a),
+                                   _from_buffer(_I64_ARRAY, qoff_a), n, queue_id,
+                                   1 if check_crcs else 0, crc_required_pos, taken,
+                                   taken_bytes, max_bytes, o, len(o), out_pos,
+                                   _from_buffer(_I64_ARRAY, rows), n, res, res + 1)
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy_cl_read.cl_gather(*args)
+    if status < 0:
+        return _from_reference(status, (p, o), _purepy_cl_read.cl_gather, *args)
+    k = int(res[0])
+    return ClGather(status, k, int(res[1]), rows if k == n else rows[:, :k])
+
+
+cl_gather = _cl_gather_native if _lib is not None else _purepy_cl_read.cl_gather

@@ -11,6 +11,8 @@ import socket
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from mqstore import errors, native
 from mqstore.api import (DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Record, check_lookup_args,
                          check_read_args, check_timestamp_arg)
@@ -19,6 +21,7 @@ from mqstore.records import Records
 from . import format as fmt
 from . import message as msgcodec
 from .consume_queue import ConsumeQueue
+from .read_batch import ReadBatch
 
 if TYPE_CHECKING:
     from .commitlog import CommitLog
@@ -69,11 +72,12 @@ class ConsumeQueueReads:
         return offset
 
     @staticmethod
-    def _unit_batches(cq: ConsumeQueue | None, q: int, cq_end: int, tail: list,
-                      hashes: list[int] | None, step: int = 512) -> Iterator[list]:
-        """(queue offset, commitlog offset, size, tag hash) of the units from ``q``, in
-        batches; with ``hashes`` only units whose tag hash is one of them (numpy scan of the
-        mapped ConsumeQueue, no CommitLog access)."""
+    def _units(cq: ConsumeQueue | None, q: int, cq_end: int, tail: list,
+               hashes: list[int] | None, want) -> Iterator[tuple[np.ndarray, ...]]:
+        """The units from ``q`` as int64 arrays (queue offsets, commitlog offsets, sizes,
+        fillers included), one ConsumeQueue file at a time: with ``hashes`` only the units
+        whose tag hash is one of them (``native.cq_tag_scan`` over the mapped file, no
+        CommitLog access), else at most ``want()`` units at a time."""
         while cq is not None and q < cq_end:
             blk = cq.unit_block(q, cq_end)
             if blk is None:
@@ -81,35 +85,31 @@ class ConsumeQueueReads:
             arr, mf = blk
             if hashes is not None:
                 rel = native.cq_tag_scan(mf.mm, q % cq.units_per_file, len(arr), hashes)
-                if len(rel):
-                    yield [(qq, *u) for qq, u in zip((q + rel).tolist(), arr[rel].tolist())]
+                sel, qs = arr[rel], q + rel
                 q += len(arr)
             else:
-                part = arr[:step].tolist()
-                yield [(qq, *u) for qq, u in zip(range(q, q + len(part)), part)]
-                q += len(part)
-        units = [u for u in tail if u[0] >= q]
-        if hashes is not None:
-            units = [u for u in units if u[3] in hashes]
+                sel = arr[:max(want(), 1)]
+                qs = np.arange(q, q + len(sel), dtype=np.int64)
+                q += len(sel)
+            if len(sel):
+                yield qs, sel["offset"].astype(np.int64), sel["size"].astype(np.int64)
+        units = [u for u in tail if u[0] >= q and (hashes is None or u[3] in hashes)]
         if units:
-            yield units
+            cols = np.array(units, dtype=np.int64).reshape(-1, 4)
+            yield cols[:, 0].copy(), cols[:, 1].copy(), cols[:, 2].copy()
 
     def read(self, topic: str, partition: int, offset: int, *,
              max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
-             tags: Iterable[str] | None = None) -> list[Record]:
-        """ConsumeQueue units from ``offset``, then the CommitLog slices they point at.
+             tags: Iterable[str] | None = None) -> Records:
+        """ConsumeQueue units from ``offset``, then the CommitLog messages they point at,
+        gathered into one Records by one native call per CommitLog file (``ReadBatch``).
         With ``tags``, units whose tag hash matches none of the tags are skipped without
         touching the CommitLog; candidates are re-checked on the real tag."""
-        return Records.from_records(topic, partition, self._read_list(
-            topic, partition, offset, max_records, max_bytes, tags))
-
-    def _read_list(self, topic, partition, offset, max_records, max_bytes, tags):
         tags = check_read_args(offset, max_records, max_bytes, tags)
         cq, end, cq_end, tail = self._queue_for_read(topic, partition)
         offset = self._check_offset(cq, offset, end)
-        out: list[Record] = []
         if offset >= end or max_records <= 0:
-            return out
+            return Records.empty(topic, partition)
         tagset = hashes = None
         if tags is not None:
             if isinstance(tags, str):
@@ -117,51 +117,17 @@ class ConsumeQueueReads:
             tagset = set(tags)
             hashes = [native.java_string_hash(t) for t in tagset]
             if not hashes:
-                return out
-        total = 0
-        for batch in self._unit_batches(cq, offset, cq_end, tail, hashes):
-            for qq, phys, size, _tag in batch:
-                if size == fmt.CQ_FILLER_SIZE:
-                    continue
-                rec = self._record_at(phys, size, topic, partition, qq)
-                if rec is None or (tagset is not None and rec.tag not in tagset):
-                    continue
-                if out and total + len(rec.value) > max_bytes:
-                    return out
-                out.append(rec)
-                total += len(rec.value)
-                if len(out) >= max_records:
-                    return out
-        return out
-
-    def _record_at(self, phys: int, size: int, topic: str, partition: int,
-                   queue_offset: int) -> Record | None:
-        """The record a ConsumeQueue unit points at. Every length is bounds-checked and,
-        with ``check_crcs`` (default), the record CRC (``__CRC32#``) or, for a message
-        without one, the body CRC; the message must be the one the unit names (size, queue,
-        queue offset). Any mismatch raises CorruptRecordError."""
-        cl = self.commitlog
-        mf = cl.find_file(phys)
-        if mf is None:
-            return None  # MESSAGE_WAS_REMOVING: retention took it
-        pos = phys - mf.file_from_offset
-        try:
-            f = msgcodec.read_fields(mf.mm, pos, mf.file_size, self.config.check_crcs,
-                                     phys >= cl.crc_required_from)
-        except msgcodec.BadMessage as exc:
-            raise errors.CorruptRecordError(
-                f"{topic}/{partition}@{queue_offset}: {exc}", mf.path, pos) from None
-        if f.size != size or f.queue_offset != queue_offset or f.queue_id != partition:
-            raise errors.CorruptRecordError(
-                f"ConsumeQueue unit {topic}/{partition}@{queue_offset} points at a message of "
-                f"size {f.size}, queue {f.queue_id}, queue offset {f.queue_offset}; expected "
-                f"size {size}", mf.path, pos)
-        props = f.properties
-        if props is None:
-            return Record(topic, partition, queue_offset, f.born_timestamp, None, f.body, {},
-                          None)
-        return Record(topic, partition, queue_offset, f.born_timestamp, props.key, f.body,
-                      props.headers, props.tag)
+                return Records.empty(topic, partition)
+        batch = ReadBatch(self.commitlog, self.config.check_crcs, topic, partition,
+                          max_records, max_bytes, tagset)
+        for qs, phys, sizes in self._units(cq, offset, cq_end, tail, hashes,
+                                           lambda: batch.remaining):
+            real = sizes != fmt.CQ_FILLER_SIZE
+            if not real.all():
+                qs, phys, sizes = qs[real], phys[real], sizes[real]
+            if len(qs) and not batch.add(qs, phys, sizes):
+                break
+        return batch.records()
 
     def start_offset(self, topic: str, partition: int) -> int:
         cq, _end, _cq_end, tail = self._queue_for_read(topic, partition)
@@ -254,32 +220,98 @@ class ConsumeQueueReads:
     def transfer_to(self, sock: socket.socket, topic: str, partition: int, offset: int,
                     max_bytes: int) -> tuple[int, int]:
         """Send the stored messages from ``offset`` as memoryview slices of the mapped
-        CommitLog, message by message, with batched ``socket.sendmsg`` (RocketMQ's
-        ManyMessageTransfer). At least one message is sent so a consumer makes progress."""
+        CommitLog with batched ``socket.sendmsg`` (RocketMQ's ManyMessageTransfer): adjacent
+        messages of the queue go out as one slice. Messages are taken while their summed
+        sizes stay within ``max_bytes``, but at least one is sent so a consumer makes
+        progress. Returns (bytes sent, the queue offset to continue from)."""
         cq, end, cq_end, tail = self._queue_for_read(topic, partition)
         offset = self._check_offset(cq, offset, end)
-        views: list[memoryview] = []
-        total = 0
+        plan = _TransferPlan(self.commitlog, max_bytes)
         q = offset
-        for batch in self._unit_batches(cq, offset, cq_end, tail, None):
-            for qq, phys, size, _tag in batch:
-                if size != fmt.CQ_FILLER_SIZE:
-                    if views and total + size > max_bytes:
-                        break
-                    mf = self.commitlog.find_file(phys)
-                    if mf is not None:
-                        views.append(mf.view(phys - mf.file_from_offset, size))
-                        total += size
-                q = qq + 1
-            else:
-                continue
-            break
+        for qs, phys, sizes in self._units(cq, offset, cq_end, tail, None, plan.want):
+            q = plan.add(qs, phys, sizes)
+            if plan.full:
+                break
+        views = plan.views()
         try:
             sent = _sendmsg_all(sock, views)
         finally:
             for v in views:
                 v.release()
         return sent, q
+
+
+class _TransferPlan:
+    """The slices of one ``transfer_to``: runs of units in, (file, start, end) slices of
+    adjacent messages out, with one numpy pass per run of units."""
+
+    def __init__(self, commitlog: "CommitLog", max_bytes: int):
+        self.cl = commitlog
+        self.max_bytes = max_bytes
+        self.total = 0  # bytes planned
+        self.have = False  # a message is planned (the first one always is)
+        self.full = False
+        self.slices: list[list] = []  # [mapped file, start, end] in file positions
+
+    def want(self) -> int:
+        """Units to fetch next: enough to reach max_bytes with the smallest messages."""
+        return min(max(self.max_bytes - self.total, 0) // fmt.MSG_FIXED_OVERHEAD + 1, 1 << 16)
+
+    def add(self, qs: np.ndarray, phys: np.ndarray, sizes: np.ndarray) -> int:
+        """Plan these units (fillers included); returns the queue offset after the last
+        unit planned or passed over."""
+        real = sizes != fmt.CQ_FILLER_SIZE
+        if not real.all():
+            rq, phys, sizes = qs[real], phys[real], sizes[real]
+        else:
+            rq = qs
+        n = len(rq)
+        runs = []  # (first, end, mapped file or None): the units in one CommitLog file
+        i = 0
+        while i < n:
+            mf = self.cl.find_file(int(phys[i]))
+            if mf is None:
+                runs.append((i, i + 1, None))  # MESSAGE_WAS_REMOVING: nothing to send
+                i += 1
+                continue
+            j = max(i + 1, i + int(np.searchsorted(phys[i:], mf.file_end_offset)))
+            runs.append((i, j, mf))
+            i = j
+        if all(mf is not None for _i, _j, mf in runs):
+            eff = sizes
+            before = np.arange(n) > 0
+        else:  # a file retention took: its units count for nothing
+            exists = np.zeros(n, dtype=bool)
+            for i, j, mf in runs:
+                exists[i:j] = mf is not None
+            eff = np.where(exists, sizes, 0)
+            before = (np.cumsum(exists) - exists) > 0
+        cum = np.cumsum(eff)
+        over = (cum - eff + self.total + sizes > self.max_bytes) & (before | self.have)
+        stop = int(np.argmax(over)) if n and over.any() else n
+        if stop < n:
+            self.full = True
+        for i, j, mf in runs:
+            j = min(j, stop)
+            if mf is None or j <= i:
+                continue
+            starts, ends = phys[i:j], phys[i:j] + sizes[i:j]
+            cut = np.flatnonzero(starts[1:] != ends[:-1]) + 1
+            base = mf.file_from_offset
+            firsts = [0, *cut.tolist()]
+            lasts = [*(cut - 1).tolist(), j - i - 1]
+            for a, b in zip(starts[firsts].tolist(), ends[lasts].tolist()):
+                last = self.slices[-1] if self.slices else None
+                if last is not None and last[0] is mf and last[2] == a - base:
+                    last[2] = b - base
+                else:
+                    self.slices.append([mf, a - base, b - base])
+            self.have = True
+        self.total += int(cum[stop - 1]) if stop else 0
+        return int(rq[stop]) if stop < n else int(qs[-1]) + 1
+
+    def views(self) -> list[memoryview]:
+        return [mf.view(a, b - a) for mf, a, b in self.slices]
 
 
 def _one_of_keys(keys_text: str | None, key: bytes) -> bool:

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import mqstore
+from mqstore import native
 from mqstore.engines.commitlog.store import CommitLogStore
 
 DAY = 24 * 3600 * 1000
@@ -52,8 +53,10 @@ def test_tag_filter_reads_the_commitlog_only_for_candidates(open_cl, monkeypatch
     for i in range(100):
         s.append("t", b"v%d" % i, partition=0, tag="hit" if i % 10 == 0 else "miss%d" % i)
     calls = []
-    real = s._record_at
-    monkeypatch.setattr(s, "_record_at", lambda *a: calls.append(a) or real(*a))
+    real = native.cl_gather  # the read's one CommitLog access: the messages at positions
+    monkeypatch.setattr(native, "cl_gather",
+                        lambda buf, limit, positions, *a: calls.extend(positions.tolist())
+                        or real(buf, limit, positions, *a))
     got = s.read("t", 0, 0, tags={"hit"})
     assert [r.offset for r in got] == list(range(0, 100, 10))
     assert len(calls) == 10
