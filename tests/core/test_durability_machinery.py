@@ -33,7 +33,8 @@ def test_group_commit_covers_every_ticket_and_shares_syncs():
         t.start()
     for t in threads:
         t.join()
-    assert sorted(tickets_done) == list(range(1, 401))
+    assert len(set(tickets_done)) == 400  # numbers are unique and increasing, not dense
+    assert max(tickets_done) < gc.position()
     assert 0 < len(syncs) < 400
     assert gc.group_syncs == len(syncs)
 

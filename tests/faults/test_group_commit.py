@@ -1,0 +1,265 @@
+"""GroupCommit with a fake sync that blocks until the test releases it: who shares a sync,
+who is left for the next one, who sees a failure, and that an acknowledgement always comes
+from a sync that started after the write. Deterministic: the tests wait for states (with a
+generous deadline that only guards against hangs), never for time."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from mqstore import durability
+from mqstore.durability import GroupCommit
+
+DEADLINE_S = 30.0
+
+
+def wait_for(predicate, what: str) -> None:
+    end = time.monotonic() + DEADLINE_S
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+class BlockingSync:
+    """A sync that blocks until :meth:`finish` is called for it, then returns or raises."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.finished = 0
+        self._lock = threading.Lock()
+        self._gates: list[threading.Event] = []
+        self._errors: list[BaseException | None] = []
+
+    def __call__(self) -> None:
+        with self._lock:
+            n = self.started
+            self.started += 1
+            while len(self._gates) <= n:
+                self._gates.append(threading.Event())
+                self._errors.append(None)
+            gate = self._gates[n]
+        gate.wait()
+        self.finished += 1
+        if self._errors[n] is not None:
+            raise self._errors[n]
+
+    def finish(self, n: int, error: BaseException | None = None) -> None:
+        """Let sync number ``n`` (0-based) return, or raise ``error``."""
+        with self._lock:
+            while len(self._gates) <= n:
+                self._gates.append(threading.Event())
+                self._errors.append(None)
+            self._errors[n] = error
+            self._gates[n].set()
+
+
+class Waiter(threading.Thread):
+    """A thread waiting for one ticket; records how it ended."""
+
+    def __init__(self, gc: GroupCommit, ticket: int):
+        super().__init__(daemon=True)
+        self.gc, self.ticket = gc, ticket
+        self.error: BaseException | None = None
+        self.returned = False
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.gc.wait_durable(self.ticket)
+            self.returned = True
+        except BaseException as exc:
+            self.error = exc
+
+
+def sleepers(gc: GroupCommit) -> int:
+    return len(gc._group) + len(gc._next_group)
+
+
+def test_waiters_numbered_before_a_sync_share_it():
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    tickets = [gc.written() for _ in range(8)]
+    waiters = [Waiter(gc, t) for t in tickets]
+    wait_for(lambda: sync.started == 1 and sleepers(gc) == 7, "one runner and seven sleepers")
+    assert not any(w.returned for w in waiters)
+    sync.finish(0)
+    for w in waiters:
+        w.join(DEADLINE_S)
+    assert all(w.returned and w.error is None for w in waiters)
+    assert sync.started == 1 and gc.group_syncs == 1  # one sync for all eight
+
+
+def test_a_write_numbered_after_the_target_waits_for_the_next_sync():
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    first = Waiter(gc, gc.written())
+    wait_for(lambda: sync.started == 1, "the first sync")
+    late = Waiter(gc, gc.written())  # written while the first sync runs
+    wait_for(lambda: len(gc._next_group) == 1, "the late waiter asleep in the next group")
+    sync.finish(0)
+    first.join(DEADLINE_S)
+    assert first.returned
+    wait_for(lambda: sync.started == 2, "the late waiter's own sync")
+    assert late.is_alive() and not late.returned  # the first sync did not release it
+    assert gc.group_syncs == 1
+    sync.finish(1)
+    late.join(DEADLINE_S)
+    assert late.returned and gc.group_syncs == 2
+
+
+def test_waiters_not_covered_stay_asleep_while_the_covered_ones_return():
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    covered = [Waiter(gc, t) for t in [gc.written() for _ in range(4)]]
+    wait_for(lambda: sync.started == 1 and len(gc._group) == 3, "the first group")
+    later = [Waiter(gc, t) for t in [gc.written() for _ in range(4)]]
+    wait_for(lambda: len(gc._next_group) == 4, "the next group asleep")
+    sync.finish(0)
+    for w in covered:
+        w.join(DEADLINE_S)
+    assert all(w.returned for w in covered)
+    # one of the later ones runs the second sync; the three others sleep in its group
+    wait_for(lambda: sync.started == 2 and len(gc._group) == 3, "the second group")
+    assert not any(w.returned for w in later)
+    sync.finish(1)
+    for w in later:
+        w.join(DEADLINE_S)
+    assert all(w.returned for w in later)
+    assert sync.started == 2
+
+
+def test_a_failed_sync_raises_in_exactly_the_waiters_it_covered():
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    covered = [Waiter(gc, t) for t in [gc.written() for _ in range(3)]]
+    wait_for(lambda: sync.started == 1 and len(gc._group) == 2, "the covered group")
+    later = Waiter(gc, gc.written())
+    wait_for(lambda: len(gc._next_group) == 1, "a waiter past the target")
+    sync.finish(0, OSError(28, "No space left on device"))
+    for w in covered:
+        w.join(DEADLINE_S)
+    assert all(isinstance(w.error, OSError) and not w.returned for w in covered)
+    wait_for(lambda: sync.started == 2, "a new sync for the later write")
+    assert later.error is None and not later.returned
+    sync.finish(1)
+    later.join(DEADLINE_S)
+    assert later.returned and later.error is None
+    # a write the failed sync was meant to cover still fails if asked again
+    with pytest.raises(OSError):
+        gc.wait_durable(covered[0].ticket)
+
+
+def test_a_late_waiter_for_a_failed_ticket_raises_without_a_sync():
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    t1, t2 = gc.written(), gc.written()
+    runner = Waiter(gc, t1)
+    wait_for(lambda: sync.started == 1, "the sync")
+    sync.finish(0, OSError("io error"))
+    runner.join(DEADLINE_S)
+    assert isinstance(runner.error, OSError)
+    with pytest.raises(OSError, match="io error"):
+        gc.wait_durable(t2)  # numbered before the failed sync started: covered by it
+    assert sync.started == 1
+
+
+def test_an_explicit_flush_releases_the_writes_it_covered_while_a_sync_runs():
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    runner = Waiter(gc, gc.written())
+    wait_for(lambda: sync.started == 1, "the group sync")
+    t2 = gc.written()
+    late = Waiter(gc, t2)
+    wait_for(lambda: len(gc._next_group) == 1, "a waiter past the running sync")
+    upto = gc.position()  # a flush() syncing on its own path covers t2
+    t3 = gc.written()  # and not this one
+    gc.mark_durable(upto)
+    late.join(DEADLINE_S)
+    assert late.returned and runner.is_alive()
+    after = Waiter(gc, t3)
+    wait_for(lambda: len(gc._next_group) == 1, "the write numbered after the flush")
+    sync.finish(0)
+    runner.join(DEADLINE_S)
+    wait_for(lambda: sync.started == 2, "a sync for the write after the flush")
+    assert not after.returned
+    sync.finish(1)
+    after.join(DEADLINE_S)
+    assert after.returned
+
+
+def test_every_acknowledged_write_was_covered_by_a_sync_that_started_after_it():
+    """Many appenders on a model file: the sync snapshots the written length when it starts
+    and publishes it when it returns; every append checks, on return, that a finished sync
+    had snapshotted its write."""
+    rnd = random.Random(9)
+    lock = threading.Lock()
+    state = {"written": 0, "durable": 0, "syncs": 0}
+    pauses = [rnd.random() < 0.3 for _ in range(4096)]
+
+    def sync():
+        with lock:
+            snap = state["written"]
+            n = state["syncs"]
+            state["syncs"] += 1
+        if pauses[n % len(pauses)]:
+            time.sleep(0.0005)  # sometimes slow, so writes pile up behind it
+        with lock:
+            state["durable"] = max(state["durable"], snap)
+
+    gc = GroupCommit(sync)
+    bad = []
+
+    def appender():
+        for _ in range(150):
+            with lock:
+                state["written"] += 1
+                mine = state["written"]
+                ticket = gc.written()
+            gc.wait_durable(ticket)
+            if state["durable"] < mine:
+                bad.append(mine)
+
+    threads = [threading.Thread(target=appender) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
+    assert state["durable"] == state["written"] == 1200
+    assert gc.group_syncs == state["syncs"] < 1200
+
+
+def test_a_runner_gathers_the_appenders_it_just_released(monkeypatch):
+    """The runner of the sync after a group of four yields while new tickets arrive (here:
+    a write numbered during each of the first three yields), so its target covers them,
+    and stops at the first yield during which nothing was numbered."""
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    ws = [Waiter(gc, t) for t in [gc.written() for _ in range(4)]]
+    wait_for(lambda: sync.started == 1 and len(gc._group) == 3, "a group of four")
+    sync.finish(0)
+    for w in ws:
+        w.join(DEADLINE_S)
+    assert gc._released == 4
+    arrived = []
+
+    def a_yield():
+        if len(arrived) < 3:
+            arrived.append(gc.written())  # another appender numbers a write meanwhile
+        else:
+            arrived.append(None)
+
+    monkeypatch.setattr(durability, "_yield", a_yield)
+    runner = Waiter(gc, gc.written())
+    wait_for(lambda: sync.started == 2, "the second sync")
+    assert arrived[3:] == [None]  # three yields with arrivals, then one without
+    assert gc._target >= max(arrived[:3])  # the sync covers the writes numbered meanwhile
+    sync.finish(1)
+    runner.join(DEADLINE_S)
+    for t in arrived[:3]:
+        gc.wait_durable(t)  # durable already: no further sync
+    assert sync.started == 2
