@@ -97,12 +97,25 @@ def _span(blob, offsets, lengths, i: int, what: str) -> bytes:
 
 def cl_encode(topic: bytes, bodies, body_offsets, body_lengths, props, props_offsets,
               props_lengths, uniq_prefix: bytes, uniq_first: int, queue_ids, queue_offsets,
-              born_timestamps, phys_offset: int, store_timestamp: int) -> bytearray:
+              born_timestamps, phys_offset: int, store_timestamp: int, out=None,
+              out_pos: int = 0):
     """The messages of one append_batch run, encoded back to back from commitlog offset
     ``phys_offset`` (see ``mq_cl_encode`` in native/mqstore_native.h for every field).
     ``props_lengths`` None, or a negative length: the plain properties (UNIQ_KEY from
     ``uniq_prefix`` + ``%016X`` of ``uniq_first + i``). ``born_timestamps`` None, or a
-    negative one: the store timestamp. ValueError for a bad length, span or queue id."""
+    negative one: the store timestamp. ValueError for a bad length, span or queue id, or
+    when the messages do not fit ``out``. Returns the bytes, or with ``out`` (a writable
+    buffer) writes them at ``out[out_pos:]`` and returns their count."""
+    if out is not None:
+        data = cl_encode(topic, bodies, body_offsets, body_lengths, props, props_offsets,
+                         props_lengths, uniq_prefix, uniq_first, queue_ids, queue_offsets,
+                         born_timestamps, phys_offset, store_timestamp)
+        mv = memoryview(out)
+        if not 0 <= out_pos <= len(mv) or len(data) > len(mv) - out_pos:
+            raise ValueError(f"{len(data)} bytes of messages do not fit the {len(mv)}-byte "
+                             f"buffer at {out_pos}")
+        mv[out_pos:out_pos + len(data)] = data
+        return len(data)
     n = len(body_lengths)
     if len(topic) > _TOPIC_MAX or uniq_first < 0 or phys_offset < 0:
         raise ValueError("topic over 255 bytes, or a negative uniq_first / phys_offset")

@@ -525,12 +525,14 @@ def _i64_or_none(a):
 def _cl_encode_native(topic: bytes, bodies, body_offsets, body_lengths, props, props_offsets,
                       props_lengths, uniq_prefix: bytes, uniq_first: int, queue_ids,
                       queue_offsets, born_timestamps, phys_offset: int,
-                      store_timestamp: int) -> bytearray:
+                      store_timestamp: int, out=None, out_pos: int = 0):
     """One append_batch run of messages encoded back to back from ``phys_offset`` (see
-    ``_purepy_cl_write.cl_encode``): one C call, no per-message Python."""
+    ``_purepy_cl_write.cl_encode``): one C call, no per-message Python. With ``out`` (a
+    writable buffer: the mapped file) the messages go straight to ``out[out_pos:]`` and the
+    byte count is returned."""
     args = (topic, bodies, body_offsets, body_lengths, props, props_offsets, props_lengths,
             uniq_prefix, uniq_first, queue_ids, queue_offsets, born_timestamps, phys_offset,
-            store_timestamp)
+            store_timestamp, out, out_pos)
     try:
         boffs, blens = _i64_or_none(body_offsets), _i64_or_none(body_lengths)
         poffs, plens = _i64_or_none(props_offsets), _i64_or_none(props_lengths)
@@ -542,8 +544,17 @@ def _cl_encode_native(topic: bytes, bodies, body_offsets, body_lengths, props, p
                 or (plens is not None and (poffs is None or len(plens) != n
                                            or len(poffs) != n)):
             raise TypeError
-        sizes = cl_encoded_sizes(len(topic), blens, plens, len(uniq_prefix))
-        out = bytearray(int(sizes.sum()) if n else 0)
+        if out is None:
+            sizes = cl_encoded_sizes(len(topic), blens, plens, len(uniq_prefix))
+            dest = bytearray(int(sizes.sum()) if n else 0)
+            op = _from_buffer(_U8_ARRAY, dest, require_writable=True)
+            cap = len(op)
+        else:
+            op = _from_buffer(_U8_ARRAY, out, require_writable=True)
+            if not 0 <= out_pos <= len(op):
+                raise TypeError
+            cap = len(op) - out_pos
+            op += out_pos
         bp = _from_buffer(_U8_ARRAY, bodies)
         pp = _from_buffer(_U8_ARRAY, props if props is not None else b"")
         written = _lib.mq_cl_encode(
@@ -554,43 +565,52 @@ def _cl_encode_native(topic: bytes, bodies, body_offsets, body_lengths, props, p
             uniq_prefix, len(uniq_prefix), uniq_first, _from_buffer(_I64_ARRAY, qids),
             _from_buffer(_I64_ARRAY, qoffs),
             _ffi.NULL if borns is None else _from_buffer(_I64_ARRAY, borns), n, phys_offset,
-            store_timestamp, _from_buffer(_U8_ARRAY, out, require_writable=True), len(out))
+            store_timestamp, op, cap)
     except (*_BAD_BUFFER, OverflowError):
         return _purepy_cl_write.cl_encode(*args)
     if written < 0:
-        return _from_reference(written, (bp, pp), _purepy_cl_write.cl_encode, *args)
-    return out
+        return _from_reference(written, (bp, pp, op), _purepy_cl_write.cl_encode, *args)
+    return dest if out is None else written
 
 
 def _cl_encode_one_native(topic: bytes, body: bytes, uniq_prefix: bytes, uniq_number: int,
                           queue_id: int, queue_offset: int, phys_offset: int,
-                          store_timestamp: int) -> bytearray:
-    """:func:`cl_encode` of one plain value (the single ``append()`` path)."""
+                          store_timestamp: int, out=None, out_pos: int = 0):
+    """:func:`cl_encode` of one plain value (the single ``append()`` path); with ``out``,
+    written at ``out[out_pos:]`` and the byte count returned."""
+    args = (topic, body, uniq_prefix, uniq_number, queue_id, queue_offset, phys_offset,
+            store_timestamp, out, out_pos)
     if type(body) is not bytes:
-        return cl_encode_one_reference(topic, body, uniq_prefix, uniq_number, queue_id,
-                                       queue_offset, phys_offset, store_timestamp)
-    size = _lib.mq_cl_encoded_size(len(topic), len(body), -1, len(uniq_prefix))
-    out = bytearray(size if size > 0 else 0)
+        return cl_encode_one_reference(*args)
     try:
+        if out is None:
+            size = _lib.mq_cl_encoded_size(len(topic), len(body), -1, len(uniq_prefix))
+            dest = bytearray(size if size > 0 else 0)
+            op = _from_buffer(_U8_ARRAY, dest)
+            cap = len(op)
+        else:
+            op = _from_buffer(_U8_ARRAY, out, require_writable=True)
+            if not 0 <= out_pos <= len(op):
+                raise TypeError
+            cap = len(op) - out_pos
+            op += out_pos
         written = _lib.mq_cl_encode_one(topic, len(topic), body, len(body), uniq_prefix,
                                         len(uniq_prefix), uniq_number, queue_id, queue_offset,
-                                        phys_offset, store_timestamp, _from_buffer(_U8_ARRAY, out),
-                                        len(out))
-    except OverflowError:
+                                        phys_offset, store_timestamp, op, cap)
+    except (*_BAD_BUFFER, OverflowError):
         written = -1
     if written < 0:
-        return cl_encode_one_reference(topic, body, uniq_prefix, uniq_number, queue_id,
-                                       queue_offset, phys_offset, store_timestamp)
-    return out
+        return cl_encode_one_reference(*args)
+    return dest if out is None else written
 
 
 def cl_encode_one_reference(topic: bytes, body, uniq_prefix: bytes, uniq_number: int,
                             queue_id: int, queue_offset: int, phys_offset: int,
-                            store_timestamp: int) -> bytearray:
+                            store_timestamp: int, out=None, out_pos: int = 0):
     """The reference of ``cl_encode_one``: :func:`cl_encode` of a one-message batch."""
     return _purepy_cl_write.cl_encode(topic, body, [0], [len(body)], None, None, None,
                                       uniq_prefix, uniq_number, [queue_id], [queue_offset],
-                                      None, phys_offset, store_timestamp)
+                                      None, phys_offset, store_timestamp, out, out_pos)
 
 
 def _index_key_hashes_native(buf, positions, lengths, prefix_hashes) -> np.ndarray:

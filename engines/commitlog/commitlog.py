@@ -148,14 +148,16 @@ class CommitLog:
         self.max_offset = self.flushed_offset = offset
 
     # ----- appends -----
-    def put_locked(self, sizes, encode: Callable[[int, int, int, int], bytes]) -> int:
+    def put_locked(self, sizes, encode: Callable[..., object]) -> int:
         """Append the messages of one call (caller holds ``put_lock``); return the store
         timestamp given to them.
 
         ``sizes[i]`` is the encoded size of message i (a sequence of int or an int64 array);
-        ``encode(physical_offset, first, count, store_timestamp)`` returns messages
-        ``first .. first+count-1`` encoded back to back from ``physical_offset``
-        (``native.cl_encode``: one call per file touched, no per-message Python). A message
+        ``encode(physical_offset, first, count, store_timestamp, out, out_pos)`` encodes
+        messages ``first .. first+count-1`` back to back from ``physical_offset``
+        (``native.cl_encode``: one call per file touched, no per-message Python), into
+        ``out[out_pos:]`` (the mapped file, ``mmap`` mode) or, when ``out`` is None, into
+        the bytes it returns (``write`` mode: one ``pwrite``). A message
         that does not fit with 8 bytes to spare ends the file with a blank and goes to the
         start of the next one (RocketMQ ``END_OF_FILE``).
 
@@ -193,10 +195,18 @@ class CommitLog:
                 k = int(np.searchsorted(ends, base + size - pos - fmt.END_FILE_MIN_BLANK_LENGTH,
                                         side="right")) - i
             if k > 0:
-                chunk = encode(mf.file_from_offset + pos, i, k, store_ts)
-                mf.write_at(pos, chunk)
-                pos += len(chunk)
-                base += len(chunk)
+                if mf.write_mode == "mmap":  # straight into the mapping, no copy
+                    nbytes = int(sizes[0]) if ends is None else int(ends[i + k - 1]) - base
+                    mf.prepare_write(pos, nbytes)
+                    encode(mf.file_from_offset + pos, i, k, store_ts, mf.mm, pos)
+                    if pos + nbytes > mf.wrote_position:
+                        mf.wrote_position = pos + nbytes
+                else:
+                    chunk = encode(mf.file_from_offset + pos, i, k, store_ts, None, 0)
+                    nbytes = len(chunk)
+                    mf.write_at(pos, chunk)
+                pos += nbytes
+                base += nbytes
                 i += k
                 if i == n:
                     break

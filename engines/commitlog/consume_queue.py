@@ -314,9 +314,9 @@ class ConsumeQueue:
             top = int(q.max())
             self._verify_last = top if last is None else max(last, top)
             self._verify_fixed += fixed
-        rest = [u for u in units if u[0] >= self.max_units]
-        if rest:
-            self.put_many(rest)
+        rest = arr[arr[:, 0] >= self.max_units]
+        if len(rest):
+            self.put_array(rest[:, 0], rest[:, 1], rest[:, 2], rest[:, 3])
         return fixed
 
     def _restore_head(self, q: int) -> int:
@@ -473,6 +473,41 @@ class ConsumeQueue:
             last = units[-1]
             self.max_units = q
             self.max_phys_end = last[1] + last[2]
+
+    def put_array(self, queue_offsets: np.ndarray, phys_offsets: np.ndarray,
+                  sizes: np.ndarray, tag_hashes: np.ndarray) -> None:
+        """:meth:`put_many` for int64 columns (the dispatcher's pass): a run that continues
+        the queue is written as 20-byte units with one copy per file; anything else (a gap
+        to fill, units already present) goes through :meth:`put_many`."""
+        k = len(queue_offsets)
+        q0 = int(queue_offsets[0])
+        if not self.files or q0 != self.max_units or \
+                int(queue_offsets[-1]) != q0 + k - 1 or \
+                (k > 2 and (np.diff(queue_offsets) != 1).any()):
+            self.put_many(list(zip(queue_offsets.tolist(), phys_offsets.tolist(),
+                                   sizes.tolist(), tag_hashes.tolist())))
+            return
+        units = np.empty(k, dtype=CQ_DTYPE)
+        units["offset"] = phys_offsets
+        units["size"] = sizes
+        units["tag_hash"] = tag_hashes
+        data = units.tobytes()
+        with self._lock:
+            upf = self.units_per_file
+            q = q0
+            off = 0
+            while off < len(data):
+                rel = q % upf
+                n = min(upf - rel, (len(data) - off) // fmt.CQ_UNIT_SIZE)
+                idx = (q - self.first_unit) // upf
+                while idx >= len(self.files):
+                    self._new_file(self.first_unit + len(self.files) * upf)
+                self.files[idx].write_at(rel * fmt.CQ_UNIT_SIZE,
+                                         data[off:off + n * fmt.CQ_UNIT_SIZE])
+                q += n
+                off += n * fmt.CQ_UNIT_SIZE
+            self.max_units = q
+            self.max_phys_end = int(phys_offsets[-1]) + int(sizes[-1])
 
     def reserve_units(self, first: int, last: int) -> None:
         """Create now the files that units ``first``..``last`` will be written to and

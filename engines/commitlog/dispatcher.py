@@ -18,6 +18,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import numpy as np
+
 from mqstore import errors, native
 
 from . import format as fmt
@@ -34,6 +36,36 @@ def _tag_text(raw: bytes) -> str:
     """A TAGS property value as text (what message.dispatch_fields returns for it)."""
     tag = raw.decode("utf-8", "replace")
     return msgcodec.unescape_value(tag).decode("utf-8") if tag.startswith(fmt.ESCAPE) else tag
+
+
+def _distinct_spans(u8: np.ndarray, pos: np.ndarray, lens: np.ndarray
+                    ) -> tuple[np.ndarray, list[bytes]]:
+    """The distinct byte strings among spans ``u8[pos[i]:pos[i] + lens[i]]`` (``pos < 0``:
+    absent) and, per span, the index of its string (-1 when absent): one numpy comparison
+    per distinct length, no per-span Python."""
+    n = len(pos)
+    ids = np.full(n, -1, dtype=np.int64)
+    found: list[bytes] = []
+    present = pos >= 0
+    if not present.any():
+        return ids, found
+    pidx = np.flatnonzero(present)
+    plens = lens[pidx]
+    for length in np.unique(plens).tolist():
+        idx = pidx[plens == length]
+        if length == 0:
+            ids[idx] = len(found)
+            found.append(b"")
+            continue
+        mat = u8[pos[idx][:, None] + np.arange(length)]
+        if not (mat != mat[0]).any():
+            ids[idx] = len(found)
+            found.append(mat[0].tobytes())
+            continue
+        uniq, inverse = np.unique(mat, axis=0, return_inverse=True)
+        ids[idx] = len(found) + inverse.ravel()
+        found.extend(row.tobytes() for row in uniq)
+    return ids, found
 
 
 #: how long the background dispatcher lets appends accumulate before a pass
@@ -240,57 +272,104 @@ class Dispatcher:
         return d.size
 
     def _dispatch_block(self, mm, pos: int, limit: int) -> tuple[int, int, bool]:
-        queues = self.queues
-        index = self.index
-        n = 0
-        last_ts = 0
-        pending: dict[tuple[str, int], list] = {}
-        index_entries: list = []
-        # native.dispatch_fields walks the messages (size, magic, lengths) and finds the
-        # topic and the TAGS / KEYS / UNIQ_KEY values in C; only the slicing is left here
+        """Dispatch the run of messages native.dispatch_fields walks from ``pos`` (one C
+        call: sizes, queue ids and offsets, topic / TAGS / KEYS / UNIQ_KEY spans); returns
+        (messages dispatched, end of the run, whether it ended at the file's blank)."""
         scan = native.dispatch_fields(mm, pos, limit)
-        blank = scan.status == native.SCAN_BLANK
-        for (_pos, size, queue_id, queue_offset, phys, store_ts, tp, tl, gp, gl, kp, kl,
-             up, ul) in scan.fields.tolist():
-            topic = bytes(mm[tp:tp + tl]).decode("utf-8", "replace")
-            if topic == _SKIPPED_TOPIC:  # recovery's marker over a skipped damaged range
-                continue
-            tag = None if gp < 0 else _tag_text(bytes(mm[gp:gp + gl]))
-            keys_text = None if kp < 0 else bytes(mm[kp:kp + kl]).decode("utf-8", "replace")
-            uniq = None if up < 0 else bytes(mm[up:up + ul]).decode("utf-8", "replace")
-            tag_hash = 0 if tag is None else self._tag_hash(tag)
-            units = pending.get((topic, queue_id))
-            if units is None:
-                units = pending[(topic, queue_id)] = []
-            units.append((queue_offset, phys, size, tag_hash))
-            if index is not None:
-                if keys_text is not None:
-                    # RocketMQ indexes every space-separated element of KEYS (mqstore's own
-                    # keys never hold a bare space: it is escaped)
-                    keys = [k for k in keys_text.split(fmt.KEY_SEPARATOR) if k] \
-                        if fmt.KEY_SEPARATOR in keys_text else [keys_text]
-                    if uniq:
-                        keys.append(uniq)
-                    index_entries.append((topic, phys, store_ts, keys))
-                elif uniq:
-                    index_entries.append((topic, phys, store_ts, [uniq]))
-            last_ts = store_ts
-            n += 1
-        pos = scan.valid_end
-        if index_entries:
-            index.build_many(index_entries)
-        for key, units in pending.items():
+        rows = scan.fields
+        n = self._dispatch_rows(mm, rows) if len(rows) else 0
+        return n, scan.valid_end, scan.status == native.SCAN_BLANK
+
+    def _dispatch_rows(self, mm, rows) -> int:
+        """ConsumeQueue units and IndexFile keys of a run of messages, as columns: strings
+        are decoded once per distinct topic and tag, each queue's units are written with one
+        copy per file, and the keys are hashed in C and put in one ``index_put_keys`` call."""
+        u8 = np.frombuffer(mm, dtype=np.uint8)
+        topic_ids, topic_raw = _distinct_spans(u8, rows[:, 6], rows[:, 7])
+        topics = [t.decode("utf-8", "replace") for t in topic_raw]
+        if _SKIPPED_TOPIC in topics:  # recovery's marker over a skipped damaged range
+            keep = topic_ids != topics.index(_SKIPPED_TOPIC)
+            if not keep.all():
+                rows, topic_ids = rows[keep], topic_ids[keep]
+                if not len(rows):
+                    return 0
+        n = len(rows)
+        tag_ids, tag_raw = _distinct_spans(u8, rows[:, 8], rows[:, 9])
+        if tag_raw:
+            hashes = np.array([self._tag_hash(_tag_text(t)) for t in tag_raw] + [0],
+                              dtype=np.int64)
+            tag_hashes = hashes[tag_ids]  # id -1 (no tag) takes the trailing 0
+        else:
+            tag_hashes = np.zeros(n, dtype=np.int64)
+        if self.index is not None:
+            self._index_rows(mm, u8, rows, topic_ids, topics)
+        qids = rows[:, 2]
+        keys = topic_ids * (1 << 32) + (qids & 0xFFFFFFFF)
+        if n == 1 or not (keys != keys[0]).any():
+            groups = [(0, n, None)]
+        else:
+            order = np.argsort(keys, kind="stable")
+            sk = keys[order]
+            starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1]))).tolist()
+            groups = [(a, b, order) for a, b in zip(starts, starts[1:] + [n])]
+        queues = self.queues
+        for a, b, order in groups:
+            sel = slice(a, b) if order is None else order[a:b]
+            first = a if order is None else int(order[a])
+            key = (topics[int(topic_ids[first])], int(qids[first]))
             cq = queues.get(key)
             if cq is None:
                 cq = self.consume_queue(*key)
+            units = (rows[sel, 3], rows[sel, 4], rows[sel, 1], tag_hashes[sel])
             if self.verify_units:
-                cq.verify_put(units)
+                cq.verify_put(np.column_stack(units))
             else:
-                cq.put_many(units)
-        if n:
-            self.last_dispatched_timestamp = last_ts
-            self.dispatched_messages += n
-        return n, pos, blank
+                cq.put_array(*units)
+        self.last_dispatched_timestamp = int(rows[-1, 5])
+        self.dispatched_messages += n
+        return n
+
+    def _index_rows(self, mm, u8, rows, topic_ids, topics) -> None:
+        """IndexFile keys of a run: for each message its KEYS value then its UNIQ_KEY, as
+        ``topic#key`` (RocketMQ ``IndexService#buildIndex``)."""
+        kp, up, ul = rows[:, 10], rows[:, 12], rows[:, 13]
+        has_k, has_u = kp >= 0, ul > 0
+        if not (has_k.any() or has_u.any()):
+            return
+        # KEYS spans at 2i, UNIQ_KEY spans at 2i + 1: message order, KEYS first
+        pos = np.column_stack((kp, up)).ravel()
+        lens = np.column_stack((rows[:, 11], ul)).ravel()
+        want = np.column_stack((has_k, has_u)).ravel()
+        msg = np.repeat(np.arange(len(rows)), 2)[want]
+        pos, lens = pos[want], lens[want]
+        prefix = np.array([native.java_string_hash(t + fmt.INDEX_KEY_SEPARATOR)
+                           for t in topics], dtype=np.int64)
+        hashes = native.index_key_hashes(mm, pos, lens, prefix[topic_ids[msg]])
+        if (hashes < 0).any():  # a key with a space (several keys) or non-ASCII text
+            self._index_rows_slow(mm, rows, topic_ids, topics)
+            return
+        self.index.put_hashes(hashes, rows[msg, 4], rows[msg, 5])
+
+    def _index_rows_slow(self, mm, rows, topic_ids, topics) -> None:
+        """:meth:`_index_rows` through the decoded key strings (IndexService.build_many)."""
+        entries = []
+        for (tid, (kp, kl, up, ul), phys, store_ts) in zip(
+                topic_ids.tolist(), rows[:, 10:14].tolist(), rows[:, 4].tolist(),
+                rows[:, 5].tolist()):
+            keys_text = None if kp < 0 else bytes(mm[kp:kp + kl]).decode("utf-8", "replace")
+            uniq = None if up < 0 else bytes(mm[up:up + ul]).decode("utf-8", "replace")
+            if keys_text is not None:
+                # RocketMQ indexes every space-separated element of KEYS (mqstore's own
+                # keys never hold a bare space: it is escaped)
+                keys = [k for k in keys_text.split(fmt.KEY_SEPARATOR) if k] \
+                    if fmt.KEY_SEPARATOR in keys_text else [keys_text]
+                if uniq:
+                    keys.append(uniq)
+                entries.append((topics[tid], phys, store_ts, keys))
+            elif uniq:
+                entries.append((topics[tid], phys, store_ts, [uniq]))
+        if entries:
+            self.index.build_many(entries)
 
     def _tag_hash(self, tag: str) -> int:
         h = self._tag_hashes.get(tag)

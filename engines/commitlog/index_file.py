@@ -466,30 +466,53 @@ class IndexService:
         if keys:
             hashes = np.abs(native.java_string_hashes(keys))
             hashes[hashes == 1 << 31] = 0  # indexKeyHashMethod: abs, MIN_VALUE -> 0
-            f = self._writable_file(stamps[0])
-            i = 0
-            while True:
-                f.reserve(len(keys) - i)  # the native loop writes into the map unchecked
-                got = native.index_put_keys(
-                    f.mm, f.hash_slots, f.index_entries,
-                    (f.index_count, f.hash_slot_count, f.begin_timestamp, f.begin_phy_offset),
-                    hashes[i:], phys[i:], stamps[i:])
-                if got.put:
-                    (f.index_count, f.hash_slot_count, f.begin_timestamp,
-                     f.begin_phy_offset) = got[1:]
-                    i += got.put
-                    f.end_phy_offset, f.end_timestamp = phys[i - 1], stamps[i - 1]
-                    f.dirty = True
-                if i == len(keys):
-                    break
-                f.write_header()
-                f = self._roll(stamps[i])
-                if f.is_full:  # holds no key at all: put_key's failure is ignored there too
-                    i += 1
-                    if i == len(keys):
-                        break
-            f.write_header()
+            self._put_hashes_locked(hashes, phys, stamps)
         self.indexed_end = indexed_end
+
+    def put_hashes(self, hashes: np.ndarray, phy_offsets: np.ndarray,
+                   store_timestamps: np.ndarray) -> None:
+        """:meth:`build_many` for keys already hashed (``native.index_key_hashes``: the
+        dispatcher's pass), in log order, a message's keys adjacent; keys of messages at or
+        below ``indexed_end`` (already indexed) are skipped."""
+        if self.stalled or not len(hashes):
+            return
+        with self._lock, self._stall_when_full():
+            new = phy_offsets > self.indexed_end
+            if not new.all():
+                hashes, phy_offsets = hashes[new], phy_offsets[new]
+                store_timestamps = store_timestamps[new]
+                if not len(hashes):
+                    return
+            self._put_hashes_locked(hashes, phy_offsets.tolist(), store_timestamps.tolist())
+            self.indexed_end = phy_offsets.tolist()[-1]
+
+    def _put_hashes_locked(self, hashes, phys: list[int], stamps: list[int]) -> None:
+        """Put hashed keys through ``native.index_put_keys``, rolling to a new IndexFile
+        when one fills up (caller holds ``_lock``)."""
+        f = self._writable_file(stamps[0])
+        i = 0
+        n = len(hashes)
+        while True:
+            f.reserve(n - i)  # the native loop writes into the map unchecked
+            got = native.index_put_keys(
+                f.mm, f.hash_slots, f.index_entries,
+                (f.index_count, f.hash_slot_count, f.begin_timestamp, f.begin_phy_offset),
+                hashes[i:], phys[i:], stamps[i:])
+            if got.put:
+                (f.index_count, f.hash_slot_count, f.begin_timestamp,
+                 f.begin_phy_offset) = got[1:]
+                i += got.put
+                f.end_phy_offset, f.end_timestamp = phys[i - 1], stamps[i - 1]
+                f.dirty = True
+            if i == n:
+                break
+            f.write_header()
+            f = self._roll(stamps[i])
+            if f.is_full:  # holds no key at all: put_key's failure is ignored there too
+                i += 1
+                if i == n:
+                    break
+        f.write_header()
 
     @contextmanager
     def _stall_when_full(self) -> Iterator[None]:

@@ -382,8 +382,8 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
             with translate_full(f"appending to {topic!r}"):
                 self._consume_queue(*k).reserve_units(q, q)  # (see append_batch)
                 store_ts = cl.put_locked(
-                    (size,), lambda phys, _i, _n, ts: native.cl_encode_one(
-                        topic_b, value, prefix, uniq, p, q, phys, ts))
+                    (size,), lambda phys, _i, _n, ts, out, at: native.cl_encode_one(
+                        topic_b, value, prefix, uniq, p, q, phys, ts, out, at))
             self._queue_next[k] = q + 1
             self.appended_records += 1
             self.appended_bytes += size
@@ -465,14 +465,14 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
             self._too_large(i, int(sizes[i]))
         total = int(sizes.sum())
 
-        def encode(phys: int, first: int, k: int, store_ts: int):
+        def encode(phys: int, first: int, k: int, store_ts: int, out, out_pos: int):
             end = first + k
             return native.cl_encode(
                 topic_b, bodies, body_offsets[first:end], body_lengths[first:end], props,
                 None if props_offsets is None else props_offsets[first:end],
                 None if props_lengths is None else props_lengths[first:end], prefix,
                 uniq_base + first, queue_ids[first:end], queue_offsets[first:end],
-                None if born is None else born[first:end], phys, store_ts)
+                None if born is None else born[first:end], phys, store_ts, out, out_pos)
 
         cl = self.commitlog
         with cl.put_lock:

@@ -213,3 +213,28 @@ def test_engine_writes_the_old_encoders_bytes(tmp_path):
         assert checked == s.stats()["appended_records"]
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_cl_encode_into_a_buffer(backend):
+    """With ``out`` the same bytes land at ``out_pos`` (the mapped file) and nothing else
+    changes; a buffer too small is refused with the same error on both backends."""
+    if backend == "native" and native.backend != "native":
+        pytest.skip(NATIVE_MISSING)
+    fn = native.cl_encode if backend == "native" else ref.cl_encode
+    one = native.cl_encode_one if backend == "native" else native.cl_encode_one_reference
+    values, props = random_batch(random.Random(9), 6)
+    blob, offs, lens, pblob, poffs, plens = columns(values, props)
+    args = (b"tp", blob, offs, lens, pblob, poffs, plens, b"PF", 4, [1] * 6, list(range(6)),
+            None, 500, 99)
+    want = bytes(fn(*args))
+    out = bytearray(b"\xee" * (len(want) + 30))
+    assert fn(*args, out, 10) == len(want)
+    assert out[10:10 + len(want)] == want
+    assert out[:10] == b"\xee" * 10 and out[10 + len(want):] == b"\xee" * 20
+    single = bytes(one(b"t", b"v", b"P", 1, 0, 0, 7, 8))
+    out = bytearray(len(single) + 3)
+    assert one(b"t", b"v", b"P", 1, 0, 0, 7, 8, out, 3) == len(single)
+    assert out[3:] == single
+    with pytest.raises(ValueError):
+        fn(*args, bytearray(len(want) - 1), 0)
