@@ -260,6 +260,24 @@ class RecordScan(NamedTuple):
     store_timestamps: np.ndarray  # int64
 
 
+_RECORD_CRC_PREFIX = b"__CRC32#\x01"
+
+
+def _crcs_ok(mv: memoryview, pos: int, size: int, body_crc: int, body_pos: int,
+             body_len: int, props_pos: int) -> bool:
+    """The CRC check of one message (engines/commitlog/message.py ``crc_problem``): the
+    ``__CRC32#`` record CRC when the message ends with that property (CRC-32 of everything
+    before it, 10 digits least significant first; the body CRC is then not recomputed), else
+    the body CRC."""
+    end = pos + size
+    if end - 20 >= props_pos and mv[end - 1] == 2 and mv[end - 20:end - 11] == _RECORD_CRC_PREFIX:
+        digits = bytes(mv[end - 11:end - 1])
+        if not all(48 <= c <= 57 for c in digits):
+            return False
+        return int(digits[::-1]) == zlib.crc32(mv[pos:end - 20]) & 0x7FFFFFFF
+    return (zlib.crc32(mv[body_pos:body_pos + body_len]) & 0x7FFFFFFF) == body_crc
+
+
 def _walk_commitlog(mv: memoryview, pos: int, end: int, check_crc: bool, emit) -> tuple[int, int]:
     """Walk V1 messages from ``pos``; call ``emit(pos, size, head, body_pos, body_len,
     topic_pos, topic_len, props_pos, props_len)`` for each sound one. Returns
@@ -300,7 +318,7 @@ def _walk_commitlog(mv: memoryview, pos: int, end: int, check_crc: bool, emit) -
         if props_len < 0 or p + 2 + props_len != pos + size:
             status = SCAN_CORRUPT
             break
-        if check_crc and (zlib.crc32(mv[body_pos:body_pos + body_len]) & 0x7FFFFFFF) != head[2]:
+        if check_crc and not _crcs_ok(mv, pos, size, head[2], body_pos, body_len, p + 2):
             status = SCAN_CORRUPT
             break
         emit(pos, size, head, body_pos, body_len, topic_pos, topic_len, p + 2, props_len)
@@ -309,7 +327,8 @@ def _walk_commitlog(mv: memoryview, pos: int, end: int, check_crc: bool, emit) -
 
 
 def scan_commitlog(buf, pos: int, end: int) -> RecordScan:
-    """Validate RocketMQ V1 messages from ``pos``: size, magic, body CRC, recomputed length.
+    """Validate RocketMQ V1 messages from ``pos``: size, magic, recomputed length and CRC
+    (the ``__CRC32#`` record CRC when present, else the body CRC; see :func:`_crcs_ok`).
 
     Stops at the blank marker (SCAN_BLANK), at a zero TOTALSIZE (SCAN_ZERO: unwritten,
     preallocated space), at ``end`` (SCAN_OK), at an incomplete message (SCAN_TORN) or at a

@@ -68,7 +68,8 @@ int mq_scan_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end
                     int64_t *count, int64_t *next_pos);
 
 /* ----- RocketMQ CommitLog scans ----- */
-/* Validate V1 messages (size, magic, recomputed length, body CRC-32) from pos up to end;
+/* Validate V1 messages (size, magic, recomputed length, CRC: the __CRC32# record CRC when
+   the message ends with that property, else the body CRC-32) from pos up to end;
    same output contract as mq_scan_batches, rows are position, size, queue id, queue offset,
    store timestamp. */
 int mq_scan_commitlog(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end, int64_t cap,

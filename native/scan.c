@@ -132,6 +132,28 @@ static int commitlog_layout(const uint8_t *m, int64_t size, msg_layout *out)
     return 1;
 }
 
+/* The CRC check of one message (message.py crc_problem): the __CRC32# record CRC when its
+   trailing property is there (CRC-32 of everything before it, 10 digits least significant
+   first; the body CRC is then not recomputed, as RocketMQ's forceVerifyPropCRC), else the
+   body CRC. */
+static int crcs_ok(const uint8_t *m, int64_t size, const msg_layout *layout)
+{
+    const int64_t reserved = 20; /* "__CRC32#" \x01 10 digits \x02 */
+    if (layout->props_len >= reserved && m[size - 1] == 0x02 &&
+        memcmp(m + size - reserved, "__CRC32#\x01", 9) == 0) {
+        uint64_t stored = 0;
+        for (int d = 9; d >= 0; d--) {
+            uint8_t c = m[size - 11 + d];
+            if (c < '0' || c > '9')
+                return 0;
+            stored = stored * 10 + (uint64_t)(c - '0');
+        }
+        return stored == (mq_crc32(0, m, (size_t)(size - reserved)) & 0x7FFFFFFFu);
+    }
+    return (mq_crc32(0, m + layout->body, (size_t)layout->body_len) & 0x7FFFFFFFu) ==
+           mq_load_be32(m + 8);
+}
+
 /* The walk shared by the two CommitLog scans: statuses as in _purepy._walk_commitlog.
    Calls emit for each sound message; stops with MQ_SCAN_FULL when k reaches cap. */
 typedef void (*emit_fn)(void *ctx, int64_t k, const uint8_t *m, int64_t pos, int64_t size,
@@ -177,9 +199,7 @@ static int walk_commitlog(const uint8_t *buf, int64_t pos, int64_t end, int64_t 
             break;
         }
         msg_layout layout;
-        if (!commitlog_layout(m, size, &layout) ||
-            (check_crc && (mq_crc32(0, m + layout.body, (size_t)layout.body_len) &
-                           0x7FFFFFFFu) != mq_load_be32(m + 8))) {
+        if (!commitlog_layout(m, size, &layout) || (check_crc && !crcs_ok(m, size, &layout))) {
             status = MQ_SCAN_CORRUPT;
             break;
         }

@@ -7,7 +7,9 @@ SYSFLAG, body, topic, properties), and its CRCs check: the record CRC of the ``_
 property when the message carries one, else the body CRC. Once a message with a record CRC
 has been seen, every later one must carry one too (mqstore writes it on every message; a
 message without it has lost its tail). ``native.scan_commitlog`` walks V1 IPv4 messages and
-checks their body CRC; the record CRC, and V2 / IPv6 messages, are checked here in Python.
+checks their CRCs in C (the record CRC, or the body CRC of a message without one); the
+"every later message carries one" rule is numpy here, and V2 / IPv6 messages are checked
+in Python.
 
 The first bad message is classified:
 
@@ -26,7 +28,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import zlib
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -45,9 +46,7 @@ if TYPE_CHECKING:
     from .mapped_file import MappedFile
 
 _CRC_LEN = fmt.CRC32_RESERVED_LEN
-_CRC_DIGITS_AT = _CRC_LEN - len(fmt.CRC32_PREFIX)
 _CRC_PREFIX = fmt.CRC32_PREFIX
-_MASK = fmt.BODY_CRC_MASK
 #: the first three bytes of both message magics (V1 0xDAA320A7, V2 0xDAA320AB)
 _MAGIC_PREFIX = fmt.MESSAGE_MAGIC_V1.to_bytes(4, "big")[:3]
 _BLANK_MAGIC = fmt.BLANK_MAGIC.to_bytes(4, "big")
@@ -79,22 +78,20 @@ class _State:
 
 _PREFIX_U8 = np.frombuffer(_CRC_PREFIX, dtype=np.uint8)
 _PREFIX_AT = np.arange(len(_CRC_PREFIX))
-_DIGITS_AT = np.arange(fmt.CRC32_DIGITS)
-_DIGIT_WEIGHTS = 10 ** np.arange(fmt.CRC32_DIGITS, dtype=np.int64)  # least significant first
 
 
-def _first_bad_record_crc(mm, positions: np.ndarray, sizes: np.ndarray, st: _State,
-                          file_from: int) -> tuple[int, str | None]:
-    """Check the record CRC of messages the native scan accepted (numpy for the property
-    and its digits, one zlib.crc32 call per message); (index of the first bad one or -1,
-    its problem). Updates the "every later message carries one" rule in ``st``."""
+def _first_missing_record_crc(mm, positions: np.ndarray, sizes: np.ndarray, st: _State,
+                              file_from: int) -> tuple[int, str | None]:
+    """The record CRC rule over messages the native scan accepted (the scan itself checked
+    each ``__CRC32#`` present): from the first message that carries one, every later one
+    must (numpy over the trailing property, no per-message Python). Returns (index of the
+    first message missing it or -1, its problem) and updates the rule in ``st``."""
     pos = positions.astype(np.int64)
     ends = pos + sizes.astype(np.int64)
     u8 = np.frombuffer(mm, dtype=np.uint8)
     tail = ends - _CRC_LEN
     has = (sizes >= fmt.MSG_FIXED_OVERHEAD + _CRC_LEN) & (u8[ends - 1] == 2)
     has &= (u8[tail[:, None] + _PREFIX_AT] == _PREFIX_U8).all(axis=1)
-    bad_at, problem = len(pos), None
     if st.crc_required:
         missing = np.flatnonzero(~has)
     else:
@@ -104,24 +101,8 @@ def _first_bad_record_crc(mm, positions: np.ndarray, sizes: np.ndarray, st: _Sta
             st.crc_required = True
             st.first_crc = file_from + int(pos[first])
     if missing.size:
-        bad_at = int(missing[0])
-        problem = "the __CRC32# property is missing (torn or overwritten properties)"
-    idx = np.flatnonzero(has[:bad_at])
-    if idx.size:
-        digits = u8[(ends[idx] - _CRC_DIGITS_AT)[:, None] + _DIGITS_AT].astype(np.int64) - 48
-        stored = np.where(((digits >= 0) & (digits <= 9)).all(axis=1),
-                          (digits * _DIGIT_WEIGHTS).sum(axis=1), -1)
-        crc32 = zlib.crc32
-        actual = np.fromiter((crc32(mm[p:e]) & _MASK for p, e in
-                              zip(pos[idx].tolist(), tail[idx].tolist())),
-                             dtype=np.int64, count=idx.size)
-        wrong = np.flatnonzero(stored != actual)
-        if wrong.size and int(idx[wrong[0]]) < bad_at:
-            j = int(wrong[0])
-            bad_at = int(idx[j])
-            problem = (f"record CRC mismatch (__CRC32# says {int(stored[j])}, computed "
-                       f"{int(actual[j])})")
-    return (bad_at, problem) if problem is not None else (-1, None)
+        return int(missing[0]), "the __CRC32# property is missing (torn or overwritten properties)"
+    return -1, None
 
 
 def walk(cl: "CommitLog", offset: int, st: _State) -> tuple[int, str | None]:
@@ -138,7 +119,7 @@ def walk(cl: "CommitLog", offset: int, st: _State) -> tuple[int, str | None]:
         scan = native.scan_commitlog(mm, pos, cl.file_size)
         positions = scan.positions
         if len(positions):
-            bad, problem = _first_bad_record_crc(mm, positions, scan.sizes, st,
+            bad, problem = _first_missing_record_crc(mm, positions, scan.sizes, st,
                                                  mf.file_from_offset)
             ok = len(positions) if bad < 0 else bad
             st.count += ok

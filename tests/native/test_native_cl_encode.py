@@ -238,3 +238,43 @@ def test_cl_encode_into_a_buffer(backend):
     assert out[3:] == single
     with pytest.raises(ValueError):
         fn(*args, bytearray(len(want) - 1), 0)
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_scan_checks_the_record_crc(backend):
+    """scan_commitlog checks ``__CRC32#`` (the body CRC only for a message without it): a
+    flipped record CRC digit, a non-digit or a flipped header byte is CORRUPT; a BODYCRC
+    field that disagrees is not looked at when the record CRC covers the message."""
+    if backend == "native" and native.backend != "native":
+        pytest.skip(NATIVE_MISSING)
+    from mqstore import _purepy
+    scan = native.scan_commitlog if backend == "native" else _purepy.scan_commitlog
+    msg = bytes(ref.cl_encode(b"t", b"body", [0], [4], None, None, None, b"P", 1, [0], [0],
+                              None, 0, 5))
+    n = len(msg)
+    assert scan(msg, 0, n).status == 0 and len(scan(msg, 0, n).positions) == 1
+
+    def flip(at, value):
+        b = bytearray(msg)
+        b[at] = value
+        return bytes(b)
+
+    digit = msg[n - 11]
+    for bad in (flip(n - 11, 48 + (digit - 48 + 1) % 10), flip(n - 5, ord("x")),
+                flip(13, msg[13] ^ 1)):
+        got = scan(bad, 0, n)
+        assert got.status == 2 and len(got.positions) == 0
+    # a wrong BODYCRC field under a sound record CRC: the record CRC is what counts
+    body_crc_wrong = bytearray(msg)
+    body_crc_wrong[8:12] = b"\x00\x00\x00\x01"
+    ref.patch(body_crc_wrong, 0, 0, 0, 5, None)  # re-sign the record
+    assert scan(bytes(body_crc_wrong), 0, n).status == 0
+    # without the property the body CRC is checked
+    plain = bytes(ref.cl_encode(b"t", b"body", [0], [4], b"", [0], [0], b"P", 1, [0], [0],
+                                None, 0, 5))
+    unsigned = bytearray(plain[:-20])
+    unsigned[0:4] = struct.pack(">i", len(unsigned))
+    unsigned[-2:] = b"\x00\x00"  # PROPERTIES length 0
+    assert scan(bytes(unsigned), 0, len(unsigned)).status == 0
+    unsigned[8] ^= 1
+    assert scan(bytes(unsigned), 0, len(unsigned)).status == 2
