@@ -75,10 +75,17 @@ def warm_batches(partitions: int, batches: list) -> int:
     return min(partitions, len(batches) - 1)
 
 
-def settle(store: Any) -> None:
+SETTLE_TIMEOUT_S = 120.0
+
+
+def settle(store: Any, timeout: float = SETTLE_TIMEOUT_S) -> None:
     """Wait until the commitlog dispatcher has built every ConsumeQueue / IndexFile entry
-    (segments has no dispatcher: returns at once)."""
+    (segments has no dispatcher: returns at once); TimeoutError if it never catches up."""
+    deadline = time.monotonic() + timeout
     while store.stats().get("dispatch_lag", 0) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"dispatch_lag still {store.stats()['dispatch_lag']} after "
+                               f"{timeout:.0f} s")
         time.sleep(0.0002)
 
 

@@ -19,13 +19,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import mqstore
 from perf.model import Sample
 
 TOPIC = "t"
-READY_TIMEOUT_S = 1800.0
+READY_TIMEOUT_S = 60.0
 
 
 def _child(path: str, engine: str, mib: float, size: int) -> None:
@@ -38,7 +39,8 @@ def _child(path: str, engine: str, mib: float, size: int) -> None:
         store.append_batch(TOPIC, batch, partition=0)
     store.flush()
     store.append_batch(TOPIC, batch, partition=0)  # the unflushed tail
-    while store.stats().get("dispatch_lag", 0) > 0:
+    deadline = time.monotonic() + 120
+    while store.stats().get("dispatch_lag", 0) > 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     os.write(1, f"D {store.end_offset(TOPIC, 0)}\n".encode())
     while True:
@@ -53,6 +55,9 @@ def crash_image(path: str, engine: str, mib: float, size: int = 100) -> int:
         [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), path, engine,
                              str(mib), str(size)], stdout=subprocess.PIPE, env=env)
+    # a writer that hangs is killed: then readline sees EOF and the row reports an error
+    watchdog = threading.Timer(READY_TIMEOUT_S + 2.0 * mib, proc.kill)
+    watchdog.start()
     try:
         line = proc.stdout.readline().decode().split()
         if not line or line[0] != "D":
@@ -60,6 +65,7 @@ def crash_image(path: str, engine: str, mib: float, size: int = 100) -> int:
                                f"(status {proc.poll()})")
         records = int(line[1])
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=READY_TIMEOUT_S)
