@@ -656,46 +656,55 @@ from mqstore._purepy_cl_read import (  # noqa: E402,F401  (re-exported: statuses
     CLR_FOREIGN,
     CLR_FULL,
     CLR_HAS_HEADERS,
+    CLR_HAS_KEY,
+    CLR_HAS_TAG,
+    CLR_KEY_OTHER,
     CLR_KEY_PLAIN,
     CLR_LIMIT,
     CLR_MISMATCH,
     CLR_OK,
+    CLR_OTHER_FILE,
     CLR_TAG_PLAIN,
     ClGather,
 )
 
 
-def _cl_gather_native(buf, limit: int, positions, sizes, queue_offsets, queue_id: int,
-                      check_crcs: bool, crc_required_pos: int, taken: int, taken_bytes: int,
-                      max_bytes: int, out, out_pos: int) -> ClGather:
-    """Gather the messages a run of ConsumeQueue units points at in one CommitLog file, in
-    one C call (see ``_purepy_cl_read.cl_gather``)."""
-    args = (buf, limit, positions, sizes, queue_offsets, queue_id, check_crcs,
-            crc_required_pos, taken, taken_bytes, max_bytes, out, out_pos)
+def _cl_gather_native(units, first_unit: int, n_units: int, select, start: int,
+                      first_queue_offset: int, buf, limit: int, file_from: int, queue_id: int,
+                      check_crcs: bool, crc_required_from: int, taken: int, taken_bytes: int,
+                      max_bytes: int, rows_cap: int, out, out_pos: int) -> ClGather:
+    """Walk ConsumeQueue units and gather the messages they point at in one CommitLog file,
+    in one C call (see ``_purepy_cl_read.cl_gather``)."""
     try:
-        pos_a = np.ascontiguousarray(positions, dtype=np.int64)
-        size_a = np.ascontiguousarray(sizes, dtype=np.int64)
-        qoff_a = np.ascontiguousarray(queue_offsets, dtype=np.int64)
-        n = len(pos_a)
-        if not (pos_a.ndim == size_a.ndim == qoff_a.ndim == 1
-                and len(size_a) == len(qoff_a) == n):
-            return _purepy_cl_read.cl_gather(*args)
+        if select is None:
+            sel, n_select = _ffi.NULL, 0
+        else:
+            sel_a = np.ascontiguousarray(select, dtype=np.int64)
+            if sel_a.ndim != 1:
+                raise TypeError("select must be one-dimensional")
+            sel, n_select = _from_buffer(_I64_ARRAY, sel_a), len(sel_a)
+        u = _from_buffer(_U8_ARRAY, units)
         p = _from_buffer(_U8_ARRAY, buf)
         o = _from_buffer(_U8_ARRAY, out, require_writable=True)
-        rows = np.empty((CLR_COLUMNS, n), dtype=np.int64)
-        res = _ffi.new("int64_t[2]")  # done, out_end
-        status = _lib.mq_cl_gather(p, len(p), limit, _from_buffer(_I64_ARRAY, pos_a),
-                                   _from_buffer(_I64_ARRAY, size_a),
-                                   _from_buffer(_I64_ARRAY, qoff_a), n, queue_id,
-                                   1 if check_crcs else 0, crc_required_pos, taken,
-                                   taken_bytes, max_bytes, o, len(o), out_pos,
-                                   _from_buffer(_I64_ARRAY, rows), n, res, res + 1)
+        rows = np.empty((CLR_COLUMNS, max(rows_cap, 0)), dtype=np.int64)
+        st = _ffi.new("int64_t[8]", [start, out_pos, taken_bytes])
+        status = _lib.mq_cl_gather(u, len(u), first_unit, n_units, sel, n_select,
+                                   first_queue_offset, p, len(p), limit, file_from, queue_id,
+                                   1 if check_crcs else 0, crc_required_from, taken, max_bytes,
+                                   o, len(o), _from_buffer(_I64_ARRAY, rows), rows_cap, st)
     except (*_BAD_BUFFER, OverflowError):
-        return _purepy_cl_read.cl_gather(*args)
+        return _purepy_cl_read.cl_gather(units, first_unit, n_units, select, start,
+                                         first_queue_offset, buf, limit, file_from, queue_id,
+                                         check_crcs, crc_required_from, taken, taken_bytes,
+                                         max_bytes, rows_cap, out, out_pos)
     if status < 0:
-        return _from_reference(status, (p, o), _purepy_cl_read.cl_gather, *args)
-    k = int(res[0])
-    return ClGather(status, k, int(res[1]), rows if k == n else rows[:, :k])
+        return _from_reference(status, (u, p, o), _purepy_cl_read.cl_gather, units,
+                               first_unit, n_units, select, start, first_queue_offset, buf,
+                               limit, file_from, queue_id, check_crcs, crc_required_from,
+                               taken, taken_bytes, max_bytes, rows_cap, out, out_pos)
+    k = st[3]
+    return ClGather(status, st[0], st[1], st[2], st[4], st[5], st[6], st[7],
+                    rows if k == rows_cap else rows[:, :k])
 
 
 cl_gather = _cl_gather_native if _lib is not None else _purepy_cl_read.cl_gather

@@ -228,33 +228,48 @@ int64_t mq_index_key_hashes(const uint8_t *buf, size_t buf_len, const int64_t *p
 
 /* ===== [commitlog read] gathering the messages of a read (native/cl_read.c) ===== */
 /* Columns of mq_cl_gather (rows holds MQ_CLR_COLUMNS columns of rows_cap int64 each, column
-   j at rows[j * rows_cap]): body position and length in out, born timestamp, properties
-   position and length in out (without the trailing __CRC32# property), TAGS value position
-   and length in out (-1, -1: none), KEYS value position and length (-1, -1: none), flags. */
-#define MQ_CLR_COLUMNS 10
+   j at rows[j * rows_cap]): queue offset, body position and length in out, born timestamp,
+   properties position and length in out (without the trailing __CRC32# property; -1, -1
+   and not copied when flags is 0: nothing but UNIQ_KEY), TAGS value position and length in
+   out (-1, -1: none), KEYS value position and length (-1, -1: none), flags. */
+#define MQ_CLR_COLUMNS 11
 #define MQ_CLR_HAS_HEADERS 1  /* flag: a named property besides TAGS, KEYS, UNIQ_KEY, __CRC32# */
 #define MQ_CLR_KEY_PLAIN 2    /* flag: the KEYS value is ASCII and not escaped (key = its bytes) */
 #define MQ_CLR_TAG_PLAIN 4    /* flag: the TAGS value is ASCII and not escaped (tag = its text) */
-/* Statuses: every message gathered, or why message *done stopped the walk (not gathered). */
+#define MQ_CLR_HAS_KEY 8      /* flag: a KEYS property */
+#define MQ_CLR_HAS_TAG 16     /* flag: a TAGS property */
+#define MQ_CLR_KEY_OTHER 32   /* flag: a KEYS value that is not plain (escaped or not ASCII) */
+/* Statuses: the walk ended (units done, or rows_cap messages taken), or why it stopped at a
+   unit (its message not taken). */
 #define MQ_CLR_OK 0
 #define MQ_CLR_LIMIT 1        /* sound and the unit's, but its body would pass max_bytes */
 #define MQ_CLR_CORRUPT 2      /* a length does not fit TOTALSIZE or the file, or a CRC differs */
 #define MQ_CLR_MISMATCH 3     /* sound, but not the message its unit names */
-#define MQ_CLR_FULL 5         /* out has no room for it: call again from it with more room */
+#define MQ_CLR_FULL 5         /* out has no room for it: call again with more room */
 #define MQ_CLR_FOREIGN 6      /* not V1 with IPv4 hosts, or TOTALSIZE out of range: the
                                  per-message reader decides */
-/* Gather the n messages at positions[0:n) of one CommitLog file buf[0:limit) for a read of
-   queue queue_id: each must have the unit's size (sizes[k]) and queue offset
-   (queue_offsets[k]); with check_crcs, the __CRC32# record CRC where the message ends with
-   one, else the body CRC (a message at or after crc_required_pos without __CRC32# is
-   corrupt). A message is taken while no message was taken before it (taken + k == 0) or
-   taken_bytes plus the bodies so far plus its body stay <= max_bytes. Body and properties
-   are copied to out from out_pos. *done = messages gathered, *out_end = end of the bytes
-   written. Returns an MQ_CLR_* status, MQ_ERR_RANGE when limit > buf_len or out_pos is
-   outside out, MQ_ERR_ARG when n < 0 or n > rows_cap. The rules are those of mqstore._purepy_cl_read.cl_gather. */
-int mq_cl_gather(const uint8_t *buf, size_t buf_len, int64_t limit, const int64_t *positions,
-                 const int64_t *sizes, const int64_t *queue_offsets, int64_t n,
-                 int64_t queue_id, int check_crcs, int64_t crc_required_pos, int64_t taken,
-                 int64_t taken_bytes, int64_t max_bytes, uint8_t *out, size_t out_cap,
-                 int64_t out_pos, int64_t *rows, int64_t rows_cap, int64_t *done,
-                 int64_t *out_end);
+#define MQ_CLR_OTHER_FILE 7   /* the unit points outside this CommitLog file */
+/* Walk the 20-byte ConsumeQueue units units[first_unit, first_unit + n_units) (unit r has
+   queue offset first_queue_offset + r), or only those at the relative indexes
+   select[0:n_select) when select is not NULL, from index state[0]; skip fillers (size
+   0x7FFFFFFF) and gather the messages of the others from the CommitLog file buf[0:limit)
+   that starts at commitlog offset file_from, for a read of queue queue_id. Each message must
+   have its unit's size and queue offset and the queue id; with check_crcs, the __CRC32#
+   record CRC where the message ends with one, else the body CRC (a message at or after
+   commitlog offset crc_required_from without __CRC32# is corrupt). A message is taken while
+   nothing was taken before it (taken plus this call's messages is 0) or the taken body bytes
+   plus its body stay <= max_bytes; at most rows_cap are taken. Body, then properties, are
+   copied into out.
+   state (int64[8]): [0] in/out the next index, [1] in/out the output position, [2] in/out
+   the body bytes taken by the read, [3] out messages gathered, [4] out the OR of their
+   flags, [5] [6] [7] out commitlog offset, size and queue offset of the unit the walk
+   stopped at. Returns an MQ_CLR_* status, MQ_ERR_RANGE when the units, limit or output
+   position are outside their buffers, MQ_ERR_ARG for a negative count, a start index past
+   the end or a select index outside [0, n_units). The rules are those of
+   mqstore._purepy_cl_read.cl_gather. */
+int mq_cl_gather(const uint8_t *units, size_t units_len, int64_t first_unit, int64_t n_units,
+                 const int64_t *select, int64_t n_select, int64_t first_queue_offset,
+                 const uint8_t *buf, size_t buf_len, int64_t limit, int64_t file_from,
+                 int64_t queue_id, int check_crcs, int64_t crc_required_from, int64_t taken,
+                 int64_t max_bytes, uint8_t *out, size_t out_cap, int64_t *rows,
+                 int64_t rows_cap, int64_t *state);

@@ -20,6 +20,8 @@ its bytes (no view of a mapped file), so it outlives any retention.
 """
 from __future__ import annotations
 
+import struct
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,14 +34,18 @@ from . import message as msgcodec
 
 if TYPE_CHECKING:
     from .commitlog import CommitLog
+    from .consume_queue import ConsumeQueue
 
-_BODY_POS, _BODY_LEN, _BORN, _PROPS_POS, _PROPS_LEN = 0, 1, 2, 3, 4
-_TAG_POS, _TAG_LEN, _KEY_POS, _KEY_LEN, _FLAGS = 5, 6, 7, 8, 9
+(_QUEUE_OFFSET, _BODY_POS, _BODY_LEN, _BORN, _PROPS_POS, _PROPS_LEN, _TAG_POS, _TAG_LEN,
+ _KEY_POS, _KEY_LEN, _FLAGS) = range(native.CLR_COLUMNS)
 _ESCAPE = fmt.ESCAPE
-#: the output buffer of a read gets room for the bodies max_bytes lets through plus this, and
-#: this much a message for its properties, before it grows
-_OUT_SLACK = 1 << 16
-_PROPS_SLACK = 512
+_NO_FILE = b""  # the CommitLog "file" when no unit names one that exists
+_UNIT_PHYS = struct.Struct(">q").unpack_from  # a ConsumeQueue unit's commitlog offset
+#: room a read's output gets per message for its properties, and beyond the bodies
+_PROPS_ROOM = 512
+_SLACK = 1 << 16
+#: per thread, the output buffer gathers write into (reused: a read copies out its bytes)
+_scratch = threading.local()
 
 
 def _tag_text(raw: bytes) -> str:
@@ -54,8 +60,8 @@ def _key_bytes(raw: bytes) -> bytes:
 
 
 class ReadBatch:
-    """The messages of one read of ``topic``/``partition``: :meth:`add` runs of units (in
-    queue order) until it returns False, then :meth:`records`."""
+    """The messages of one read of ``topic``/``partition``: :meth:`read_queue`, then
+    :meth:`records`."""
 
     def __init__(self, commitlog: "CommitLog", check_crcs: bool, topic: str, partition: int,
                  max_records: int, max_bytes: int, tagset: set[str] | None):
@@ -69,10 +75,12 @@ class ReadBatch:
         self.taken = 0  # messages in the result so far
         self.taken_bytes = 0  # their summed body sizes
         self.done = False
-        self._out: np.ndarray | None = None  # uint8, the result's bytes (grows)
+        self._mf = None  # the CommitLog file of the last message gathered
+        out = getattr(_scratch, "out", None)
+        self._out: np.ndarray = out if out is not None else np.empty(0, dtype=np.uint8)
         self._out_pos = 0
-        self._offsets: list[np.ndarray] = []  # queue offsets of the taken messages, per chunk
-        self._rows: list[np.ndarray] = []  # their (CLR_COLUMNS, k) columns, per chunk
+        self._rows: list[np.ndarray] = []  # (CLR_COLUMNS, k) columns of the taken, per call
+        self._flags = 0  # OR of their flags
         self._tags: list[str | None] = []  # tag reads: the tag of each taken message
         #: row index -> (key, headers, tag) of a message read by the per-message reader
         self._slow: dict[int, tuple] = {}
@@ -83,82 +91,103 @@ class ReadBatch:
         return self.max_records - self.taken
 
     # ----- gathering -----
-    def add(self, queue_offsets: np.ndarray, phys: np.ndarray, sizes: np.ndarray) -> bool:
-        """Take the messages of these units (int64 arrays, fillers removed); False once the
-        read is complete."""
-        i, n = 0, len(queue_offsets)
+    def read_queue(self, cq: "ConsumeQueue | None", q: int, cq_end: int, tail: list,
+                   hashes: list[int] | None) -> None:
+        """Take the messages of the units from ``q``: the mapped ConsumeQueue files up to
+        ``cq_end``, then the in-memory ``tail`` units (a follower's); with ``hashes`` only
+        units whose tag hash is one of them (``native.cq_tag_scan``, no CommitLog access)."""
+        while cq is not None and q < cq_end and not self.done:
+            blk = cq.unit_block(q, cq_end)
+            if blk is None:
+                break
+            arr, cqf = blk
+            rel = q % cq.units_per_file
+            select = None
+            if hashes is not None:
+                select = native.cq_tag_scan(cqf.mm, rel, len(arr), hashes)
+            if select is None or len(select):
+                self._walk(cqf.mm, rel, len(arr), select, q)
+            q += len(arr)
+        units = [u for u in tail if u[0] >= q]
+        if units and not self.done:  # consecutive queue offsets from units[0][0]
+            blob = b"".join(fmt.CQ_UNIT.pack(p, size, h) for _q, p, size, h in units)
+            select = None
+            if hashes is not None:
+                select = np.array([i for i, u in enumerate(units) if u[3] in hashes],
+                                  dtype=np.int64)
+            if select is None or len(select):
+                self._walk(blob, 0, len(units), select, units[0][0])
+
+    def _walk(self, units, first: int, n: int, select, q0: int) -> None:
+        """Gather from the units ``units[first:first + n]`` (queue offsets from ``q0``),
+        one native call per CommitLog file they point into."""
         cl = self.cl
-        while i < n and not self.done:
-            mf = cl.find_file(int(phys[i]))
-            if mf is None:
-                i += 1  # MESSAGE_WAS_REMOVING: retention took it
-                continue
-            # the units in this file (a queue's units ascend through the log; a unit that
-            # does not is outside the file and is read on its own below)
-            j = i + int(np.searchsorted(phys[i:], mf.file_end_offset))
-            if j == i:
-                j = i + 1
-            self._gather_file(mf, queue_offsets[i:j], phys[i:j], sizes[i:j])
-            i = j
-        return not self.done
-
-    def _room(self, need: int) -> np.ndarray:
-        out = self._out
-        if out is None:
-            out = self._out = np.empty(need, dtype=np.uint8)
-        elif self._out_pos + need > len(out):
-            grown = np.empty(max(2 * len(out), self._out_pos + need), dtype=np.uint8)
-            grown[:self._out_pos] = out[:self._out_pos]
-            out = self._out = grown
-        return out
-
-    def _gather_file(self, mf, qs: np.ndarray, phys: np.ndarray, sizes: np.ndarray) -> None:
-        positions = phys - mf.file_from_offset
-        crc_pos = self.cl.crc_required_from - mf.file_from_offset
-        limit = mf.file_size
-        k, n = 0, len(qs)
-        while k < n and not self.done:
-            m = min(n - k, self.remaining)
-            sel = slice(k, k + m)
-            # room for every message of the call (a message is never larger than its unit),
-            # within what max_bytes lets through; a message that still does not fit (large
-            # properties) is CLR_FULL and gathered again after the buffer grows
-            room = int(np.clip(sizes[sel], 0, limit).sum())
-            self._room(min(room, max(self.max_bytes - self.taken_bytes, 0) + _OUT_SLACK
-                           + m * _PROPS_SLACK))
-            got = native.cl_gather(mf.mm, limit, positions[sel], sizes[sel], qs[sel],
-                                   self.partition, self.check_crcs, crc_pos, self.taken,
-                                   self.taken_bytes, self.max_bytes, self._out, self._out_pos)
-            if got.count:
-                self._take(qs[k:k + got.count], got.rows, got.out_end)
-            k += got.count
+        n_iter = n if select is None else len(select)
+        i = 0
+        if self._mf is None and n_iter:  # the file of the first unit (the usual one for all)
+            rel = 0 if select is None else int(select[0])
+            self._mf = cl.find_file(_UNIT_PHYS(units, (first + rel) * fmt.CQ_UNIT_SIZE)[0])
+        while i < n_iter and not self.done:
+            mf = self._mf
+            cap = min(self.remaining, n_iter - i)
+            self._room(min(self.max_bytes - self.taken_bytes, cap * 4096)
+                       + cap * _PROPS_ROOM + _SLACK)
+            got = native.cl_gather(
+                units, first, n, select, i, q0,
+                _NO_FILE if mf is None else mf.mm, 0 if mf is None else mf.file_size,
+                0 if mf is None else mf.file_from_offset, self.partition, self.check_crcs,
+                cl.crc_required_from, self.taken, self.taken_bytes, self.max_bytes, cap,
+                self._out, self._out_pos)
+            if got.rows.shape[1]:
+                self._take(got)
+            i = got.next
             status = got.status
-            if status == native.CLR_FULL:
-                self._room(int(sizes[k]))
+            if status == native.CLR_OK:
+                pass
+            elif status == native.CLR_OTHER_FILE:
+                found = cl.find_file(got.stop_phys)
+                if found is None or found is mf:
+                    i += 1  # MESSAGE_WAS_REMOVING: retention took it
+                else:
+                    self._mf = found
+            elif status == native.CLR_FULL:
+                self._room(got.stop_size)
             elif status == native.CLR_LIMIT and self.tagset is None:
                 self.done = True
-            elif status != native.CLR_OK:
-                self._read_one(int(qs[k]), int(phys[k]), int(sizes[k]))
-                k += 1
+            else:
+                self._read_one(got.stop_queue_offset, got.stop_phys, got.stop_size)
+                i += 1
             if self.taken >= self.max_records:
                 self.done = True
 
-    def _take(self, qs: np.ndarray, rows: np.ndarray, out_end: int) -> None:
-        self._out_pos = out_end
+    def _room(self, need: int) -> None:
+        """Make the output hold ``need`` more bytes (kept for the thread's next reads)."""
+        need = max(need, 0)
+        out = self._out
+        if self._out_pos + need > len(out):
+            grown = np.empty(max(2 * len(out), self._out_pos + need), dtype=np.uint8)
+            grown[:self._out_pos] = out[:self._out_pos]
+            self._out = _scratch.out = grown
+
+    def _take(self, got) -> None:
+        rows = got.rows
+        self._out_pos = got.out_end
+        self._flags |= got.flags
         if self.tagset is not None:  # candidates by tag hash: re-check the real tag
             buf = self._out
             tags = [None if length < 0 else _tag_text(buf[p:p + length].tobytes())
                     for p, length in zip(rows[_TAG_POS].tolist(), rows[_TAG_LEN].tolist())]
             keep = [t in self.tagset for t in tags]
             if not all(keep):
-                qs, rows = qs[keep], rows[:, keep]
+                rows = rows[:, keep]
                 tags = [t for t, ok in zip(tags, keep) if ok]
             self._tags += tags
-        if len(qs):
-            self._offsets.append(qs)
-            self._rows.append(rows)
-            self.taken += len(qs)
             self.taken_bytes += int(rows[_BODY_LEN].sum())
+        else:
+            self.taken_bytes = got.taken_bytes
+        if rows.shape[1]:
+            self._rows.append(rows)
+            self.taken += rows.shape[1]
 
     def _read_one(self, queue_offset: int, phys: int, size: int) -> None:
         """The message a unit points at, read alone (the gather stopped at it): raises
@@ -192,15 +221,13 @@ class ReadBatch:
         if self.taken and self.taken_bytes + len(body) > self.max_bytes:
             self.done = True
             return
-        out = self._room(len(body))
+        self._room(len(body))
         p = self._out_pos
-        out[p:p + len(body)] = np.frombuffer(body, dtype=np.uint8)
-        row = np.array([[p], [len(body)], [f.born_timestamp], [-1], [-1], [-1], [-1], [-1],
-                        [-1], [0]], dtype=np.int64)
+        self._out[p:p + len(body)] = np.frombuffer(body, dtype=np.uint8)
+        self._rows.append(np.array([[queue_offset], [p], [len(body)], [f.born_timestamp],
+                                    [-1], [-1], [-1], [-1], [-1], [-1], [0]], dtype=np.int64))
         self._slow[self.taken] = (key, headers, tag)
         self._out_pos = p + len(body)
-        self._offsets.append(np.array([queue_offset], dtype=np.int64))
-        self._rows.append(row)
         if self.tagset is not None:
             self._tags.append(tag)
         self.taken += 1
@@ -212,31 +239,26 @@ class ReadBatch:
         if not self._rows:
             return Records.empty(self.topic, self.partition)
         buf = self._out[:self._out_pos].tobytes()
-        if len(self._rows) == 1:
-            rows, offsets = self._rows[0], self._offsets[0]
-        else:
-            rows, offsets = np.concatenate(self._rows, axis=1), np.concatenate(self._offsets)
-        slow = self._slow
-        key_len = rows[_KEY_LEN]
+        rows = self._rows[0] if len(self._rows) == 1 else np.concatenate(self._rows, axis=1)
+        slow, flags = self._slow, self._flags
         key_offsets = key_lengths = keys = None
-        if slow or (key_len >= 0).any():
-            plain = (rows[_FLAGS] & native.CLR_KEY_PLAIN) != 0
-            if not slow and bool(np.all(plain | (key_len < 0))):
-                key_offsets, key_lengths = rows[_KEY_POS], key_len
+        if slow or flags & native.CLR_HAS_KEY:
+            if not slow and not flags & native.CLR_KEY_OTHER:
+                key_offsets, key_lengths = rows[_KEY_POS], rows[_KEY_LEN]
             else:
                 keys = _lazy_keys(buf, rows, slow)
         headers = None
-        if slow or (rows[_FLAGS] & native.CLR_HAS_HEADERS).any():
+        if slow or flags & native.CLR_HAS_HEADERS:
             headers = _lazy_headers(buf, rows, slow)
         if self.tagset is not None:
             tags = self._tags
-        elif slow or (rows[_TAG_LEN] >= 0).any():
+        elif slow or flags & native.CLR_HAS_TAG:
             tags = _lazy_tags(buf, rows, slow)
         else:
             tags = None
-        return Records(self.topic, self.partition, buf, offsets, rows[_BORN], rows[_BODY_POS],
-                       rows[_BODY_LEN], key_offsets=key_offsets, key_lengths=key_lengths,
-                       keys=keys, headers=headers, tags=tags)
+        return Records(self.topic, self.partition, buf, rows[_QUEUE_OFFSET], rows[_BORN],
+                       rows[_BODY_POS], rows[_BODY_LEN], key_offsets=key_offsets,
+                       key_lengths=key_lengths, keys=keys, headers=headers, tags=tags)
 
 
 def _lazy_keys(buf: bytes, rows: np.ndarray, slow: dict):

@@ -120,13 +120,7 @@ class ConsumeQueueReads:
                 return Records.empty(topic, partition)
         batch = ReadBatch(self.commitlog, self.config.check_crcs, topic, partition,
                           max_records, max_bytes, tagset)
-        for qs, phys, sizes in self._units(cq, offset, cq_end, tail, hashes,
-                                           lambda: batch.remaining):
-            real = sizes != fmt.CQ_FILLER_SIZE
-            if not real.all():
-                qs, phys, sizes = qs[real], phys[real], sizes[real]
-            if len(qs) and not batch.add(qs, phys, sizes):
-                break
+        batch.read_queue(cq, offset, cq_end, tail, hashes)
         return batch.records()
 
     def start_offset(self, topic: str, partition: int) -> int:
