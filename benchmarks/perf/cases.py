@@ -48,14 +48,14 @@ class Sizes:
     p4_messages: int = 200_000
     p5_seconds: float = 1.0
     p6_partitions: int = 1000
-    p6_messages: int = 100_000
+    p6_messages: int = 300_000      # 3,000 batches: 2 timed per partition after warm-up
     p6_batch: int = 100
     p7_messages: int = 100_000
     p9_mib: float = 64.0
 
 
 QUICK = Sizes(p1_messages=12_000, p2_batches=2, p3_messages=300, p4_messages=3000,
-              p5_seconds=0.1, p6_partitions=20, p6_messages=2000, p6_batch=50,
+              p5_seconds=0.1, p6_partitions=20, p6_messages=3000, p6_batch=50,
               p7_messages=2000, p9_mib=0.5)
 
 

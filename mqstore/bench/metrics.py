@@ -19,6 +19,8 @@ import resource
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 SUB_BUCKET_BITS = 11
 SUB_BUCKETS = 1 << SUB_BUCKET_BITS  # 2048
 HALF = SUB_BUCKETS >> 1  # 1024
@@ -31,6 +33,20 @@ def bucket_index(v: int) -> int:
         return v
     k = v.bit_length() - SUB_BUCKET_BITS
     return SUB_BUCKETS + (k - 1) * HALF + ((v >> k) - HALF)
+
+
+def bucket_indexes(values: np.ndarray) -> np.ndarray:
+    """:func:`bucket_index` of every value of a non-negative int64 array, in numpy."""
+    v = np.asarray(values, dtype=np.int64)
+    bits = np.zeros(v.shape, dtype=np.int64)  # bit_length, exactly (no float log2)
+    x = v.copy()
+    for shift in (32, 16, 8, 4, 2, 1):
+        big = x >= (1 << shift)
+        bits[big] += shift
+        x[big] >>= shift
+    bits += x > 0
+    k = np.maximum(bits - SUB_BUCKET_BITS, 1)
+    return np.where(v < SUB_BUCKETS, v, SUB_BUCKETS + (k - 1) * HALF + ((v >> k) - HALF))
 
 
 def bucket_range(index: int) -> tuple[int, int]:
@@ -70,6 +86,25 @@ class LatencyHistogram:
             self.max = value_ns
         self.count += n
         self.total += value_ns * n
+
+    def record_many(self, values_ns: np.ndarray) -> None:
+        """Record every value of an int64 array (negative values count as 0): the same
+        histogram as :meth:`record` of each, in a few numpy passes."""
+        v = np.maximum(np.asarray(values_ns, dtype=np.int64), 0)
+        if not len(v):
+            return
+        idx, counts = np.unique(bucket_indexes(v), return_counts=True)
+        got = self.counts
+        for i, c in zip(idx.tolist(), counts.tolist()):
+            got[i] = got.get(i, 0) + c
+        lo, hi = int(v.min()), int(v.max())
+        if self.count == 0 or lo < self.min:
+            self.min = lo
+        if hi > self.max:
+            self.max = hi
+        self.count += len(v)
+        # an int64 sum could overflow only for absurd values: then sum exactly in Python
+        self.total += int(v.sum()) if hi <= (2**63 - 1) // len(v) else sum(v.tolist())
 
     def merge(self, other: "LatencyHistogram") -> "LatencyHistogram":
         """Add ``other``'s values into this histogram; returns self."""

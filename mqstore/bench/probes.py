@@ -206,10 +206,10 @@ def delivery_suite(ctx: SuiteContext) -> SuiteResult:
                             while off < n:
                                 recs = store.read("t", 0, off, max_records=1024,
                                                   max_bytes=chunk)
-                                data = b"".join(r.value for r in recs)
+                                data = b"".join(recs.values())
                                 sock.sendall(data)
                                 total += len(data)
-                                off = recs[-1].offset + 1
+                                off = int(recs.offsets[-1]) + 1
                             return total, total
 
                     label = "sendfile" if target == "raw-files" else "transfer_to"
@@ -325,10 +325,10 @@ def _read_partition(store: Any, topic: str, partition: int) -> int:
             consumed += sum(len(v) for v in vals)
     while True:
         recs = store.read(topic, partition, pos, max_records=500)
-        if not recs:
+        if not len(recs):
             return consumed
-        consumed += sum(len(r.value) for r in recs)
-        pos = recs[-1].offset + 1
+        consumed += recs.total_value_bytes  # the columns: no Record made
+        pos = int(recs.offsets[-1]) + 1
 
 
 # =========================================================================== lookup
@@ -460,10 +460,10 @@ def _filter_tag(store: Any, tag: str) -> int:
     matched = pos = 0
     while True:
         recs = store.read("t", 0, pos, max_records=500, tags={tag})
-        if not recs:
+        if not len(recs):
             return matched
         matched += len(recs)
-        pos = recs[-1].offset + 1
+        pos = int(recs.offsets[-1]) + 1
 
 
 # =========================================================================== recovery

@@ -3,9 +3,13 @@
 The runner never touches files itself. A :class:`Target` creates topics, produces a batch,
 polls a partition from a position, flushes, counts its fsyncs and lists its files (for page
 eviction). :class:`StoreTarget` does this for any registered engine using only the public
-``Store`` contract (``mqstore.open``, ``create_topic``, ``append_batch``, ``read``,
-``end_offset``, ``flush``, ``stats``, ``close``). The references (a raw ``os.write`` baseline
-and a sqlite3 WAL peer) live in :mod:`mqstore.bench.references`.
+``Store`` contract (``mqstore.open``, ``create_topic``, ``append`` / ``append_batch``,
+``read``, ``end_offset``, ``flush``, ``stats``, ``close``). The references (a raw
+``os.write`` baseline and a sqlite3 WAL peer) live in :mod:`mqstore.bench.references`.
+
+Consumers count messages, bytes and send stamps, never values: :meth:`Target.poll_columns`
+returns a :class:`Polled` (numpy columns), which an engine fills straight from the columns
+of the ``Records`` its ``read`` returns (:func:`poll_store`), with no ``Record`` made.
 """
 from __future__ import annotations
 
@@ -13,11 +17,50 @@ import abc
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 import mqstore
 from mqstore.api import Message, Store
+from mqstore.bench.payloads import read_stamps
 from mqstore.errors import ConfigError
+
+_NONE = np.empty(0, dtype=np.int64)
+_NONE.flags.writeable = False
+
+
+class Polled(NamedTuple):
+    """One poll of one partition, as columns: each message's send stamp (``-1`` for a value
+    too short to carry one, see :mod:`mqstore.bench.payloads`) and size, and the position to
+    poll next. ``len(sizes)`` is the number of messages."""
+
+    stamps: np.ndarray
+    sizes: np.ndarray
+    next_position: int
+
+
+def polled_from_values(values: Sequence[bytes], next_position: int) -> Polled:
+    """A :class:`Polled` from a list of values (what the references return)."""
+    if not values:
+        return Polled(_NONE, _NONE, next_position)
+    sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    return Polled(read_stamps(b"".join(values), np.cumsum(sizes) - sizes, sizes), sizes,
+                  next_position)
+
+
+def poll_store(store: Store, topic: str, partition: int, position: int,
+               max_records: int) -> Polled:
+    """``Store.read`` consumed through its columns (``value_buffer``, ``value_offsets``,
+    ``value_sizes``, ``offsets``): no ``Record`` and no ``bytes`` per message."""
+    recs = store.read(topic, partition, position, max_records=max_records,
+                      max_bytes=max(1 << 20, max_records * 1100))
+    offsets = recs.offsets
+    if not len(offsets):
+        return Polled(_NONE, _NONE, position)
+    sizes = recs.value_sizes
+    return Polled(read_stamps(recs.value_buffer, recs.value_offsets, sizes), sizes,
+                  int(offsets[-1]) + 1)
 
 _VARIANT = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[(.*)\])?$")
 
@@ -81,6 +124,11 @@ class Target(abc.ABC):
              max_records: int = 500) -> tuple[list[bytes], int]:
         """Values from ``position`` on, in order, and the position to poll next."""
 
+    def poll_columns(self, topic: str, partition: int, position: int,
+                     max_records: int = 500) -> Polled:
+        """What consumers use: the same poll as stamps and sizes (:class:`Polled`)."""
+        return polled_from_values(*self.poll(topic, partition, position, max_records))
+
     @abc.abstractmethod
     def end_position(self, topic: str, partition: int) -> int:
         """The position after the last message produced to the partition."""
@@ -134,15 +182,26 @@ class StoreTarget(Target):
         self.store.create_topic(topic, partitions)
 
     def produce(self, topic: str, messages: Sequence[Message]) -> None:
-        self.store.append_batch(topic, messages)
+        """A batch through ``append_batch``; a batch of one (``batch_records=1``, or a
+        lingering producer that sent alone) through ``append``, the single-record path."""
+        if len(messages) == 1:
+            m = messages[0]
+            self.store.append(topic, m.value, key=m.key, partition=m.partition,
+                              timestamp_ms=m.timestamp_ms, headers=m.headers, tag=m.tag)
+        else:
+            self.store.append_batch(topic, messages)
 
     def poll(self, topic: str, partition: int, position: int,
              max_records: int = 500) -> tuple[list[bytes], int]:
         recs = self.store.read(topic, partition, position, max_records=max_records,
                                max_bytes=max(1 << 20, max_records * 1100))
-        if not recs:
+        if not len(recs):
             return [], position
-        return [r.value for r in recs], recs[-1].offset + 1
+        return recs.values(), int(recs.offsets[-1]) + 1
+
+    def poll_columns(self, topic: str, partition: int, position: int,
+                     max_records: int = 500) -> Polled:
+        return poll_store(self.store, topic, partition, position, max_records)
 
     def end_position(self, topic: str, partition: int) -> int:
         return self.store.end_offset(topic, partition)

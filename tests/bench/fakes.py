@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from mqstore import errors, registry
 from mqstore.api import Record, RecordMetadata, Store
+from mqstore.records import BatchMetadata, Records
 
 FAKE_ENGINE = "fake-memory"
 
@@ -61,7 +62,7 @@ class MemoryStore(Store):
                     out[i] = RecordMetadata(topic, p, rec.offset, rec.timestamp_ms)
             if self.config.flush.mode == "sync":
                 self._fsyncs += 1
-        return [out[i] for i in sorted(out)]
+        return BatchMetadata.from_metadata(topic, [out[i] for i in sorted(out)])
 
     def read(self, topic, partition, offset, *, max_records=500, max_bytes=1 << 20, tags=None):
         log = self._parts(topic)[partition]
@@ -71,7 +72,7 @@ class MemoryStore(Store):
         for rec in log[offset:offset + max_records]:
             if tags is None or rec.tag in tags:
                 out.append(rec)
-        return out
+        return Records.from_records(topic, partition, out)
 
     def start_offset(self, topic, partition):
         return 0

@@ -17,6 +17,24 @@ def test_buckets_cover_every_value_once():
         assert (hi - lo + 1) <= max(1, v // 1024 + 1)  # relative precision ~ 1/1024
 
 
+def test_record_many_equals_recording_each_value():
+    import numpy as np
+
+    rng = random.Random(5)
+    values = ([0, 1, 2047, 2048, 2049, 4095, 4096, (1 << 62) + 12345, -7]
+              + [2 ** e - 1 for e in range(1, 63)] + [2 ** e for e in range(63)]
+              + [int(rng.lognormvariate(12, 3)) for _ in range(5000)])
+    one, many = LatencyHistogram(), LatencyHistogram()
+    one.record(123456)
+    many.record(123456)
+    for v in values:
+        one.record(v)
+    many.record_many(np.array(values, dtype=np.int64))
+    many.record_many(np.array([], dtype=np.int64))
+    assert (many.counts, many.count, many.total, many.min, many.max) == \
+        (one.counts, one.count, one.total, one.min, one.max)
+
+
 def test_percentiles_match_exact_values_within_precision():
     rng = random.Random(3)
     values = [int(rng.lognormvariate(12, 1.5)) for _ in range(20000)]
