@@ -248,6 +248,23 @@ class Recorder:
         os.fsync = wrap_sync("fsync")
         os.fdatasync = wrap_sync("fdatasync")
 
+        # syncfs(2), which mqstore.durability.FilesystemSync calls through ctypes: every file
+        # and directory of the filesystem becomes durable (the whole recorded tree here)
+        from mqstore import durability
+        real_syncfs = getattr(durability, "_syncfs", None)
+        if real_syncfs is not None:
+            o["durability._syncfs"] = real_syncfs
+
+            def syncfs(fd):
+                with rec.lock:
+                    rec.event()
+                    for dirpath, _dirs, files in os.walk(rec.root):
+                        rec._sync_path(dirpath)
+                        for name in files:
+                            rec._sync_path(os.path.join(dirpath, name))
+                    return real_syncfs(fd)
+            durability._syncfs = syncfs
+
         def plain(name: str, before: Callable | None = None) -> Callable:
             real = o[name]
 
@@ -328,6 +345,9 @@ class Recorder:
         for name, fn in self._orig.items():
             if name == "mmap":
                 mmap.mmap = fn  # type: ignore[misc]
+            elif name == "durability._syncfs":
+                from mqstore import durability
+                durability._syncfs = fn
             elif name == "builtins.open":
                 builtins.open = fn
             else:
