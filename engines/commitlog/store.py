@@ -34,7 +34,8 @@ from mqstore.api import (
     validate_topic_name,
 )
 from mqstore.config import StoreConfig
-from mqstore.damage import RecoveryLog, is_full, translate_full
+from mqstore.damage import RecoveryLog, full_error, is_full, translate_full
+from mqstore.errors import StoreFullError
 from mqstore.durability import GroupCommit, PeriodicFlusher
 from mqstore.records import BatchMetadata
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
@@ -52,6 +53,9 @@ from .metadata import ConsumerOffsetManager, TopicConfigManager
 from .reads import ConsumeQueueReads
 from .store_recovery import StoreRecovery
 
+
+
+_BYTES_ONLY = {bytes}
 
 
 class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
@@ -379,11 +383,17 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
         with cl.put_lock:
             self._check_open()
             q = self._queue_next.get(k, 0)
-            with translate_full(f"appending to {topic!r}"):
+            try:  # translate_full, spelled out: a generator context costs 1.5 us a call
                 self._consume_queue(*k).reserve_units(q, q)  # (see append_batch)
                 store_ts = cl.put_locked(
                     (size,), lambda phys, _i, _n, ts, out, at: native.cl_encode_one(
                         topic_b, value, prefix, uniq, p, q, phys, ts, out, at))
+            except StoreFullError:
+                raise
+            except OSError as exc:
+                if is_full(exc):
+                    raise full_error(exc, f"appending to {topic!r}") from exc
+                raise
             self._queue_next[k] = q + 1
             self.appended_records += 1
             self.appended_bytes += size
@@ -420,7 +430,7 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
             p_single = self._check_partition(topic, partition, count)
             if not msgs:
                 raise errors.InvalidRecordError("append_batch needs at least one message")
-            plain = all(type(m) is bytes for m in msgs)
+            plain = set(map(type, msgs)) == _BYTES_ONLY
             if plain:
                 values = msgs
             else:
