@@ -337,11 +337,18 @@ class Dispatcher:
         if not (has_k.any() or has_u.any()):
             return
         # KEYS spans at 2i, UNIQ_KEY spans at 2i + 1: message order, KEYS first
-        pos = np.column_stack((kp, up)).ravel()
-        lens = np.column_stack((rows[:, 11], ul)).ravel()
-        want = np.column_stack((has_k, has_u)).ravel()
-        msg = np.repeat(np.arange(len(rows)), 2)[want]
-        pos, lens = pos[want], lens[want]
+        n = len(rows)
+        pos = np.empty(2 * n, dtype=np.int64)
+        lens = np.empty(2 * n, dtype=np.int64)
+        want = np.empty(2 * n, dtype=bool)
+        pos[0::2], pos[1::2] = kp, up
+        lens[0::2], lens[1::2] = rows[:, 11], ul
+        want[0::2], want[1::2] = has_k, has_u
+        if want.all():
+            msg = np.arange(2 * n) >> 1
+        else:
+            msg = np.flatnonzero(want) >> 1
+            pos, lens = pos[want], lens[want]
         prefix = np.array([native.java_string_hash(t + fmt.INDEX_KEY_SEPARATOR)
                            for t in topics], dtype=np.int64)
         hashes = native.index_key_hashes(mm, pos, lens, prefix[topic_ids[msg]])

@@ -483,13 +483,13 @@ class IndexService:
                 store_timestamps = store_timestamps[new]
                 if not len(hashes):
                     return
-            self._put_hashes_locked(hashes, phy_offsets.tolist(), store_timestamps.tolist())
-            self.indexed_end = phy_offsets.tolist()[-1]
+            self._put_hashes_locked(hashes, phy_offsets, store_timestamps)
+            self.indexed_end = int(phy_offsets[-1])
 
-    def _put_hashes_locked(self, hashes, phys: list[int], stamps: list[int]) -> None:
-        """Put hashed keys through ``native.index_put_keys``, rolling to a new IndexFile
-        when one fills up (caller holds ``_lock``)."""
-        f = self._writable_file(stamps[0])
+    def _put_hashes_locked(self, hashes, phys, stamps) -> None:
+        """Put hashed keys (int64 arrays or lists) through ``native.index_put_keys``, rolling
+        to a new IndexFile when one fills up (caller holds ``_lock``)."""
+        f = self._writable_file(int(stamps[0]))
         i = 0
         n = len(hashes)
         while True:
@@ -502,12 +502,12 @@ class IndexService:
                 (f.index_count, f.hash_slot_count, f.begin_timestamp,
                  f.begin_phy_offset) = got[1:]
                 i += got.put
-                f.end_phy_offset, f.end_timestamp = phys[i - 1], stamps[i - 1]
+                f.end_phy_offset, f.end_timestamp = int(phys[i - 1]), int(stamps[i - 1])
                 f.dirty = True
             if i == n:
                 break
             f.write_header()
-            f = self._roll(stamps[i])
+            f = self._roll(int(stamps[i]))
             if f.is_full:  # holds no key at all: put_key's failure is ignored there too
                 i += 1
                 if i == n:

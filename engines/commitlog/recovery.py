@@ -76,8 +76,7 @@ class _State:
         self.first_crc = first_crc
 
 
-_PREFIX_U8 = np.frombuffer(_CRC_PREFIX, dtype=np.uint8)
-_PREFIX_AT = np.arange(len(_CRC_PREFIX))
+_PREFIX_WORD = np.frombuffer(_CRC_PREFIX[:8], dtype="<u8")[0]  # "__CRC32#"
 
 
 def _first_missing_record_crc(mm, positions: np.ndarray, sizes: np.ndarray, st: _State,
@@ -90,8 +89,11 @@ def _first_missing_record_crc(mm, positions: np.ndarray, sizes: np.ndarray, st: 
     ends = pos + sizes.astype(np.int64)
     u8 = np.frombuffer(mm, dtype=np.uint8)
     tail = ends - _CRC_LEN
+    # "__CRC32#" as one unaligned 8-byte word at every byte position, then its \x01 and
+    # the closing \x02 (3 gathers per message instead of 9)
+    words = np.ndarray(shape=(max(len(u8) - 7, 0),), dtype="<u8", buffer=u8, strides=(1,))
     has = (sizes >= fmt.MSG_FIXED_OVERHEAD + _CRC_LEN) & (u8[ends - 1] == 2)
-    has &= (u8[tail[:, None] + _PREFIX_AT] == _PREFIX_U8).all(axis=1)
+    has &= (words[tail] == _PREFIX_WORD) & (u8[tail + 8] == 1)
     if st.crc_required:
         missing = np.flatnonzero(~has)
     else:
