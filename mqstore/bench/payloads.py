@@ -79,6 +79,13 @@ def stamp(payload: bytes, t_ns: int) -> bytes:
     return STAMP.pack(t_ns) + payload[STAMP.size:]
 
 
+def stamp_all(payloads: list[bytes], t_ns: int) -> list[bytes]:
+    """:func:`stamp` of every payload with the same send time."""
+    head = STAMP.pack(t_ns)
+    n = STAMP.size
+    return [head + p[n:] if len(p) >= n else p for p in payloads]
+
+
 def read_stamp(value: bytes) -> int | None:
     """The send time written by :func:`stamp`, or None for a short value."""
     if len(value) < STAMP.size:

@@ -37,7 +37,7 @@ from mqstore.bench.consumers import (ConsumerStats, RunState, hist_for,
                                      start_consumers, topic_names)
 from mqstore.bench.metrics import (LatencyHistogram, ResourceSnapshot, count_maps,
                                    count_open_files, reset_peak_rss)
-from mqstore.bench.payloads import PayloadSource, stamp
+from mqstore.bench.payloads import PayloadSource, stamp, stamp_all
 from mqstore.bench.references import REFERENCES, make_reference
 from mqstore.bench.targets import StoreTarget, Target, parse_engine_spec
 from mqstore.bench.workload import Workload
@@ -142,6 +142,8 @@ class _Producer:
         perf = time.perf_counter_ns
         linger_ns = int(wl.linger_ms * 1e6)
         interval_ns = int(1e9 / self.rate) if self.rate > 0 else 0
+        if not interval_ns:
+            return self._run_unthrottled()
         batch: list[Message] = []
         born: list[int] = []
         batch_bytes = 0
@@ -180,6 +182,38 @@ class _Producer:
         if batch:
             self._send(batch, born)
 
+    def _run_unthrottled(self) -> None:
+        """No rate limit: every batch is sent when full (linger never fires before that),
+        so each batch is built in one pass, its messages sharing the send time taken when
+        the batch starts (a message's publish latency then includes the time to build the
+        rest of its batch, as a producer's record age does)."""
+        wl, src, sh = self.wl, self.source, self.shared
+        perf = time.perf_counter_ns
+        size = max(1, src.size)
+        per_batch = max(1, min(wl.batch_records, -(-wl.batch_bytes // size)))
+        keyed, tagged = bool(src.keys), bool(src.tags)
+        k = 0
+        while not sh.stop.is_set():
+            if self.count is not None:
+                if k >= self.count:
+                    break
+                m = min(per_batch, self.count - k)
+            else:
+                if perf() >= sh.end_ns:
+                    break
+                m = per_batch
+            now = perf()
+            ids = range(self.first + k * self.step, self.first + (k + m) * self.step,
+                        self.step)
+            values = stamp_all([src.payload(i) for i in ids], now)
+            if keyed or tagged:
+                batch = [Message(v, key=src.key(i), tag=src.tag(i))
+                         for v, i in zip(values, ids)]
+            else:
+                batch = list(map(Message, values))
+            k += m
+            self._send(batch, [now] * m)
+
     def _send(self, batch: list[Message], born: list[int]) -> None:
         self.target.produce(self.topic, batch)
         done = time.perf_counter_ns()
@@ -188,7 +222,9 @@ class _Producer:
         # send times only grow within a batch: the measured messages are a suffix of it
         first = bisect.bisect_left(born, self.shared.measure_ns)
         if first < len(born):
-            if len(born) - first >= BULK_RECORD:
+            if born[first] == born[-1]:  # one send time for the batch (unthrottled)
+                hist.record(done - born[-1], len(born) - first)
+            elif len(born) - first >= BULK_RECORD:
                 hist.record_many(done - np.array(born[first:], dtype=np.int64))
             else:
                 for t in born[first:]:

@@ -97,3 +97,32 @@ def test_engine_variant_runs_with_its_options(fake_engine):
     r = run_workload(Workload(messages=20, messageSize=16), f"{fake_engine}[note=hello]")
     assert r.target == f"{fake_engine}[note=hello]" and r.consumed == 20
     assert r.config["engine"] == fake_engine and r.config["options"]["note"] == "hello"
+
+
+@pytest.mark.parametrize("rate", [0, 20000])
+def test_unthrottled_and_paced_producers_send_the_same_messages(fake_engine, rate):
+    """The unthrottled producer builds whole batches at once; the messages (values after
+    the stamp, keys, tags, partitions) are those of the paced per-message loop."""
+    from mqstore.bench.payloads import PayloadSource
+
+    wl = Workload(name="same", partitionsPerTopic=3, messages=120, messageSize=40,
+                  batch_records=16, batch_bytes=400, keyDistributor="KEY_ROUND_ROBIN",
+                  tags=["A", "B"], tag_ratio=0.25, producerRate=rate,
+                  subscriptionsPerTopic=0)
+    seen = {}
+
+    def grab(target):
+        store = target.store
+        for p in range(3):
+            for r in store.read("topic-0", p, 0, max_records=1000):
+                seen[(r.value[8:], r.key, r.tag)] = seen.get((r.value[8:], r.key, r.tag), 0) + 1
+
+    r = run_workload(wl, fake_engine, after_produce=grab)
+    src = PayloadSource(wl.replace(seed=wl.seed))
+    want = {}
+    for i in range(120):
+        k = (src.payload(i)[8:], src.key(i), src.tag(i))
+        want[k] = want.get(k, 0) + 1
+    assert r.produced == 120 and seen == want
+    if rate == 0:  # full batches: 400 B / 40 B = 10 messages each (paced: sent as they come)
+        assert r.batches == 12
