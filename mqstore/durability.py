@@ -8,14 +8,21 @@ GroupCommitService, a database's group commit). See the class for the hand-offs.
 :class:`PeriodicFlusher` implements ``flush="async"``: a daemon thread that calls the
 engine's ``sync`` every ``interval_ms`` while there is something new, like RocketMQ's
 FlushRealTimeService or Kafka's ``flush.ms``.
+
+:class:`FilesystemSync` makes many files of one filesystem durable with one ``syncfs(2)``
+(Linux), for a group sync that covers several partitions' files.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import itertools
 import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 
@@ -242,3 +249,85 @@ class PeriodicFlusher:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs``, where it reports writeback errors: Linux 5.8 and later (before,
+    it returned 0 whatever failed, so it cannot stand in for fsync)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):
+        return None
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    fn = ctypes.CDLL(name, use_errno=True).syncfs  # a CDLL call releases the GIL
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_syncfs = _load_syncfs()
+
+
+class FilesystemSync:
+    """One ``syncfs(2)`` on the filesystem holding ``root``: every file there that has dirty
+    pages or metadata is written and the journal committed, in about the time of one
+    fsync (measured here: 8 partition files, each with an append, in 250-400 us by one
+    syncfs, 500-1000 us by 8 fdatasyncs in parallel threads, 1.2-2.4 ms one after another).
+
+    Errors: ``syncfs`` reports a writeback error recorded on the filesystem since *this*
+    descriptor last looked (``sb->s_wb_err``, Linux >= 5.8), so the descriptor is opened
+    once and kept, and :meth:`ready` is False the first time: the caller syncs file by file
+    that once, which covers every write made before the descriptor existed; every error
+    after it is reported by the next ``syncfs`` (also for files of other programs: a
+    spurious failure, never a missed one). ``available`` is False where there is no
+    ``syncfs`` that reports errors; then callers always sync file by file.
+
+    Thread-safety: calls may run concurrently (the kernel serialises what it must); the
+    descriptor is closed when this object is collected or by :meth:`close`.
+    """
+
+    available = _syncfs is not None
+
+    def __init__(self, root: str):
+        self.root = root
+        self._fd = -1
+        self._dev = -1
+        self._same_fs: dict[str, bool] = {}
+        self._finalizer: weakref.finalize | None = None
+
+    def ready(self) -> bool:
+        """Open the descriptor if needed; True if a :meth:`sync` now covers every write."""
+        if not self.available:
+            return False
+        if self._fd >= 0:
+            return True
+        fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        self._dev = os.fstat(fd).st_dev
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+        return False
+
+    def covers(self, directory: str) -> bool:
+        """True if ``directory`` is on this filesystem (remembered per directory)."""
+        same = self._same_fs.get(directory)
+        if same is None:
+            same = self._same_fs[directory] = os.stat(directory).st_dev == self._dev
+        return same
+
+    def sync(self) -> None:
+        """``syncfs``; raises OSError (ENOSPC, EIO, ...) for a failed writeback."""
+        assert _syncfs is not None and self._fd >= 0
+        if _syncfs(self._fd) != 0:
+            err = ctypes.get_errno() or errno.EIO
+            raise OSError(err, f"syncfs of {self.root}: {os.strerror(err)}")
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+            self._fd = -1

@@ -13,7 +13,7 @@ import bisect
 import os
 import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mqstore import errors, native
@@ -311,6 +311,49 @@ class PartitionLog:
             if end > self.recovery_point:
                 self.recovery_point = end
             return n
+
+    @staticmethod
+    def flush_together(logs: list[PartitionLog], sync: Callable[[], None]) -> int:
+        """Flush several logs with one ``sync`` that makes all their files durable at once
+        (one ``syncfs``, :class:`~mqstore.durability.FilesystemSync`), instead of one fsync
+        per segment. Takes the logs' flush locks in the order given (callers sort them, so
+        two of these never deadlock), takes each log's segments written since its last
+        flush, runs ``sync``, and only then advances the recovery points; if ``sync``
+        raises, every log keeps its segments for the next flush. A segment whose failed
+        append left a tail to cut first (``dirty_tail``) is flushed on its own (cut, then
+        fsync). Returns the segment fsyncs made (``sync`` itself is the caller's to
+        count)."""
+        locked: list[PartitionLog] = []
+        taken: list[tuple[PartitionLog, list[LogSegment], int]] = []
+        n = 0
+        try:
+            try:
+                for log in logs:
+                    log._flush_lock.acquire()
+                    locked.append(log)
+                    with log.lock:
+                        segs, log._unflushed = log._unflushed, []
+                        end = log.next_offset
+                    taken.append((log, segs, end))
+                for log, segs, _end in taken:
+                    for s in segs:
+                        if s.dirty_tail and not s.closed:
+                            done = s.flush()
+                            log.fsyncs += done
+                            n += done
+                sync()
+            except BaseException:  # not synced: keep them for the next flush
+                for log, segs, _end in taken:
+                    with log.lock:
+                        log._unflushed = segs + [s for s in log._unflushed if s not in segs]
+                raise
+            for log, _segs, end in taken:
+                if end > log.recovery_point:
+                    log.recovery_point = end
+        finally:
+            for log in locked:
+                log._flush_lock.release()
+        return n
 
     @property
     def has_unflushed(self) -> bool:

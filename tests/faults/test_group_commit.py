@@ -263,3 +263,136 @@ def test_a_runner_gathers_the_appenders_it_just_released(monkeypatch):
     for t in arrived[:3]:
         gc.wait_durable(t)  # durable already: no further sync
     assert sync.started == 2
+
+
+# ----- segments: several dirty partitions share one syncfs -----
+
+import ctypes  # noqa: E402
+import errno  # noqa: E402
+
+import mqstore  # noqa: E402
+from mqstore.errors import StoreFullError  # noqa: E402
+
+needs_syncfs = pytest.mark.skipif(not durability.FilesystemSync.available,
+                                  reason="no syncfs that reports errors here")
+
+
+def _dirty_all(store, partitions):
+    for p in range(partitions):
+        store.append("t", b"v%d" % p, partition=p)
+
+
+@needs_syncfs
+def test_segments_flush_of_several_partitions_is_one_syncfs(tmp_path):
+    with mqstore.open(str(tmp_path / "s"), "segments") as s:
+        s.create_topic("t", partitions=4)
+        _dirty_all(s, 4)
+        before = s.stats()["fsyncs"]
+        s.flush()  # the first time log by log: the syncfs descriptor starts looking now
+        assert s.stats()["fsyncs"] - before == 4 + 6  # 4 logs, the checkpoints
+        _dirty_all(s, 4)
+        before = s.stats()["fsyncs"]
+        s.flush()
+        assert s.stats()["fsyncs"] - before == 1 + 6  # one syncfs, the checkpoints
+        logs = s._topics["t"]
+        assert all(lg.recovery_point == 2 and not lg.has_unflushed for lg in logs)
+
+
+@needs_syncfs
+def test_segments_failed_syncfs_is_store_full_and_nothing_is_marked_synced(tmp_path,
+                                                                           monkeypatch):
+    with mqstore.open(str(tmp_path / "s"), "segments") as s:
+        s.create_topic("t", partitions=3)
+        _dirty_all(s, 3)
+        s.flush()
+        _dirty_all(s, 3)
+
+        def full(_fd):
+            ctypes.set_errno(errno.ENOSPC)
+            return -1
+
+        monkeypatch.setattr(durability, "_syncfs", full)
+        with pytest.raises(StoreFullError):
+            s.flush()
+        logs = s._topics["t"]
+        assert all(lg.recovery_point == 1 and lg.has_unflushed for lg in logs)
+        monkeypatch.undo()
+        s.flush()  # retried: space again
+        assert all(lg.recovery_point == 2 and not lg.has_unflushed for lg in logs)
+
+
+def _two_partition_batch():
+    """Keyed messages that land in partitions 0 and 1 of a two-partition topic."""
+    from mqstore.engines.segments.store import partition_for_key
+
+    keys: dict[int, bytes] = {}
+    i = 0
+    while len(keys) < 2:
+        keys.setdefault(partition_for_key(b"k%d" % i, 2), b"k%d" % i)
+        i += 1
+    return [mqstore.Message(b"x", key=keys[0]), mqstore.Message(b"y", key=keys[1])]
+
+
+@needs_syncfs
+def test_segments_group_commit_over_partitions_is_one_syncfs_and_fails_its_appends(
+        tmp_path, monkeypatch):
+    """flush="sync": an append_batch writing two partitions waits for one group sync,
+    which is one syncfs; when it fails the batch raises StoreFullError, nothing counts as
+    synced, and the store takes appends again once the disk has room."""
+    with mqstore.open(str(tmp_path / "s"), "segments", flush="sync") as s:
+        s.create_topic("t", partitions=2)
+        batch = _two_partition_batch()
+        s.append_batch("t", batch)  # the first multi-log sync goes log by log
+        real = durability._syncfs
+        calls = []
+
+        def counting(fd):
+            calls.append(fd)
+            return real(fd)
+
+        monkeypatch.setattr(durability, "_syncfs", counting)
+        md = s.append_batch("t", batch)
+        assert len(calls) == 1 and sorted(m.partition for m in md) == [0, 1]
+        logs = s._topics["t"]
+        assert not any(lg.has_unflushed for lg in logs)
+
+        def full(_fd):
+            ctypes.set_errno(errno.ENOSPC)
+            return -1
+
+        monkeypatch.setattr(durability, "_syncfs", full)
+        with pytest.raises(StoreFullError):
+            s.append_batch("t", batch)
+        assert all(lg.has_unflushed and lg.recovery_point == 2 for lg in logs)
+        monkeypatch.setattr(durability, "_syncfs", counting)
+        s.append_batch("t", batch)  # a new sync covers the failed writes' files too
+        assert len(calls) == 2
+        assert all(lg.recovery_point == 4 and not lg.has_unflushed for lg in logs)
+
+
+@needs_syncfs
+def test_segments_logs_on_another_filesystem_are_fsynced_on_their_own(tmp_path,
+                                                                       monkeypatch):
+    with mqstore.open(str(tmp_path / "s"), "segments") as s:
+        s.create_topic("t", partitions=3)
+        _dirty_all(s, 3)
+        s.flush()
+        fs = s._fs_sync
+        logs = s._topics["t"]
+        monkeypatch.setitem(fs._same_fs, logs[2].dir, False)  # as if mounted elsewhere
+        _dirty_all(s, 3)
+        before = [lg.fsyncs for lg in logs]
+        s.flush()
+        assert [lg.fsyncs - b for lg, b in zip(logs, before)] == [0, 0, 1]
+        assert not any(lg.has_unflushed for lg in logs)
+
+
+def test_segments_without_syncfs_sync_log_by_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(durability.FilesystemSync, "available", False)
+    with mqstore.open(str(tmp_path / "s"), "segments") as s:
+        s.create_topic("t", partitions=3)
+        for _ in range(2):
+            _dirty_all(s, 3)
+            before = s.stats()["fsyncs"]
+            s.flush()
+            assert s.stats()["fsyncs"] - before == 3 + 6
