@@ -245,7 +245,6 @@ def scan_batches(buf, pos: int, end: int) -> BatchScan:
 MESSAGE_MAGIC_V1 = 0xDAA320A7
 BLANK_MAGIC = 0xCBD43194
 MSG_FIXED_OVERHEAD = 91
-_MSG_HEAD = struct.Struct(">iIIiiqqiq8sq8siq")  # through PREPARED TX OFFSET (84 bytes)
 
 
 class RecordScan(NamedTuple):
@@ -278,10 +277,17 @@ def _crcs_ok(mv: memoryview, pos: int, size: int, body_crc: int, body_pos: int,
     return (zlib.crc32(mv[body_pos:body_pos + body_len]) & 0x7FFFFFFF) == body_crc
 
 
+_MSG_FIXED_HEAD = struct.Struct(">iIIiiqqiq")  # TOTALSIZE .. BORNTIMESTAMP (44 bytes)
+MESSAGE_MAGIC_V2 = 0xDAA320AB  # RocketMQ 5: 2-byte topic length
+_SYSFLAG_BORNHOST_V6, _SYSFLAG_STOREHOST_V6 = 0x10, 0x20
+
+
 def _walk_commitlog(mv: memoryview, pos: int, end: int, check_crc: bool, emit) -> tuple[int, int]:
-    """Walk V1 messages from ``pos``; call ``emit(pos, size, head, body_pos, body_len,
-    topic_pos, topic_len, props_pos, props_len)`` for each sound one. Returns
-    ``(end of the sound messages, status)``."""
+    """Walk V1 and V2 messages (IPv4 or IPv6 hosts, by SYSFLAG) from ``pos``; call
+    ``emit(pos, size, head, body_pos, body_len, topic_pos, topic_len, props_pos,
+    props_len)`` for each sound one (``head[0:9]`` TOTALSIZE .. BORNTIMESTAMP, ``head[10]``
+    STORETIMESTAMP). Every length is checked as engines/commitlog/message.py ``layout``
+    does. Returns ``(end of the sound messages, status)``."""
     status = SCAN_OK
     while pos < end:
         if end - pos < 8:
@@ -294,40 +300,50 @@ def _walk_commitlog(mv: memoryview, pos: int, end: int, check_crc: bool, emit) -
         if magic == BLANK_MAGIC:
             status = SCAN_BLANK
             break
-        if magic != MESSAGE_MAGIC_V1 or size < MSG_FIXED_OVERHEAD:
+        if magic not in (MESSAGE_MAGIC_V1, MESSAGE_MAGIC_V2) or size < MSG_FIXED_OVERHEAD:
             status = SCAN_CORRUPT
             break
         if pos + size > end:
             status = SCAN_TORN
             break
-        head = _MSG_HEAD.unpack_from(mv, pos)
-        p = pos + 84
+        fixed = _MSG_FIXED_HEAD.unpack_from(mv, pos)
+        sys_flag = fixed[7]
+        born_len = 20 if sys_flag & _SYSFLAG_BORNHOST_V6 else 8
+        store_len = 20 if sys_flag & _SYSFLAG_STOREHOST_V6 else 8
+        ts_pos = pos + 48 + born_len
+        p = ts_pos + 8 + store_len + 12  # STOREHOST, RECONSUMETIMES, PREPARED TX OFFSET
+        msg_end = pos + size
+        topic_len_size = 1 if magic == MESSAGE_MAGIC_V1 else 2
+        if p + 4 > msg_end:
+            status = SCAN_CORRUPT
+            break
         body_len = struct.unpack_from(">i", mv, p)[0]
-        if body_len < 0 or p + 4 + body_len + 1 > pos + size:
+        if body_len < 0 or p + 4 + body_len + topic_len_size > msg_end:
             status = SCAN_CORRUPT
             break
         body_pos = p + 4
         p += 4 + body_len
-        topic_len = mv[p]
-        topic_pos = p + 1
-        p += 1 + topic_len
-        if p + 2 > pos + size:
+        topic_len = mv[p] if topic_len_size == 1 else struct.unpack_from(">h", mv, p)[0]
+        topic_pos = p + topic_len_size
+        p = topic_pos + topic_len
+        if topic_len < 0 or p + 2 > msg_end:
             status = SCAN_CORRUPT
             break
         props_len = struct.unpack_from(">h", mv, p)[0]
-        if props_len < 0 or p + 2 + props_len != pos + size:
+        if props_len < 0 or p + 2 + props_len != msg_end:
             status = SCAN_CORRUPT
             break
-        if check_crc and not _crcs_ok(mv, pos, size, head[2], body_pos, body_len, p + 2):
+        if check_crc and not _crcs_ok(mv, pos, size, fixed[2], body_pos, body_len, p + 2):
             status = SCAN_CORRUPT
             break
+        head = fixed + (None, struct.unpack_from(">q", mv, ts_pos)[0])
         emit(pos, size, head, body_pos, body_len, topic_pos, topic_len, p + 2, props_len)
         pos += size
     return pos, status
 
 
 def scan_commitlog(buf, pos: int, end: int) -> RecordScan:
-    """Validate RocketMQ V1 messages from ``pos``: size, magic, recomputed length and CRC
+    """Validate RocketMQ V1 / V2 messages from ``pos``: size, magic, recomputed length and CRC
     (the ``__CRC32#`` record CRC when present, else the body CRC; see :func:`_crcs_ok`).
 
     Stops at the blank marker (SCAN_BLANK), at a zero TOTALSIZE (SCAN_ZERO: unwritten,

@@ -68,8 +68,9 @@ int mq_scan_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end
                     int64_t *count, int64_t *next_pos);
 
 /* ----- RocketMQ CommitLog scans ----- */
-/* Validate V1 messages (size, magic, recomputed length, CRC: the __CRC32# record CRC when
-   the message ends with that property, else the body CRC-32) from pos up to end;
+/* Validate V1 / V2 messages, IPv4 or IPv6 hosts (size, magic, recomputed length, CRC: the
+   __CRC32# record CRC when the message ends with that property, else the body CRC-32)
+   from pos up to end;
    same output contract as mq_scan_batches, rows are position, size, queue id, queue offset,
    store timestamp. */
 int mq_scan_commitlog(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end, int64_t cap,
@@ -103,7 +104,7 @@ int mq_decode_records(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
 
 /* ----- RocketMQ dispatch (ReputMessageService) ----- */
 #define MQ_DISPATCH_COLUMNS 14
-/* Walk V1 messages like mq_scan_commitlog, without the body CRC, writing one row of
+/* Walk V1 / V2 messages like mq_scan_commitlog, without the CRCs, writing one row of
    MQ_DISPATCH_COLUMNS int64 per message into rows (room for cap rows): position, size,
    queue id, queue offset, physical offset, store timestamp, topic position and length, then
    position and length of the TAGS, KEYS and UNIQ_KEY property values (-1, -1 if absent).

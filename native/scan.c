@@ -103,26 +103,37 @@ int mq_scan_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end
     return status;
 }
 
-/* Where the variable parts of one V1 message are (offsets relative to its start). */
+/* Where the variable parts of one message are (offsets relative to its start). */
 typedef struct {
-    int64_t body, body_len, topic, topic_len, props, props_len;
+    int64_t store_ts, body, body_len, topic, topic_len, props, props_len;
 } msg_layout;
 
-/* Checks the recomputed length of one V1 message m[0:size) (size >= 91, within the window):
-   body, topic and properties must end exactly at size. */
-static int commitlog_layout(const uint8_t *m, int64_t size, msg_layout *out)
+#define MQ_MESSAGE_MAGIC_V2 0xDAA320ABu /* RocketMQ 5: 2-byte topic length */
+
+/* The layout of one V1 / V2 message m[0:size) (size >= 91, within the window), IPv4 or IPv6
+   hosts by SYSFLAG (0x10 born host, 0x20 store host: 20 bytes instead of 8), as
+   engines/commitlog/message.py layout: body, topic and properties must end exactly at
+   size. 0 when a length does not fit. */
+static int commitlog_layout(const uint8_t *m, int64_t size, int v2, msg_layout *out)
 {
-    int64_t p = 84; /* BODY length */
+    int32_t sys_flag = mq_load_be_i32(m + 36);
+    int64_t born_len = (sys_flag & 0x10) ? 20 : 8, store_len = (sys_flag & 0x20) ? 20 : 8;
+    int64_t topic_len_size = v2 ? 2 : 1;
+    out->store_ts = 48 + born_len;
+    int64_t p = out->store_ts + 8 + store_len + 12; /* BODY length */
+    if (p + 4 > size)
+        return 0;
     int32_t body_len = mq_load_be_i32(m + p);
-    if (body_len < 0 || p + 4 + (int64_t)body_len + 1 > size)
+    if (body_len < 0 || p + 4 + (int64_t)body_len + topic_len_size > size)
         return 0;
     out->body = p + 4;
     out->body_len = body_len;
     p += 4 + (int64_t)body_len;
-    out->topic = p + 1;
-    out->topic_len = m[p];
-    p += 1 + (int64_t)m[p];
-    if (p + 2 > size)
+    int64_t topic_len = v2 ? (int64_t)mq_load_be_i16(m + p) : (int64_t)m[p];
+    out->topic = p + topic_len_size;
+    out->topic_len = topic_len;
+    p = out->topic + topic_len;
+    if (topic_len < 0 || p + 2 > size)
         return 0;
     int16_t props_len = mq_load_be_i16(m + p);
     if (props_len < 0 || p + 2 + props_len != size)
@@ -190,7 +201,8 @@ static int walk_commitlog(const uint8_t *buf, int64_t pos, int64_t end, int64_t 
             status = MQ_SCAN_BLANK;
             break;
         }
-        if (magic != MQ_MESSAGE_MAGIC_V1 || size < MQ_MSG_FIXED_OVERHEAD) {
+        if ((magic != MQ_MESSAGE_MAGIC_V1 && magic != MQ_MESSAGE_MAGIC_V2) ||
+            size < MQ_MSG_FIXED_OVERHEAD) {
             status = MQ_SCAN_CORRUPT;
             break;
         }
@@ -199,7 +211,8 @@ static int walk_commitlog(const uint8_t *buf, int64_t pos, int64_t end, int64_t 
             break;
         }
         msg_layout layout;
-        if (!commitlog_layout(m, size, &layout) || (check_crc && !crcs_ok(m, size, &layout))) {
+        if (!commitlog_layout(m, size, magic == MQ_MESSAGE_MAGIC_V2, &layout) ||
+            (check_crc && !crcs_ok(m, size, &layout))) {
             status = MQ_SCAN_CORRUPT;
             break;
         }
@@ -220,12 +233,11 @@ static void emit_record(void *ctx, int64_t k, const uint8_t *m, int64_t pos, int
                         const msg_layout *layout)
 {
     record_columns *c = ctx;
-    (void)layout;
     c->positions[k] = pos;
     c->sizes[k] = size;
     c->queue_ids[k] = mq_load_be_i32(m + 12);
     c->queue_offsets[k] = mq_load_be_i64(m + 20);
-    c->store_timestamps[k] = mq_load_be_i64(m + 56);
+    c->store_timestamps[k] = mq_load_be_i64(m + layout->store_ts);
 }
 
 int mq_scan_commitlog(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end, int64_t cap,
@@ -284,7 +296,7 @@ static void emit_dispatch(void *ctx, int64_t k, const uint8_t *m, int64_t pos, i
     row[2] = mq_load_be_i32(m + 12);
     row[3] = mq_load_be_i64(m + 20);
     row[4] = mq_load_be_i64(m + 28);
-    row[5] = mq_load_be_i64(m + 56);
+    row[5] = mq_load_be_i64(m + layout->store_ts);
     row[6] = pos + layout->topic;
     row[7] = layout->topic_len;
     property_span(props, layout->props_len, "TAGS\x01", 5, props_pos, row + 8, row + 9);

@@ -221,7 +221,7 @@ class Dispatcher:
             self._publish(off)
             if not blank and pos < limit:
                 size = self._dispatch_one(mf, pos, limit)
-                if size:  # a message the native walk does not read (V2, IPv6 hosts)
+                if size:  # the Python decoder's second opinion on where the walk stopped
                     done += 1
                     off += size
                     self._publish(off)

@@ -417,8 +417,8 @@ class DispatchFields(NamedTuple):
 
 
 def dispatch_fields(buf, pos: int, limit: int | None = None) -> DispatchFields:
-    """The dispatcher's view of any message mqstore reads (V1 or V2, IPv4 or IPv6 hosts):
-    the slow path next to ``native.dispatch_fields``, which walks V1 IPv4 messages only."""
+    """The dispatcher's view of any message mqstore reads (V1 or V2, IPv4 or IPv6 hosts),
+    one message at a time: the second opinion where ``native.dispatch_fields`` stops."""
     lay = layout(buf, pos, len(buf) if limit is None else limit)
     _s, _m, _c, queue_id, _f, qoff, phys, _sf, _b = _FIXED_HEAD_UNPACK(buf, pos)
     raw = _props_bytes(buf, lay)

@@ -6,10 +6,10 @@ A message is sound when its magic (V1 or V2), TOTALSIZE, every length (host fiel
 SYSFLAG, body, topic, properties), and its CRCs check: the record CRC of the ``__CRC32#``
 property when the message carries one, else the body CRC. Once a message with a record CRC
 has been seen, every later one must carry one too (mqstore writes it on every message; a
-message without it has lost its tail). ``native.scan_commitlog`` walks V1 IPv4 messages and
-checks their CRCs in C (the record CRC, or the body CRC of a message without one); the
-"every later message carries one" rule is numpy here, and V2 / IPv6 messages are checked
-in Python.
+message without it has lost its tail). ``native.scan_commitlog`` walks V1 and V2 messages
+(IPv4 or IPv6 hosts) and checks their CRCs in C (the record CRC, or the body CRC of a message
+without one); the "every later message carries one" rule is numpy here, and the message the
+walk stops at is classified by ``message.check`` in Python.
 
 The first bad message is classified:
 
@@ -145,7 +145,7 @@ def walk(cl: "CommitLog", offset: int, st: _State) -> tuple[int, str | None]:
                 return mf.file_from_offset + q, None  # the end of the data
             return mf.file_from_offset + q, (
                 f"zeros where a message should be, with messages after them (at {nxt})")
-        # torn or corrupt for the native walk: maybe a message it does not walk (V2, IPv6)
+        # torn or corrupt for the native walk: message.check names the problem
         problem = msgcodec.check(mm, q, cl.file_size, st.crc_required)
         if problem is not None:
             return mf.file_from_offset + q, problem
