@@ -1,9 +1,10 @@
 """Issue 9's goal table, measured: each row on both engines beside its reference, in one run.
 
 Every row times the engine and its reference alternately (engine, reference, engine, ...,
-``--repeat`` pairs, default 5) in the same process, and keeps the ratio of each pair:
-engine rate / reference rate, or for P9 engine time / reference time. The verdict uses
-the best pair (the least disturbed, timeit's rule); the median is shown beside it.
+``--repeat`` pairs, default 5) in the same process. The ratio is engine rate / reference
+rate, or for P9 engine time / reference time; the verdict uses the best ratio, the
+engine's best run over the reference's best run (each side's least disturbed run, timeit's
+rule), and the median ratio (median run over median run) is shown beside it.
 
 ====  =====================================================  ===========================  =====
 row   engine                                                 reference                    goal
@@ -120,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         fx.close()
     elapsed = time.perf_counter() - started
     report.print_table(con, rows)
-    con.print(f"{len(rows)} rows in {elapsed:.0f} s. Ratio = engine / reference per "
-              "interleaved pair (P9: engine time / reference time, lower is better); "
-              "'best' decides pass/miss, 'median' shows the spread.")
+    con.print(f"{len(rows)} rows in {elapsed:.0f} s. Ratio best = the engine's best run / "
+              "the reference's best run (P9: times, lower is better), and decides pass/miss; "
+              "ratio median = median run / median run, the spread of a busy machine.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"header": header, "engines": engines, "repeat": args.repeat,

@@ -4,8 +4,10 @@ A :class:`Row` pairs one engine measurement with one reference measurement. Each
 returns a :class:`Sample` (a rate, or a time for P9, plus the work it did so the script can
 check the engine did what it was asked). :func:`measure_row` runs ``engine, reference,
 engine, reference, ...`` ``repeat`` times inside one set-up, so both sides see the same
-machine load, and keeps the ratio of each pair. The best ratio (the least disturbed pair,
-timeit's rule) decides the verdict; the median is shown beside it.
+machine load. The best ratio is the engine's best run over the reference's best run (each
+side's least disturbed run, timeit's rule) and decides the verdict; the median ratio is the
+median run over the median run. (The ratio of one pair is kept too, but a single disturbed
+reference run would make it flatter the engine, so it decides nothing.)
 
 Not thread-safe: one row is measured at a time.
 """
@@ -71,15 +73,17 @@ class Row:
 
     @property
     def best_ratio(self) -> float | None:
-        rs = self.ratios
-        if not rs:
-            return None
-        return min(rs) if self.lower else max(rs)
+        """The engine's best run over the reference's best run."""
+        e, r = self.best(self.engine_samples), self.best(self.reference_samples)
+        return None if e is None or not r else e / r
 
     @property
     def median_ratio(self) -> float | None:
-        rs = self.ratios
-        return statistics.median(rs) if rs else None
+        """The engine's median run over the reference's median run."""
+        if not self.engine_samples or not self.reference_samples:
+            return None
+        r = statistics.median(s.value for s in self.reference_samples)
+        return statistics.median(s.value for s in self.engine_samples) / r if r else None
 
     def best(self, samples: list[Sample]) -> float | None:
         if not samples:
@@ -110,7 +114,7 @@ class Row:
             "engine_samples": [{"value": s.value, **s.extra} for s in self.engine_samples],
             "reference_samples": [{"value": s.value, **s.extra}
                                   for s in self.reference_samples],
-            "ratios": self.ratios, "best_ratio": self.best_ratio,
+            "pair_ratios": self.ratios, "best_ratio": self.best_ratio,
             "median_ratio": self.median_ratio, "passed": self.passed,
             "extra_check": self.extra_text or None, "error": self.error,
             "skipped": self.skipped,
