@@ -118,6 +118,15 @@ class StoreCheckpoint:
         ts = min(self.physic_msg_timestamp, self.logics_msg_timestamp, self.index_msg_timestamp)
         return max(0, ts - fmt.CHECKPOINT_SLACK_MS)
 
+    def covered_timestamp(self) -> int:
+        """Every message stored before this time has its CommitLog bytes, ConsumeQueue units
+        and IndexFile keys durable (the minimum of the three timestamps, no slack): a store
+        timestamp never decreases along the log, and each timestamp is taken before the
+        syncs it vouches for. Recovery re-dispatches only from the first message stored at
+        or after it."""
+        return min(self.physic_msg_timestamp, self.logics_msg_timestamp,
+                   self.index_msg_timestamp)
+
     def flush(self) -> None:
         """Write the three timestamps and the trailer (the whole 4 KiB: the CRC covers it,
         so a flipped byte anywhere is seen) and fsync the file."""

@@ -122,13 +122,15 @@ class CommitLog:
         return 0
 
     def recover(self, start_index: int, *, policy: str = "raise", clean: bool = True,
-                sync_timestamp: int = 0, log: RecoveryLog | None = None) -> RecoveryResult:
+                sync_timestamp: int = 0, log: RecoveryLog | None = None,
+                covered_timestamp: int = 0) -> RecoveryResult:
         """Validate the log from file ``start_index``, classify and handle the first bad
         message (torn tail / corruption, ``on_corruption`` = ``policy``), truncate at the
         new end and drop every later file: see ``recovery.py``."""
         return recovery.recover(self, start_index, policy=policy, clean=clean,
                                 sync_timestamp=sync_timestamp,
-                                log=log if log is not None else RecoveryLog())
+                                log=log if log is not None else RecoveryLog(),
+                                covered_timestamp=covered_timestamp)
 
     def truncate_to(self, offset: int) -> None:
         """Make ``offset`` the end of the log: zero what follows in its file, delete later

@@ -62,18 +62,25 @@ class RecoveryResult(NamedTuple):
     #: the first damaged range skipped (on_corruption="skip"), None if none: the derived
     #: files must be rebuilt from there
     skipped_from: int | None = None
+    #: the first scanned message stored at or after ``covered_timestamp`` (the checkpoint):
+    #: the derived files are durable for every message before it; None if every scanned
+    #: message is older
+    uncovered_from: int | None = None
 
 
 class _State:
     """What the walk carries along: messages seen, the newest store time, the CRC rule."""
 
-    __slots__ = ("count", "last_ts", "crc_required", "first_crc")
+    __slots__ = ("count", "last_ts", "crc_required", "first_crc", "covered_ts",
+                 "uncovered_from")
 
-    def __init__(self, crc_required: bool, first_crc: int | None):
+    def __init__(self, crc_required: bool, first_crc: int | None, covered_ts: int = 0):
         self.count = 0
         self.last_ts = 0
         self.crc_required = crc_required
         self.first_crc = first_crc
+        self.covered_ts = covered_ts
+        self.uncovered_from: int | None = None
 
 
 _PREFIX_WORD = np.frombuffer(_CRC_PREFIX[:8], dtype="<u8")[0]  # "__CRC32#"
@@ -127,6 +134,9 @@ def walk(cl: "CommitLog", offset: int, st: _State) -> tuple[int, str | None]:
             st.count += ok
             if ok:
                 st.last_ts = int(scan.store_timestamps[ok - 1])
+                if st.uncovered_from is None and st.last_ts >= st.covered_ts:
+                    first = int(np.argmax(scan.store_timestamps[:ok] >= st.covered_ts))
+                    st.uncovered_from = mf.file_from_offset + int(positions[first])
             if bad >= 0:
                 return mf.file_from_offset + int(positions[bad]), problem
         q = scan.valid_end
@@ -152,6 +162,8 @@ def walk(cl: "CommitLog", offset: int, st: _State) -> tuple[int, str | None]:
         size = fmt.TOTALSIZE.unpack_from(mm, q)[0]
         st.count += 1
         st.last_ts = msgcodec.store_timestamp(mm, q, cl.file_size)
+        if st.uncovered_from is None and st.last_ts >= st.covered_ts:
+            st.uncovered_from = mf.file_from_offset + q
         if not st.crc_required and msgcodec.has_record_crc(mm, q, size):
             st.crc_required = True
             st.first_crc = mf.file_from_offset + q
@@ -320,11 +332,13 @@ def write_log_start(root: str, offset: int) -> None:
 
 
 def recover(cl: "CommitLog", start_index: int, *, policy: str, clean: bool,
-            sync_timestamp: int, log: RecoveryLog) -> RecoveryResult:
+            sync_timestamp: int, log: RecoveryLog,
+            covered_timestamp: int = 0) -> RecoveryResult:
     """Validate the log from file ``start_index``, apply the damage model (module
     docstring), truncate the log at its new end and set ``cl.skipped`` and
     ``cl.crc_required_from``. Raises CorruptRecordError (``policy="raise"``) before changing
-    anything."""
+    anything. ``uncovered_from`` in the result: the first message stored at or after
+    ``covered_timestamp``."""
     damage: list[Damage] = []
     cl.skipped = []
     if not cl.files:
@@ -332,7 +346,7 @@ def recover(cl: "CommitLog", start_index: int, *, policy: str, clean: bool,
         cl.crc_required_from = 0
         return RecoveryResult(0, 0, damage, 0)
     first_crc = _crc_rule_before(cl, start_index)
-    st = _State(first_crc is not None, first_crc)
+    st = _State(first_crc is not None, first_crc, covered_timestamp)
     start = cl.files[start_index].file_from_offset
     offset = start
     skipped: list[tuple[int, int, int]] = []
@@ -387,5 +401,7 @@ def recover(cl: "CommitLog", start_index: int, *, policy: str, clean: bool,
     if last_ts == 0 and cl.files and start_index > 0 and start_index < len(cl.files):
         last_ts = msgcodec.store_timestamp(cl.files[start_index].mm, 0, cl.file_size)
     cl.last_store_timestamp = cl.flushed_store_timestamp = last_ts
+    uncovered = st.uncovered_from if st.uncovered_from is None or \
+        st.uncovered_from < valid_end else None
     return RecoveryResult(start, valid_end, damage, st.count,
-                          skips[0][0] if skips else None)
+                          skips[0][0] if skips else None, uncovered)

@@ -55,14 +55,20 @@ class StoreRecovery:
             start_idx = cl.recovery_start_normal()
         res: RecoveryResult = cl.recover(
             start_idx, policy=self.config.on_corruption, clean=not abnormal,
-            sync_timestamp=ck.physic_msg_timestamp, log=log)
+            sync_timestamp=ck.physic_msg_timestamp, log=log,
+            covered_timestamp=ck.covered_timestamp() if abnormal else 0)
+        # after a crash the scan (every CRC) starts at the file RocketMQ picks (the
+        # checkpoint less 3 s), but the derived files are rebuilt only from the first
+        # message the checkpoint does not cover: everything before it was dispatched and
+        # its units and keys synced before the checkpoint was written
+        redo = res.valid_end if res.uncovered_from is None else res.uncovered_from
         self._check_log_end(res, abnormal)
         self._check_log_start(abnormal)
         # derived files: damaged ConsumeQueue tails and IndexFiles are rebuilt from the log
-        # (after a crash everything from the recovery start is re-dispatched, as RocketMQ
-        # does; after a clean close the units of the window are checked against it and
-        # re-dispatched only from the first wrong or missing one)
-        reput = res.start_offset if abnormal else res.valid_end
+        # (after a crash everything the checkpoint does not cover is re-dispatched; after a
+        # clean close the units of the window are checked against it and re-dispatched only
+        # from the first wrong or missing one)
+        reput = redo if abnormal else res.valid_end
         for cq in self._queues.values():
             rebuild = cq.recover(log, cl.min_offset)
             if rebuild is not None:
@@ -72,9 +78,9 @@ class StoreRecovery:
             rebuild = self.index.recover(log, res.start_offset, cl.min_offset)
             if rebuild is not None:
                 reput = min(reput, rebuild)
-        # abnormal: index entries newer than the recovery start are redone; normal: only those
+        # abnormal: index entries the checkpoint does not cover are redone; normal: only those
         # pointing past the end of the log
-        cut = res.start_offset if abnormal else res.valid_end
+        cut = redo if abnormal else res.valid_end
         if res.skipped_from is not None:  # entries of skipped messages go too
             cut = min(cut, res.skipped_from)
         removed = self.index.truncate_from(cut, self._store_timestamp_at)
