@@ -58,6 +58,22 @@ def test_check_passes_when_every_selected_goal_is_met(tmp_path):
     assert "│ P6 " in proc.stdout and "pass" in proc.stdout
 
 
+def test_lmdb_rows_are_skipped_with_a_message_without_py_lmdb(tmp_path):
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "lmdb.py").write_text("raise ImportError('py-lmdb hidden by the test')\n")
+    out = tmp_path / "l.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--repeat", "1", "--only",
+                           "L1,L2", "--engine", "segments", "--json", str(out), "--check"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(shim)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the aims never fail --check
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["goal"] for r in rows] == ["L1", "L2"]
+    assert all("py-lmdb is not installed" in r["skipped"] for r in rows)
+    assert "skipped: py-lmdb is not installed" in proc.stdout
+
+
 @pytest.fixture
 def perf_model():
     sys.path.insert(0, str(ROOT / "benchmarks"))
