@@ -288,6 +288,11 @@ class FilesystemSync:
     spurious failure, never a missed one). ``available`` is False where there is no
     ``syncfs`` that reports errors; then callers always sync file by file.
 
+    Cost: ``syncfs`` also writes back every other program's dirty data on that
+    filesystem, so on a busy shared filesystem a sync can take longer than the fsyncs it
+    replaces; it pays off when the store has a filesystem of its own, as a log broker's
+    data directory usually does.
+
     Thread-safety: calls may run concurrently (the kernel serialises what it must); the
     descriptor is closed when this object is collected or by :meth:`close`.
     """
