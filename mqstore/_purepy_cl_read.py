@@ -249,3 +249,74 @@ def cl_gather(units, first_unit: int, n_units: int, select, start: int,
         view.release()
     cols = np.array(rows, dtype=np.int64).reshape(-1, CLR_COLUMNS).T.copy()
     return ClGather(status, i, o, taken_bytes, flags_or, *stop, cols)
+
+
+# ----- transfer_to -----
+class TransferPlan(NamedTuple):
+    """What one :func:`cl_transfer_plan` call planned."""
+
+    status: int  # CLR_OK (units done), CLR_LIMIT, CLR_OTHER_FILE or CLR_FULL at unit ``next``
+    next: int  # the index the walk stopped at (or the end)
+    total: int  # bytes planned by the transfer, this call included
+    have: int  # 1 once a message is planned
+    stop_phys: int  # commitlog offset and size of the last unit looked at (-1 if none)
+    stop_size: int
+    slices: np.ndarray  # int64 (k, 2): start and end file positions of adjacent messages
+
+
+def cl_transfer_plan(units, first_unit: int, n_units: int, start: int, file_from: int,
+                     limit: int, max_bytes: int, total: int, have: int,
+                     cap: int) -> TransferPlan:
+    """The slices a ``transfer_to`` sends from one CommitLog file: walk the 20-byte units
+    ``units[first_unit : first_unit + n_units]`` from index ``start``, skip fillers, and plan
+    each message while nothing is planned (``have`` 0) or ``total`` plus its size stays
+    within ``max_bytes`` (else CLR_LIMIT). A unit outside the file ``[file_from, file_from +
+    limit)`` stops the walk (CLR_OTHER_FILE). Messages adjacent in the file join one slice
+    (file positions; a message's end is clamped to the file, a negative size is empty); at
+    most ``cap`` slices (then CLR_FULL).
+
+    ``BufferRangeError`` when the units are outside their buffer or ``limit`` is negative;
+    ``ValueError`` for a negative ``cap`` or ``start`` outside ``[0, n_units]``.
+    """
+    um = _bytes_view(units)
+    if (first_unit < 0 or n_units < 0 or (first_unit + n_units) * _UNIT_SIZE > len(um)
+            or limit < 0):
+        n_bytes = len(um)
+        um.release()
+        raise BufferRangeError(f"transfer plan of units [{first_unit}, "
+                               f"{first_unit + n_units}) over a buffer of {n_bytes} bytes, "
+                               f"limit {limit}")
+    if cap < 0 or not 0 <= start <= n_units:
+        um.release()
+        raise ValueError(f"bad transfer plan arguments: cap {cap}, start {start} of {n_units}")
+    slices: list[list[int]] = []
+    status = CLR_OK
+    stop = (-1, -1)
+    i = start
+    while i < n_units:
+        phys, size = _UNIT.unpack_from(um, (first_unit + i) * _UNIT_SIZE)
+        if size == _FILLER:
+            i += 1
+            continue
+        stop = (phys, size)
+        if have and total + size > max_bytes:
+            status = CLR_LIMIT
+            break
+        if phys < file_from or phys - file_from >= limit:
+            status = CLR_OTHER_FILE
+            break
+        begin = phys - file_from
+        end = begin if size < 0 else min(begin + size, limit)
+        if slices and slices[-1][1] == begin:
+            slices[-1][1] = end
+        else:
+            if len(slices) == cap:
+                status = CLR_FULL
+                break
+            slices.append([begin, end])
+        total += size
+        have = 1
+        i += 1
+    um.release()
+    return TransferPlan(status, i, total, have, *stop,
+                        np.array(slices, dtype=np.int64).reshape(-1, 2))

@@ -666,6 +666,7 @@ from mqstore._purepy_cl_read import (  # noqa: E402,F401  (re-exported: statuses
     CLR_OTHER_FILE,
     CLR_TAG_PLAIN,
     ClGather,
+    TransferPlan,
 )
 
 
@@ -708,3 +709,28 @@ def _cl_gather_native(units, first_unit: int, n_units: int, select, start: int,
 
 
 cl_gather = _cl_gather_native if _lib is not None else _purepy_cl_read.cl_gather
+
+
+def _cl_transfer_plan_native(units, first_unit: int, n_units: int, start: int,
+                             file_from: int, limit: int, max_bytes: int, total: int,
+                             have: int, cap: int) -> TransferPlan:
+    """The slices a transfer_to sends from one CommitLog file, in one C call (see
+    ``_purepy_cl_read.cl_transfer_plan``)."""
+    try:
+        u = _from_buffer(_U8_ARRAY, units)
+        slices = np.empty((max(cap, 0), 2), dtype=np.int64)
+        st = _ffi.new("int64_t[6]", [start, total, have])
+        status = _lib.mq_cl_transfer_plan(u, len(u), first_unit, n_units, file_from, limit,
+                                          max_bytes, _from_buffer(_I64_ARRAY, slices), cap, st)
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy_cl_read.cl_transfer_plan(units, first_unit, n_units, start, file_from,
+                                                limit, max_bytes, total, have, cap)
+    if status < 0:
+        return _from_reference(status, (u,), _purepy_cl_read.cl_transfer_plan, units,
+                               first_unit, n_units, start, file_from, limit, max_bytes, total,
+                               have, cap)
+    return TransferPlan(status, st[0], st[1], st[2], st[4], st[5], slices[:st[3]])
+
+
+cl_transfer_plan = (_cl_transfer_plan_native if _lib is not None
+                    else _purepy_cl_read.cl_transfer_plan)

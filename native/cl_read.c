@@ -345,3 +345,56 @@ int mq_cl_gather(const uint8_t *units, size_t units_len, int64_t first_unit, int
     state[4] = g.flags_or;
     return status;
 }
+
+/* ----- transfer_to: the slices of the mapped file to send ----- */
+int mq_cl_transfer_plan(const uint8_t *units, size_t units_len, int64_t first_unit,
+                        int64_t n_units, int64_t file_from, int64_t limit, int64_t max_bytes,
+                        int64_t *slices, int64_t cap, int64_t *state)
+{
+    int64_t i = state[0], total = state[1], have = state[2], j = 0;
+    state[3] = 0;
+    state[4] = state[5] = -1;
+    if (first_unit < 0 || n_units < 0 || (uint64_t)n_units > units_len / MQ_CQ_UNIT ||
+        (uint64_t)first_unit > units_len / MQ_CQ_UNIT - (uint64_t)n_units || limit < 0)
+        return MQ_ERR_RANGE;
+    if (cap < 0 || i < 0 || i > n_units)
+        return MQ_ERR_ARG;
+    int status = MQ_CLR_OK;
+    for (; i < n_units; i++) {
+        const uint8_t *u = units + (first_unit + i) * MQ_CQ_UNIT;
+        int64_t phys = mq_load_be_i64(u);
+        int64_t size = mq_load_be_i32(u + 8);
+        if (size == CQ_FILLER_SIZE)
+            continue;
+        state[4] = phys;
+        state[5] = size;
+        if (have && total + size > max_bytes) {
+            status = MQ_CLR_LIMIT;
+            break;
+        }
+        if (phys < file_from || phys - file_from >= limit) {
+            status = MQ_CLR_OTHER_FILE;
+            break;
+        }
+        int64_t start = phys - file_from;
+        int64_t end = size < 0 ? start : (size > limit - start ? limit : start + size);
+        if (j > 0 && slices[2 * j - 1] == start) {
+            slices[2 * j - 1] = end;
+        } else {
+            if (j == cap) {
+                status = MQ_CLR_FULL;
+                break;
+            }
+            slices[2 * j] = start;
+            slices[2 * j + 1] = end;
+            j++;
+        }
+        total += size;
+        have = 1;
+    }
+    state[0] = i;
+    state[1] = total;
+    state[2] = have;
+    state[3] = j;
+    return status;
+}

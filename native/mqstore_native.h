@@ -274,3 +274,17 @@ int mq_cl_gather(const uint8_t *units, size_t units_len, int64_t first_unit, int
                  int64_t queue_id, int check_crcs, int64_t crc_required_from, int64_t taken,
                  int64_t max_bytes, uint8_t *out, size_t out_cap, int64_t *rows,
                  int64_t rows_cap, int64_t *state);
+/* transfer_to's slices: walk the units units[first_unit, first_unit + n_units) from index
+   state[0] (fillers skipped) and plan each message while nothing is planned yet (state[2]
+   == 0) or the planned sizes (state[1]) plus its size stay <= max_bytes; messages adjacent
+   in the CommitLog file [file_from, file_from + limit) join one slice (start, end as file
+   positions; a message's end is clamped to the file) in slices[2 * j], at most cap slices.
+   state (int64[6]): [0] in/out the next index, [1] in/out the planned bytes, [2] in/out 1
+   once a message is planned, [3] out slices written, [4] [5] out commitlog offset and size
+   of the last unit looked at. Returns MQ_CLR_OK (units done), MQ_CLR_LIMIT (the unit at
+   state[0] would pass max_bytes), MQ_CLR_OTHER_FILE (it is outside the file), MQ_CLR_FULL
+   (cap slices written: call again), MQ_ERR_RANGE / MQ_ERR_ARG as mq_cl_gather. The rules
+   are those of mqstore._purepy_cl_read.cl_transfer_plan. */
+int mq_cl_transfer_plan(const uint8_t *units, size_t units_len, int64_t first_unit,
+                        int64_t n_units, int64_t file_from, int64_t limit, int64_t max_bytes,
+                        int64_t *slices, int64_t cap, int64_t *state);

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,6 +60,25 @@ def _key_bytes(raw: bytes) -> bytes:
     return msgcodec.unescape_value(raw.decode("utf-8", "replace"))
 
 
+def unit_blocks(cq: "ConsumeQueue | None", q: int, cq_end: int,
+                tail: list) -> Iterator[tuple[Any, int, int, int]]:
+    """The ConsumeQueue units from ``q`` as (buffer of 20-byte units, first unit, count,
+    queue offset of the first): the mapped files up to ``cq_end``, one file at a time, then
+    the in-memory ``tail`` units (a follower's, consecutive queue offsets) packed the same
+    way."""
+    while cq is not None and q < cq_end:
+        blk = cq.unit_block(q, cq_end)
+        if blk is None:
+            break
+        arr, cqf = blk
+        yield cqf.mm, q % cq.units_per_file, len(arr), q
+        q += len(arr)
+    units = [u for u in tail if u[0] >= q]
+    if units:
+        yield (b"".join(fmt.CQ_UNIT.pack(p, size, h) for _q, p, size, h in units), 0,
+               len(units), units[0][0])
+
+
 class ReadBatch:
     """The messages of one read of ``topic``/``partition``: :meth:`read_queue`, then
     :meth:`records`."""
@@ -93,30 +113,15 @@ class ReadBatch:
     # ----- gathering -----
     def read_queue(self, cq: "ConsumeQueue | None", q: int, cq_end: int, tail: list,
                    hashes: list[int] | None) -> None:
-        """Take the messages of the units from ``q``: the mapped ConsumeQueue files up to
-        ``cq_end``, then the in-memory ``tail`` units (a follower's); with ``hashes`` only
-        units whose tag hash is one of them (``native.cq_tag_scan``, no CommitLog access)."""
-        while cq is not None and q < cq_end and not self.done:
-            blk = cq.unit_block(q, cq_end)
-            if blk is None:
+        """Take the messages of the units from ``q`` (:func:`unit_blocks`); with ``hashes``
+        only units whose tag hash is one of them (``native.cq_tag_scan``, no CommitLog
+        access)."""
+        for units, first, n, q0 in unit_blocks(cq, q, cq_end, tail):
+            select = None if hashes is None else native.cq_tag_scan(units, first, n, hashes)
+            if select is None or len(select):
+                self._walk(units, first, n, select, q0)
+            if self.done:
                 break
-            arr, cqf = blk
-            rel = q % cq.units_per_file
-            select = None
-            if hashes is not None:
-                select = native.cq_tag_scan(cqf.mm, rel, len(arr), hashes)
-            if select is None or len(select):
-                self._walk(cqf.mm, rel, len(arr), select, q)
-            q += len(arr)
-        units = [u for u in tail if u[0] >= q]
-        if units and not self.done:  # consecutive queue offsets from units[0][0]
-            blob = b"".join(fmt.CQ_UNIT.pack(p, size, h) for _q, p, size, h in units)
-            select = None
-            if hashes is not None:
-                select = np.array([i for i, u in enumerate(units) if u[3] in hashes],
-                                  dtype=np.int64)
-            if select is None or len(select):
-                self._walk(blob, 0, len(units), select, units[0][0])
 
     def _walk(self, units, first: int, n: int, select, q0: int) -> None:
         """Gather from the units ``units[first:first + n]`` (queue offsets from ``q0``),

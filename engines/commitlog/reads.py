@@ -8,10 +8,8 @@ safe to call from any number of threads while appends run.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from mqstore import errors, native
 from mqstore.api import (DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Record, check_lookup_args,
@@ -21,7 +19,7 @@ from mqstore.records import Records
 from . import format as fmt
 from . import message as msgcodec
 from .consume_queue import ConsumeQueue
-from .read_batch import ReadBatch
+from .read_batch import ReadBatch, unit_blocks
 
 if TYPE_CHECKING:
     from .commitlog import CommitLog
@@ -30,6 +28,7 @@ if TYPE_CHECKING:
     from .index_file import IndexService
 
 _IOV_MAX = 1024
+_SLICES = 256  # slices planned per native call (runs of adjacent messages)
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -70,33 +69,6 @@ class ConsumeQueueReads:
             raise errors.OffsetOutOfRangeError(
                 f"offset {offset} is outside [{start}, {end}] (start offset, end offset)")
         return offset
-
-    @staticmethod
-    def _units(cq: ConsumeQueue | None, q: int, cq_end: int, tail: list,
-               hashes: list[int] | None, want) -> Iterator[tuple[np.ndarray, ...]]:
-        """The units from ``q`` as int64 arrays (queue offsets, commitlog offsets, sizes,
-        fillers included), one ConsumeQueue file at a time: with ``hashes`` only the units
-        whose tag hash is one of them (``native.cq_tag_scan`` over the mapped file, no
-        CommitLog access), else at most ``want()`` units at a time."""
-        while cq is not None and q < cq_end:
-            blk = cq.unit_block(q, cq_end)
-            if blk is None:
-                break
-            arr, mf = blk
-            if hashes is not None:
-                rel = native.cq_tag_scan(mf.mm, q % cq.units_per_file, len(arr), hashes)
-                sel, qs = arr[rel], q + rel
-                q += len(arr)
-            else:
-                sel = arr[:max(want(), 1)]
-                qs = np.arange(q, q + len(sel), dtype=np.int64)
-                q += len(sel)
-            if len(sel):
-                yield qs, sel["offset"].astype(np.int64), sel["size"].astype(np.int64)
-        units = [u for u in tail if u[0] >= q and (hashes is None or u[3] in hashes)]
-        if units:
-            cols = np.array(units, dtype=np.int64).reshape(-1, 4)
-            yield cols[:, 0].copy(), cols[:, 1].copy(), cols[:, 2].copy()
 
     def read(self, topic: str, partition: int, offset: int, *,
              max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -214,98 +186,52 @@ class ConsumeQueueReads:
     def transfer_to(self, sock: socket.socket, topic: str, partition: int, offset: int,
                     max_bytes: int) -> tuple[int, int]:
         """Send the stored messages from ``offset`` as memoryview slices of the mapped
-        CommitLog with batched ``socket.sendmsg`` (RocketMQ's ManyMessageTransfer): adjacent
-        messages of the queue go out as one slice. Messages are taken while their summed
-        sizes stay within ``max_bytes``, but at least one is sent so a consumer makes
+        CommitLog with batched ``socket.sendmsg`` (RocketMQ's ManyMessageTransfer): messages
+        adjacent in the file go out as one slice, planned by ``native.cl_transfer_plan`` over
+        the ConsumeQueue units (no object per message). Messages are taken while their
+        summed sizes stay within ``max_bytes``, but at least one is sent so a consumer makes
         progress. Returns (bytes sent, the queue offset to continue from)."""
         cq, end, cq_end, tail = self._queue_for_read(topic, partition)
         offset = self._check_offset(cq, offset, end)
-        plan = _TransferPlan(self.commitlog, max_bytes)
+        cl = self.commitlog
+        slices: list[list] = []  # [mapped file, start, end] (file positions)
+        total = have = 0
         q = offset
-        for qs, phys, sizes in self._units(cq, offset, cq_end, tail, None, plan.want):
-            q = plan.add(qs, phys, sizes)
-            if plan.full:
+        mf = None
+        for units, first, n, q0 in unit_blocks(cq, offset, cq_end, tail):
+            i, full = 0, False
+            while i < n:
+                plan = native.cl_transfer_plan(
+                    units, first, n, i, 0 if mf is None else mf.file_from_offset,
+                    0 if mf is None else mf.file_size, max_bytes, total, have, _SLICES)
+                for a, b in plan.slices.tolist():
+                    last = slices[-1] if slices else None
+                    if last is not None and last[0] is mf and last[2] == a:
+                        last[2] = b
+                    else:
+                        slices.append([mf, a, b])
+                total, have, i = plan.total, plan.have, plan.next
+                if plan.status == native.CLR_OK:
+                    break
+                if plan.status == native.CLR_LIMIT:
+                    full = True
+                    break
+                if plan.status == native.CLR_OTHER_FILE:
+                    found = cl.find_file(plan.stop_phys)
+                    if found is None or found is mf:
+                        i += 1  # MESSAGE_WAS_REMOVING: nothing to send for it
+                    else:
+                        mf = found
+            q = q0 + i
+            if full:
                 break
-        views = plan.views()
+        views = [f.view(a, b - a) for f, a, b in slices]
         try:
             sent = _sendmsg_all(sock, views)
         finally:
             for v in views:
                 v.release()
         return sent, q
-
-
-class _TransferPlan:
-    """The slices of one ``transfer_to``: runs of units in, (file, start, end) slices of
-    adjacent messages out, with one numpy pass per run of units."""
-
-    def __init__(self, commitlog: "CommitLog", max_bytes: int):
-        self.cl = commitlog
-        self.max_bytes = max_bytes
-        self.total = 0  # bytes planned
-        self.have = False  # a message is planned (the first one always is)
-        self.full = False
-        self.slices: list[list] = []  # [mapped file, start, end] in file positions
-
-    def want(self) -> int:
-        """Units to fetch next: enough to reach max_bytes with the smallest messages."""
-        return min(max(self.max_bytes - self.total, 0) // fmt.MSG_FIXED_OVERHEAD + 1, 1 << 16)
-
-    def add(self, qs: np.ndarray, phys: np.ndarray, sizes: np.ndarray) -> int:
-        """Plan these units (fillers included); returns the queue offset after the last
-        unit planned or passed over."""
-        real = sizes != fmt.CQ_FILLER_SIZE
-        if not real.all():
-            rq, phys, sizes = qs[real], phys[real], sizes[real]
-        else:
-            rq = qs
-        n = len(rq)
-        runs = []  # (first, end, mapped file or None): the units in one CommitLog file
-        i = 0
-        while i < n:
-            mf = self.cl.find_file(int(phys[i]))
-            if mf is None:
-                runs.append((i, i + 1, None))  # MESSAGE_WAS_REMOVING: nothing to send
-                i += 1
-                continue
-            j = max(i + 1, i + int(np.searchsorted(phys[i:], mf.file_end_offset)))
-            runs.append((i, j, mf))
-            i = j
-        if all(mf is not None for _i, _j, mf in runs):
-            eff = sizes
-            before = np.arange(n) > 0
-        else:  # a file retention took: its units count for nothing
-            exists = np.zeros(n, dtype=bool)
-            for i, j, mf in runs:
-                exists[i:j] = mf is not None
-            eff = np.where(exists, sizes, 0)
-            before = (np.cumsum(exists) - exists) > 0
-        cum = np.cumsum(eff)
-        over = (cum - eff + self.total + sizes > self.max_bytes) & (before | self.have)
-        stop = int(np.argmax(over)) if n and over.any() else n
-        if stop < n:
-            self.full = True
-        for i, j, mf in runs:
-            j = min(j, stop)
-            if mf is None or j <= i:
-                continue
-            starts, ends = phys[i:j], phys[i:j] + sizes[i:j]
-            cut = np.flatnonzero(starts[1:] != ends[:-1]) + 1
-            base = mf.file_from_offset
-            firsts = [0, *cut.tolist()]
-            lasts = [*(cut - 1).tolist(), j - i - 1]
-            for a, b in zip(starts[firsts].tolist(), ends[lasts].tolist()):
-                last = self.slices[-1] if self.slices else None
-                if last is not None and last[0] is mf and last[2] == a - base:
-                    last[2] = b - base
-                else:
-                    self.slices.append([mf, a - base, b - base])
-            self.have = True
-        self.total += int(cum[stop - 1]) if stop else 0
-        return int(rq[stop]) if stop < n else int(qs[-1]) + 1
-
-    def views(self) -> list[memoryview]:
-        return [mf.view(a, b - a) for mf, a, b in self.slices]
 
 
 def _one_of_keys(keys_text: str | None, key: bytes) -> bool:

@@ -4,7 +4,10 @@ keys and headers of every shape, max_records / max_bytes, and the same Records f
 gather and from the reference (``mqstore._purepy_cl_read``)."""
 from __future__ import annotations
 
+import os
 import random
+import socket
+import struct
 
 import numpy as np
 import pytest
@@ -207,3 +210,75 @@ def test_a_read_owns_its_bytes(open_cl, gather_impl):
     s.read("t", 0, 20)
     assert first.values() == values == [m.value for m in msgs[:10]]
     assert first.keys() == [m.key for m in msgs[:10]]
+
+
+def _stored(store_path):
+    """{(queue id, queue offset): message bytes} of every stored message (struct walk)."""
+    out = {}
+    d = os.path.join(store_path, "commitlog")
+    for name in sorted(os.listdir(d)):
+        data = open(os.path.join(d, name), "rb").read()
+        pos = 0
+        while pos + 8 <= len(data):
+            total, magic = struct.unpack_from(">iI", data, pos)
+            if magic != fmt.MESSAGE_MAGIC_V1:
+                break
+            qid, _flag, qoff = struct.unpack_from(">iiq", data, pos + 12)
+            out[(qid, qoff)] = data[pos:pos + total]
+            pos += total
+    return out
+
+
+@pytest.mark.parametrize("max_bytes", [0, 300, 1000, 1 << 20])
+def test_transfer_to_sends_the_stored_messages_in_runs(open_cl, store_path, gather_impl,
+                                                       max_bytes, monkeypatch):
+    s = open_cl()
+    s.create_topic("t", partitions=2)
+    for i in range(90):  # queue 0 in runs of 5 between queue-1 messages: slices of 5
+        s.append("t", b"q%d-%03d" % (i % 6 // 5, i), partition=0 if i % 6 < 5 else 1)
+    s.flush()
+    if gather_impl == "reference":
+        monkeypatch.setattr(native, "cl_transfer_plan", _purepy_cl_read.cl_transfer_plan)
+    stored = _stored(store_path)
+    a, b = socket.socketpair()
+    try:
+        for part, count in ((0, 75), (1, 15)):
+            off, got = 0, b""
+            while off < count:
+                before = off
+                n, off = s.transfer_to(a, "t", part, off, max_bytes)
+                data = b""
+                while len(data) < n:
+                    data += b.recv(n - len(data))
+                want = b"".join(stored[(part, q)] for q in range(before, off))
+                assert data == want and off > before
+                if max_bytes:
+                    assert n <= max(max_bytes, len(stored[(part, before)]))
+                got += data
+            assert off == count
+            assert got == b"".join(stored[(part, q)] for q in range(count))
+        assert s.transfer_to(a, "t", 0, 75, 1 << 20) == (0, 75)  # at the end: nothing
+    finally:
+        a.close()
+        b.close()
+
+
+def test_transfer_to_plans_one_slice_per_run_of_adjacent_messages(open_cl, monkeypatch):
+    s = open_cl()
+    s.create_topic("t", partitions=2)
+    for i in range(30):
+        s.append("t", b"v%d" % i, partition=0 if i % 6 < 5 else 1)
+    calls = []
+    a, b = socket.socketpair()
+    orig = socket.socket.sendmsg
+    monkeypatch.setattr(socket.socket, "sendmsg",
+                        lambda self, bufs, *x: calls.append(len(bufs)) or orig(self, bufs, *x))
+    try:
+        sent, nxt = s.transfer_to(a, "t", 0, 0, 1 << 20)
+        assert nxt == 25 and sent > 0
+        files = len({f.path for f in s.commitlog.files})
+        # 5 runs of 5 adjacent messages, split further only where a run crosses a file
+        assert 5 <= sum(calls) <= 5 + files
+    finally:
+        a.close()
+        b.close()

@@ -332,3 +332,80 @@ def test_crcs_of_every_length_are_checked(impl, body_len):
         data = bytearray(buf)
         data[at] ^= 0x10
         assert gather(impl, bytes(data), units)[0].status in (CORRUPT, MISMATCH)
+
+
+# ----- cl_transfer_plan -----
+def plan(impl, units, *, first=0, n=None, start=0, file_from=0, limit=1 << 20,
+         max_bytes=BIG, total=0, have=0, cap=16):
+    mod = native if impl is native else _purepy_cl_read
+    if n is None:
+        n = len(units) // 20 - first
+    return mod.cl_transfer_plan(units, first, n, start, file_from, limit, max_bytes, total,
+                                have, cap)
+
+
+def _units(*pairs):
+    return b"".join(struct.pack(">qiq", p, s, 0) for p, s in pairs)
+
+
+def test_transfer_plan_joins_adjacent_messages(impl):
+    units = _units((0, 100), (100, 50), (300, 10), (310, 5))
+    got = plan(impl, units)
+    assert (got.status, got.next, got.total, got.have) == (OK, 4, 165, 1)
+    assert got.slices.tolist() == [[0, 150], [300, 315]]
+    got = plan(impl, FILLER + units[:20] + FILLER + units[20:], file_from=0)
+    assert got.slices.tolist() == [[0, 150], [300, 315]] and got.next == 6
+
+
+def test_transfer_plan_limits(impl):
+    units = _units((0, 100), (100, 50), (150, 10))
+    got = plan(impl, units, max_bytes=0)  # the first message always goes
+    assert (got.status, got.next, got.total, got.slices.tolist()) == (LIMIT, 1, 100, [[0, 100]])
+    assert (got.stop_phys, got.stop_size) == (100, 50)
+    got = plan(impl, units, max_bytes=150)
+    assert (got.status, got.next, got.slices.tolist()) == (LIMIT, 2, [[0, 150]])
+    got = plan(impl, units, max_bytes=0, have=1, total=5)
+    assert (got.status, got.next, got.total, got.slices.tolist()) == (LIMIT, 0, 5, [])
+    got = plan(impl, units, cap=1, file_from=0)
+    assert (got.status, got.next) == (OK, 3)  # adjacent: one slice is enough
+    got = plan(impl, _units((0, 10), (20, 10), (40, 10)), cap=2)
+    assert (got.status, got.next, got.slices.tolist()) == (FULL, 2, [[0, 10], [20, 30]])
+
+
+def test_transfer_plan_stops_at_other_files_and_clamps(impl):
+    units = _units((1000, 100), (1100, 100), (5000, 10))
+    got = plan(impl, units, file_from=1000, limit=150)  # the second ends past the file
+    assert (got.status, got.next, got.slices.tolist()) == (OTHER_FILE, 2, [[0, 150]])
+    got = plan(impl, units, file_from=1000, limit=4000)
+    assert (got.status, got.next, got.stop_phys) == (OTHER_FILE, 2, 5000)
+    got = plan(impl, units, start=2, file_from=4096, limit=4096)
+    assert (got.status, got.slices.tolist()) == (OK, [[904, 914]])
+    got = plan(impl, _units((10, -5), (10, 3)))  # a negative size sends nothing
+    assert got.slices.tolist() == [[10, 13]] and got.total == -2
+    with pytest.raises(BufferRangeError):
+        plan(impl, units, first=1, n=3)
+    with pytest.raises(BufferRangeError):
+        plan(impl, units, limit=-1)
+    with pytest.raises(ValueError):
+        plan(impl, units, start=4)
+    with pytest.raises(ValueError):
+        plan(impl, units, cap=-1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pairs=st.lists(st.tuples(st.integers(-5, 3000), st.sampled_from(
+           [-3, 0, 1, 50, 100, 0x7FFFFFFF])), max_size=12),
+       file_from=st.sampled_from([0, 100, 1000]), limit=st.sampled_from([0, 500, 2000]),
+       max_bytes=st.sampled_from([0, 120, BIG]), start=st.integers(0, 3),
+       cap=st.sampled_from([0, 1, 3, 16]), have=st.integers(0, 1))
+def test_transfer_plan_native_and_reference_agree(pairs, file_from, limit, max_bytes, start,
+                                                  cap, have):
+    if native.backend != "native":
+        pytest.skip(NATIVE_MISSING)
+    units = _units(*pairs)
+    start = min(start, len(pairs))
+    a = plan(native, units, start=start, file_from=file_from, limit=limit,
+             max_bytes=max_bytes, cap=cap, have=have, total=have * 7)
+    b = plan(_purepy_cl_read, units, start=start, file_from=file_from, limit=limit,
+             max_bytes=max_bytes, cap=cap, have=have, total=have * 7)
+    assert a[:-1] == b[:-1] and a.slices.tolist() == b.slices.tolist()
