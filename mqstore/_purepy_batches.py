@@ -155,3 +155,26 @@ def decode_batches(buf, pos: int, end: int, expect: int, min_offset: int, end_of
     return BatchRecords(status, pos, expect, value_bytes,
                         np.array(rows, dtype=np.int64).reshape(-1, 9),
                         np.array(headers, dtype=np.int64).reshape(-1, 4))
+
+
+def batch_span(buf, pos: int, end: int, end_offset: int) -> tuple[int, int, int]:
+    """The whole batches of ``buf[pos:end)`` a transfer sends: ``(count, stop, next_offset)``
+    walking batch headers (no CRC) while a batch is whole inside ``end``, its header sound
+    (size >= 61, magic 2, lastOffsetDelta >= 0, an int64 last offset) and its baseOffset <
+    ``end_offset``; ``stop`` is the end of the last such batch (``pos`` if none) and
+    ``next_offset`` its last offset + 1 (-1 if none). ``BufferRangeError`` if ``pos < 0`` or
+    ``end > len(buf)``."""
+    mv = _bytes_view(buf)
+    _check_range(mv, pos, max(end, 0))
+    n, next_offset = 0, -1
+    while end - pos >= 61:
+        base, length, _epoch, magic, _crc, _attributes, lod, _bts, _mts = \
+            _HEAD.unpack_from(mv, pos)
+        size = length + 12
+        if size < 61 or magic != 2 or lod < 0 or base + lod > _INT64_MAX or \
+                size > end - pos or base >= end_offset:
+            break
+        pos += size
+        n += 1
+        next_offset = base + lod + 1
+    return n, pos, next_offset

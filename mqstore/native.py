@@ -506,8 +506,27 @@ def _decode_batches_native(buf, pos: int, end: int, expect: int, min_offset: int
         hdr_parts[0] if len(hdr_parts) == 1 else np.concatenate(hdr_parts))
 
 
-decode_batches = _decode_batches_native if _lib is not None else _purepy_batches.decode_batches
-__all__ += ["BatchRecords", "decode_batches"]
+def _batch_span_native(buf, pos: int, end: int, end_offset: int) -> tuple[int, int, int]:
+    """``(count, stop, next_offset)`` of the whole batches a transfer sends from ``pos``
+    (see ``_purepy_batches.batch_span``)."""
+    try:
+        p = _from_buffer(_U8_ARRAY, buf)
+        out = _ffi.new("int64_t[2]")
+        n = _lib.mq_batch_span(p, len(p), pos, end, min(end_offset, _INT64_MAX), out)
+    except (*_BAD_BUFFER, OverflowError):
+        return _purepy_batches.batch_span(buf, pos, end, end_offset)
+    if n < 0:
+        return _from_reference(n, (p,), _purepy_batches.batch_span, buf, pos, end, end_offset)
+    return n, out[0], out[1]
+
+
+if _lib is not None:
+    decode_batches = _decode_batches_native
+    batch_span = _batch_span_native
+else:
+    decode_batches = _purepy_batches.decode_batches
+    batch_span = _purepy_batches.batch_span
+__all__ += ["BatchRecords", "batch_span", "decode_batches"]
 
 
 # ===== [commitlog write] wrappers of native/cl_encode.c (reference: mqstore/_purepy_cl_write.py)

@@ -201,3 +201,27 @@ int mq_decode_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
     finish(state, expect, n, h, pos, value_bytes);
     return status;
 }
+
+int64_t mq_batch_span(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                      int64_t end_offset, int64_t *out)
+{
+    int64_t n = 0;
+    out[0] = pos;
+    out[1] = -1;
+    if (pos < 0 || end < 0 || (uint64_t)end > buf_len)
+        return MQ_ERR_RANGE;
+    while (end - pos >= MQ_BATCH_OVERHEAD) {
+        const uint8_t *b = buf + pos;
+        int64_t base = mq_load_be_i64(b);
+        int64_t size = (int64_t)mq_load_be_i32(b + 8) + 12;
+        int64_t lod = mq_load_be_i32(b + 23);
+        if (size < MQ_BATCH_OVERHEAD || b[16] != 2 || lod < 0 || base > INT64_MAX - lod ||
+            size > end - pos || base >= end_offset)
+            break;
+        pos += size;
+        n++;
+        out[0] = pos;
+        out[1] = base + lod + 1;
+    }
+    return n;
+}

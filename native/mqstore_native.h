@@ -182,6 +182,12 @@ int mq_decode_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
                       int64_t max_records, int64_t max_bytes,
                       int64_t records_cap, int64_t *records,
                       int64_t headers_cap, int64_t *headers, int64_t *state);
+/* The whole batches of buf[pos:end) a transfer sends: walks batch headers (no CRC) while a
+   batch is whole inside end, its header sound (as mq_decode_batches checks it) and its
+   baseOffset < end_offset. out[0] = the end of the last such batch (pos if none), out[1] =
+   its last offset + 1 (-1 if none). Returns how many, or MQ_ERR_RANGE. */
+int64_t mq_batch_span(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
+                      int64_t end_offset, int64_t *out);
 
 /* ===== [commitlog write] batch encoding and dispatch (native/cl_encode.c) ===== */
 /* Size of one V1 message (IPv4 hosts) with the given topic, body and PROPERTIES lengths;

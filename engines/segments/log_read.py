@@ -39,6 +39,9 @@ _INT64_MAX = (1 << 63) - 1
 _unpack_offsets = fmt.BATCH_OFFSETS.unpack_from
 #: bytes a record is assumed to take beyond its value before anything was read
 FIRST_GUESS_OVERHEAD = 32
+#: bytes a record is assumed to take in all before anything was read (a read that needs
+#: more reads on: a guess too large costs more than one more pread)
+FIRST_GUESS_RECORD = 160
 #: smallest and largest single pread of a read
 MIN_READ = 4096
 MAX_READ = 8 * 1024 * 1024
@@ -186,8 +189,8 @@ def read_records(log, offset: int, max_records: int, max_bytes: int, wanted) -> 
         limit_records = limit_bytes = _INT64_MAX
     pieces = _Pieces(wanted)
     read = 0  # bytes read so far (to size the next read from what records took)
-    want = min(max(first_size, min(max_bytes, max_records * 1024)
-                   + max_records * FIRST_GUESS_OVERHEAD), MAX_READ)
+    want = min(max(first_size, min(max_bytes + max_records * FIRST_GUESS_OVERHEAD,
+                                   max_records * FIRST_GUESS_RECORD)), MAX_READ)
     for s in segs[start:]:
         p = pos if s is seg else 0
         expect = s.base_offset if p == 0 else -1  # the offset chain (not CRC-covered)

@@ -50,6 +50,32 @@ class OffsetIndex(AbstractIndex):
                     raise
         raise AssertionError("unreachable")
 
+    def furthest_position(self, from_offset: int, position_limit: int, end_offset: int,
+                          spacing: int) -> int | None:
+        """The position of the last entry at or after the floor of ``from_offset`` whose
+        position <= ``position_limit`` and whose offset < ``end_offset``, or None (a
+        transfer's jump over whole batches). ``spacing`` is the least distance between two
+        entries' positions (the index interval), which bounds the slots searched."""
+        self.refresh()
+        buf, n = self.buffer(), self.entries
+        if not n:
+            return None
+        lo = max(native.offset_index_floor(buf, n, from_offset - self.base_offset), 0)
+        hi = min(n, lo + (position_limit - self.entry_at(lo)[1]) // max(spacing, 1) + 2)
+        rel_end = end_offset - self.base_offset
+        unpack = self.entry.unpack_from
+        while lo < hi:  # first slot past the limits
+            mid = (lo + hi) // 2
+            rel, pos = unpack(buf, mid * self.entry_size)
+            if pos <= position_limit and rel < rel_end:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == 0:
+            return None
+        rel, pos = unpack(buf, (lo - 1) * self.entry_size)
+        return pos if pos <= position_limit and rel < rel_end else None
+
     def last_offset(self) -> int:
         """The offset of the last entry (``base_offset`` when empty)."""
         e = self.last_entry()

@@ -477,13 +477,10 @@ class PartitionLog:
         loc = self.locate(offset)
         if loc is None:
             return 0, offset
-        seg, (pos, _size, _base, _last) = loc
-        total, next_offset = 0, offset
-        for bpos, size, base, last, _chunk, _off in BatchWalk(seg.fd, pos, seg.size):
-            if base >= end or (total and total + size > max_bytes):
-                break
-            total += size
-            next_offset = last + 1
+        seg, (pos, size, base, last) = loc
+        if base >= end:
+            return 0, offset
+        total, next_offset = seg.transfer_span(pos, size, last, max_bytes, end)
         sent = 0
         while sent < total:
             try:

@@ -42,6 +42,8 @@ logger = logging.getLogger("mqstore")
 
 #: bytes read at a time when walking or scanning a ``.log``
 WALK_CHUNK = 64 * 1024
+#: bytes read at a time when walking only the headers of batches larger than a chunk
+HEADER_READ = 4096
 RECOVER_CHUNK = 8 * 1024 * 1024
 
 _unpack_offsets = fmt.BATCH_OFFSETS.unpack_from
@@ -57,19 +59,25 @@ class BatchWalk:
     """Walk batch headers of a ``.log`` from ``start`` to ``end`` with chunked ``pread``.
 
     Yields ``(position, size, base_offset, last_offset, chunk, offset_in_chunk)``; the whole
-    batch is ``chunk[offset_in_chunk:offset_in_chunk + size]``. Stops at ``end``, at a batch
-    that runs past ``end`` (``stop_reason = "torn"``) or at a malformed header
-    (``"corrupt"``); ``stop_position`` is where it stopped. No CRC check (Kafka's
-    ``FileLogInputStream``); :meth:`LogSegment.recover` validates CRCs.
+    batch is ``chunk[offset_in_chunk:offset_in_chunk + size]``, or with ``headers_only`` at
+    least its 61-byte header (the walk then reads headers, not the batches: after a batch
+    larger than a chunk it preads the next header region only, ``HEADER_READ`` bytes, so
+    walking large batches costs one small pread each). Stops at ``end``, at a batch that
+    runs past ``end`` (``stop_reason = "torn"``) or at a malformed header (``"corrupt"``);
+    ``stop_position`` is where it stopped. No CRC check (Kafka's ``FileLogInputStream``);
+    :meth:`LogSegment.recover` validates CRCs.
     """
 
-    def __init__(self, fd: int, start: int, end: int, chunk_size: int = WALK_CHUNK):
+    def __init__(self, fd: int, start: int, end: int, chunk_size: int = WALK_CHUNK, *,
+                 headers_only: bool = False):
         self.fd, self.start, self.end, self.chunk_size = fd, start, end, chunk_size
+        self.headers_only = headers_only
         self.stop_reason: str | None = None
         self.stop_position = start
 
     def __iter__(self) -> Iterator[tuple[int, int, int, int, bytes, int]]:
         pos, end, need = self.start, self.end, self.chunk_size
+        headers_only = self.headers_only
         while pos < end:
             chunk = os.pread(self.fd, min(need, end - pos), pos)
             if not chunk:
@@ -83,6 +91,10 @@ class BatchWalk:
                     self.stop_reason, self.stop_position = "corrupt", pos + off
                     return
                 if off + size > clen:
+                    if not headers_only or pos + off + size > end:
+                        break
+                    yield pos + off, size, base, base + lod, chunk, off
+                    off += size  # past this chunk: the next pread starts at the next header
                     break
                 yield pos + off, size, base, base + lod, chunk, off
                 off += size
@@ -94,9 +106,12 @@ class BatchWalk:
                     break
                 need = max(size, self.chunk_size)
                 continue
+            if headers_only:  # after a batch larger than the chunk: its next header only
+                need = HEADER_READ if off > clen else max(self.chunk_size, WALK_CHUNK)
+            else:
+                need = self.chunk_size
             pos += off
             self.stop_position = pos
-            need = self.chunk_size
         self.stop_position = pos
         if pos < end:
             self.stop_reason = "torn"
@@ -193,7 +208,7 @@ class LogSegment:
     def advance(self, file_size: int) -> BatchWalk:
         """Extend ``size`` over the whole batches between ``size`` and ``file_size`` (loading,
         and a read-only follower catching up with the writer)."""
-        walk = BatchWalk(self.fd, self.size, file_size)
+        walk = BatchWalk(self.fd, self.size, file_size, headers_only=True)
         for pos, size, _base, last, chunk, off in walk:
             ts = _unpack_max_ts(chunk, off + fmt.MAX_TIMESTAMP_POS)[0]
             if ts > self.max_timestamp_so_far:
@@ -400,20 +415,22 @@ class LogSegment:
         end = self.size
         if pos >= end:
             pos = 0
-        # fast path: one pread from the index floor and the native header scan
-        chunk = os.pread(self.fd, min(WALK_CHUNK, end - pos), pos)
+        # fast path: one pread from the index floor (the target is within one index
+        # interval and a batch of it) and the native header scan
+        first = min(WALK_CHUNK, self.index_interval_bytes + 2 * HEADER_READ)
+        chunk = os.pread(self.fd, min(first, end - pos), pos)
         found = native.find_batch(chunk, 0, len(chunk), target)
         if found >= 0:
             base, length, _e, magic, _c, _a, lod = _unpack_offsets(chunk, found)
             if magic == fmt.MAGIC:
                 return pos + found, length + fmt.LOG_OVERHEAD, base, base + lod
         # the target lies beyond this chunk (or the chunk cut a batch): walk on
-        walk = BatchWalk(self.fd, pos, end)
+        walk = BatchWalk(self.fd, pos, end, HEADER_READ, headers_only=True)
         for bpos, size, base, last, _chunk, _off in walk:
             if last >= target:
                 return bpos, size, base, last
         if walk.stop_reason == "corrupt" and pos:  # a stale entry (follower race): start over
-            walk = BatchWalk(self.fd, 0, self.size)
+            walk = BatchWalk(self.fd, 0, self.size, headers_only=True)
             for bpos, size, base, last, _chunk, _off in walk:
                 if last >= target:
                     return bpos, size, base, last
@@ -426,10 +443,50 @@ class LogSegment:
                 self.log_path, walk.stop_position)
         return None
 
+    def transfer_span(self, pos: int, size: int, last: int, max_bytes: int,
+                      end_offset: int) -> tuple[int, int]:
+        """``(bytes, next_offset)`` of the whole batches one transfer sends from ``pos``,
+        where the batch of ``size`` bytes ending at offset ``last`` starts: that batch
+        always, then as many as fit ``max_bytes``, none with baseOffset >= ``end_offset``.
+
+        Only batch headers are read (no CRC: a transfer sends the bytes on disk, as
+        Kafka's ``FileRecords.slice``): the sparse index jumps to the furthest indexed batch
+        that starts inside the limit, and the few batches after it are found with one
+        pread and the native header walk (``native.batch_span``; a header-only walk when
+        they are large)."""
+        limit = min(pos + max_bytes, self.size)
+        stop, next_offset = pos + size, last + 1
+        if stop >= limit:
+            return size, next_offset
+        start = stop
+        jump = self.offset_index.furthest_position(
+            last, limit, end_offset, max(self.index_interval_bytes + 1,
+                                         fmt.RECORD_BATCH_OVERHEAD))
+        if jump is not None and jump > start:
+            start = stop = jump  # every batch before the indexed one is whole and acked
+            head = os.pread(self.fd, 8, jump)
+            if len(head) < 8:
+                return size, last + 1
+            next_offset = int.from_bytes(head, "big", signed=True)
+        if limit - start <= WALK_CHUNK:
+            chunk = os.pread(self.fd, limit - start, start)
+            n, end_pos, after = native.batch_span(chunk, 0, len(chunk), end_offset)
+            if n:
+                stop, next_offset = start + end_pos, after
+        else:
+            for bpos, bsize, base, blast, _c, _o in BatchWalk(self.fd, start, limit,
+                                                               HEADER_READ,
+                                                               headers_only=True):
+                if base >= end_offset:
+                    break
+                stop, next_offset = bpos + bsize, blast + 1
+        return stop - pos, next_offset
+
     def largest_timestamp(self) -> int:
         """The largest record timestamp in the segment (-1 if it holds none)."""
         if self.max_timestamp_so_far < 0 and self.size:  # e.g. loaded without a time index
-            for _pos, _size, _base, last, chunk, off in BatchWalk(self.fd, 0, self.size):
+            for _pos, _size, _base, last, chunk, off in BatchWalk(self.fd, 0, self.size,
+                                                                  headers_only=True):
                 ts = _unpack_max_ts(chunk, off + fmt.MAX_TIMESTAMP_POS)[0]
                 if ts > self.max_timestamp_so_far:
                     self.max_timestamp_so_far, self.offset_of_max_timestamp = ts, last
