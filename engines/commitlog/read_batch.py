@@ -4,10 +4,11 @@ RocketMQ's ``DefaultMessageStore#getMessage`` walks the ConsumeQueue units from 
 copies the CommitLog slices they point at into one result. :class:`ReadBatch` does the same
 with one native call (``native.cl_gather``) per CommitLog file the units touch: the call
 checks every message (lengths against TOTALSIZE and the file, the CRCs with
-``check_crcs``, the message against its unit) and copies bodies and properties into one
-output buffer, returning their places as int64 columns. Nothing is made per message in
-Python on that path; keys, headers and tags are decoded from the copied properties only
-when the caller touches them.
+``check_crcs``, the message against its unit) and copies the bodies, and the properties of
+messages that have a key, tag or header, into one output buffer, returning their places as
+int64 columns. Nothing is made per message in Python on that path; keys, headers and tags
+are decoded from the copied properties only when the caller touches them (a plain ASCII
+key is a column of positions, no decoding at all).
 
 The first message the gather cannot take stops it; :meth:`ReadBatch._read_one` then reads
 that message alone with :func:`.message.read_fields`, which words the CorruptRecordError
@@ -15,8 +16,10 @@ that message alone with :func:`.message.read_fields`, which words the CorruptRec
 IPv6 hosts), or applies the tag and ``max_bytes`` rules exactly, and the gather resumes after
 it. A unit whose CommitLog file retention deleted is skipped (MESSAGE_WAS_REMOVING).
 
-Thread-safety: a ReadBatch belongs to one read in one thread; the Records it returns owns
-its bytes (no view of a mapped file), so it outlives any retention.
+Thread-safety: a ReadBatch belongs to one read in one thread. The gathers write into a
+per-thread scratch buffer that the next read of the thread reuses, so the Records it
+returns gets its own copy of the bytes (no view of the scratch or of a mapped file): it
+outlives any later read and any retention.
 """
 from __future__ import annotations
 
@@ -45,8 +48,10 @@ _UNIT_PHYS = struct.Struct(">q").unpack_from  # a ConsumeQueue unit's commitlog 
 #: room a read's output gets per message for its properties, and beyond the bodies
 _PROPS_ROOM = 512
 _SLACK = 1 << 16
-#: per thread, the output buffer gathers write into (reused: a read copies out its bytes)
+#: per thread, the output buffer gathers write into (reused: a read copies out its bytes);
+#: one grown past _SCRATCH_KEEP by a large read is not kept
 _scratch = threading.local()
+_SCRATCH_KEEP = 8 << 20
 
 
 def _tag_text(raw: bytes) -> str:
@@ -244,6 +249,8 @@ class ReadBatch:
         if not self._rows:
             return Records.empty(self.topic, self.partition)
         buf = self._out[:self._out_pos].tobytes()
+        if len(self._out) > _SCRATCH_KEEP:
+            _scratch.out = None
         rows = self._rows[0] if len(self._rows) == 1 else np.concatenate(self._rows, axis=1)
         slow, flags = self._slow, self._flags
         key_offsets = key_lengths = keys = None

@@ -84,8 +84,6 @@ class ConsumeQueueReads:
             return Records.empty(topic, partition)
         tagset = hashes = None
         if tags is not None:
-            if isinstance(tags, str):
-                tags = [tags]
             tagset = set(tags)
             hashes = [native.java_string_hash(t) for t in tagset]
             if not hashes:
