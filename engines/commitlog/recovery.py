@@ -83,6 +83,8 @@ class _State:
         self.uncovered_from: int | None = None
 
 
+#: bytes of a CommitLog file scanned per native call during recovery
+SCAN_WINDOW = 8 << 20
 _PREFIX_WORD = np.frombuffer(_CRC_PREFIX[:8], dtype="<u8")[0]  # "__CRC32#"
 
 
@@ -122,10 +124,13 @@ def walk(cl: "CommitLog", offset: int, st: _State) -> tuple[int, str | None]:
         return offset, None
     idx = (offset - files[0].file_from_offset) // cl.file_size
     pos = offset - files[idx].file_from_offset if idx < len(files) else 0
+    whole = False  # scan to the end of the file (a message larger than a window)
     while idx < len(files):
         mf = files[idx]
         mm = mf.mm
-        scan = native.scan_commitlog(mm, pos, cl.file_size)
+        # a window at a time: the columns of a 1 GiB file would be 10^7 rows
+        stop = cl.file_size if whole else min(cl.file_size, pos + SCAN_WINDOW)
+        scan = native.scan_commitlog(mm, pos, stop)
         positions = scan.positions
         if len(positions):
             bad, problem = _first_missing_record_crc(mm, positions, scan.sizes, st,
@@ -140,6 +145,17 @@ def walk(cl: "CommitLog", offset: int, st: _State) -> tuple[int, str | None]:
             if bad >= 0:
                 return mf.file_from_offset + int(positions[bad]), problem
         q = scan.valid_end
+        if stop < cl.file_size and (scan.status == native.SCAN_OK or (
+                scan.status in (native.SCAN_TORN, native.SCAN_ZERO) and (
+                    stop - q < fmt.MSG_FIXED_OVERHEAD
+                    or fmt.TOTALSIZE.unpack_from(mm, q)[0] > stop - q))):
+            # the window ended, not the data (a message crossing its end is read by the
+            # next window, which starts at that message; one larger than a window by a
+            # scan to the end of the file)
+            whole = q == pos
+            pos = q
+            continue
+        whole = False
         if scan.status in (native.SCAN_BLANK, native.SCAN_OK):
             if scan.status == native.SCAN_BLANK:
                 left = fmt.BLANK.unpack_from(mm, q)[0]

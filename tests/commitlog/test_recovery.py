@@ -402,3 +402,50 @@ def test_abnormal_recovery_starts_from_the_checkpoint(open_cl, store_path, monke
         hdr = open(os.path.join(store_path, "index", name), "rb").read(40)
         entries += struct.unpack(">qqqqii", hdr)[5] - 1
     assert entries == 121 + 120  # UNIQ_KEY on each message, KEYS on 120: no duplicates
+
+
+@pytest.mark.parametrize("window", [100, 777, 4096])
+def test_recovery_scan_windows_change_nothing(tmp_path, monkeypatch, window):
+    """Recovery scans a CommitLog file a window at a time (recovery.SCAN_WINDOW): windows
+    smaller than a message, or ending inside one, find the same messages, end and damage as
+    one scan of the whole file."""
+    import random
+
+    from mqstore.engines.commitlog import recovery as rec
+
+    opts = dict(mapped_file_size=1 << 16, cq_units_per_file=64, hash_slots=64,
+                index_entries=4096)
+    src = str(tmp_path / "src")
+    s = mqstore.open(src, "commitlog", **opts)
+    s.create_topic("t", 2)
+    rng = random.Random(5)
+    for j in range(120):
+        s.append_batch("t", [rng.randbytes(rng.randrange(0, 3000))
+                             for _ in range(rng.randint(1, 5))], partition=j % 2)
+    s.flush()
+    s._closed = True
+    s._release()  # crash: abort stays
+    path = os.path.join(src, "commitlog", "%020d" % 0)
+    damaged = str(tmp_path / "damaged")
+    shutil.copytree(src, damaged)
+    with open(os.path.join(damaged, "commitlog", "%020d" % 0), "r+b") as f:
+        f.seek(30_000)
+        f.write(b"\xff")  # inside some message of the first file
+    assert os.path.getsize(path) == 1 << 16
+
+    def outcome(root):
+        try:
+            with mqstore.open(root, "commitlog", **opts) as x:
+                r = x.recovery
+                return (r["scanned_messages"], r["end_offset"], x.end_offset("t", 0),
+                        x.end_offset("t", 1))
+        except mqstore.errors.CorruptRecordError as exc:
+            return str(exc).replace(root, "ROOT")
+
+    want = [outcome(shutil.copytree(root, str(tmp_path / f"a{i}")))
+            for i, root in enumerate((src, damaged))]
+    monkeypatch.setattr(rec, "SCAN_WINDOW", window)
+    got = [outcome(shutil.copytree(root, str(tmp_path / f"b{i}")))
+           for i, root in enumerate((src, damaged))]
+    assert got == want
+    assert isinstance(want[0], tuple) and isinstance(want[1], str)  # sound, then refused
