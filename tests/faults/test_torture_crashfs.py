@@ -97,3 +97,29 @@ def test_a_torn_page_never_garbles_durable_bytes():
         img = _mix_content(durable, current, random.Random(seed))
         assert img[:len(durable)] == durable, seed
         assert len(durable) <= len(img) <= len(current)
+
+
+@pytest.mark.skipif(not __import__("mqstore.durability").durability.FilesystemSync.available,
+                    reason="no syncfs that reports errors (Linux >= 5.8)")
+def test_syncfs_makes_every_file_and_name_durable(recorded, tmp_path):
+    """A group sync of several partitions is one syncfs (durability.FilesystemSync): the
+    model makes every recorded file's content and every directory listing durable."""
+    from mqstore.durability import FilesystemSync
+
+    rec, root = recorded
+    (root / "sub").mkdir()
+    for name in ("a", "sub/b"):
+        fd = os.open(root / name, os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, name.encode() * PAGE)
+        os.close(fd)
+    fs = FilesystemSync(str(root))
+    fs.ready()
+    fs.sync()
+    fd = os.open(root / "a", os.O_RDWR)
+    os.pwrite(fd, b"late", 0)                 # after the syncfs: not durable
+    os.close(fd)
+    st = rec.capture()
+    build_image(st, str(tmp_path / "dur"), 1, "durable")
+    assert _read(tmp_path / "dur", "a") == b"a" * PAGE
+    assert _read(tmp_path / "dur", "sub/b") == b"sub/b" * PAGE
+    fs.close()
