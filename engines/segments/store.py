@@ -36,6 +36,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
+
 from mqstore import errors, native
 from mqstore.api import (
     INT64_MAX,
@@ -374,9 +376,10 @@ class SegmentsStore(Store):
         return base
 
     def append_batch(self, topic: str, messages: Iterable[bytes | Message], *,
-                     partition: int | None = None) -> list[RecordMetadata]:
+                     partition: int | None = None) -> BatchMetadata:
         """One RecordBatch per partition group; all groups are encoded and size-checked
-        before anything is written."""
+        before anything is written. The result is built from columns (base offset and
+        count per partition), never one ``RecordMetadata`` per message."""
         logs = self._writable_logs(topic)
         messages = as_message_list(messages)
         if messages and all(type(m) is bytes for m in messages):
@@ -396,12 +399,14 @@ class SegmentsStore(Store):
                 raise errors.RecordTooLargeError(
                     f"batch of {body.size} bytes for partition {p} exceeds "
                     f"max_message_bytes={self._max_message_bytes}")
-            encoded.append((p, items, body))
+            encoded.append((p, items, body, [r[0] for r in rows]))
             total += len(items)
-        out: list[RecordMetadata | None] = [None] * total
+        partitions = np.empty(total, dtype=np.int64)
+        offsets = np.empty(total, dtype=np.int64)
+        timestamps = np.empty(total, dtype=np.int64)
         gc = self._gc
         ticket = 0
-        for p, items, body in encoded:
+        for p, items, body, stamps in encoded:
             log = logs[p]
             with log.lock:
                 if self._closed:
@@ -409,11 +414,18 @@ class SegmentsStore(Store):
                 base = log.append(body)
                 if gc is not None:
                     ticket = gc.written()
-            for j, (i, m) in enumerate(items):
-                out[i] = RecordMetadata(topic, p, base + j, m.timestamp_ms)  # type: ignore[arg-type]
+            if len(encoded) == 1:  # one partition: the batch is in call order
+                partitions.fill(p)
+                offsets[:] = np.arange(base, base + total, dtype=np.int64)
+                timestamps[:] = stamps
+                break
+            at = np.fromiter((i for i, _m in items), dtype=np.int64, count=len(items))
+            partitions[at] = p
+            offsets[at] = np.arange(base, base + len(items), dtype=np.int64)
+            timestamps[at] = stamps
         if gc is not None:
             gc.wait_durable(ticket)
-        return BatchMetadata.from_metadata(topic, out)  # type: ignore[arg-type]
+        return BatchMetadata(topic, partitions, offsets, timestamps)
 
     def _append_values(self, topic: str, logs: list[PartitionLog], values: list[bytes],
                        partition: int | None) -> list[RecordMetadata]:
