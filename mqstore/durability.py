@@ -135,8 +135,8 @@ class GroupCommit:
             lock.release()
             try:
                 wake.acquire()
-            except BaseException:  # interrupted: the lock stays listed, use a new one
-                self._local.wake = None
+            except BaseException:  # interrupted (KeyboardInterrupt): leave cleanly
+                self._abandon(wake)
                 raise
             if ticket <= self._durable and ticket > self._failed_upto:
                 return  # the usual wake-up: covered, no second look under the lock
@@ -202,6 +202,18 @@ class GroupCommit:
             if now == seen + 1:  # no ticket since the last look
                 return
             seen = now
+
+    def _abandon(self, wake: threading.Lock) -> None:
+        """Forget a waiter interrupted while asleep: unlist its wake lock (the thread gets
+        a new one), and if it was already woken as the next sync's runner, wake another."""
+        self._local.wake = None
+        with self._lock:
+            for waiters in (self._group, self._next_group):
+                if wake in waiters:
+                    waiters.remove(wake)
+                    return
+            if self._next_group and not self._syncing:
+                self._next_group.pop().release()
 
     @staticmethod
     def _release(waiters: list[threading.Lock]) -> None:

@@ -396,3 +396,60 @@ def test_segments_without_syncfs_sync_log_by_log(tmp_path, monkeypatch):
             before = s.stats()["fsyncs"]
             s.flush()
             assert s.stats()["fsyncs"] - before == 3 + 6
+
+
+class InterruptedLock:
+    """A wake lock whose wait is interrupted (as KeyboardInterrupt interrupts a sleep)."""
+
+    def __init__(self) -> None:
+        self.releases = 0
+
+    def acquire(self) -> bool:
+        raise KeyboardInterrupt
+
+    def release(self) -> None:
+        self.releases += 1
+
+
+def test_a_waiter_interrupted_in_its_sleep_is_unlisted_and_the_others_go_on():
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    runner = Waiter(gc, gc.written())
+    wait_for(lambda: sync.started == 1, "the first sync")
+    other = Waiter(gc, gc.written())  # past the first sync's target
+    wait_for(lambda: len(gc._next_group) == 1, "a waiter for the next sync")
+    stale = gc._local.wake = InterruptedLock()
+    mine = gc.written()
+    with pytest.raises(KeyboardInterrupt):
+        gc.wait_durable(mine)
+    assert stale not in gc._next_group and gc._local.wake is None
+    sync.finish(0)
+    runner.join(DEADLINE_S)
+    assert runner.returned
+    wait_for(lambda: sync.started == 2, "the other waiter running the next sync")
+    assert stale.releases == 0  # never chosen as the next runner
+    sync.finish(1)
+    other.join(DEADLINE_S)
+    assert other.returned
+    gc.wait_durable(mine)  # covered by the second sync
+
+
+def test_an_interrupted_next_runner_hands_the_sync_to_another_waiter():
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    w1 = Waiter(gc, gc.written())
+    wait_for(lambda: sync.started == 1, "the first sync")
+    w2 = Waiter(gc, gc.written())
+    wait_for(lambda: len(gc._next_group) == 1, "a waiter for the next sync")
+    chosen = InterruptedLock()  # another waiter of the next group: the one woken to run it
+    with gc._lock:
+        gc._next_group.append(chosen)
+    sync.finish(0)
+    w1.join(DEADLINE_S)
+    assert w1.returned and chosen.releases == 1
+    assert sync.started == 1 and not w2.returned  # w2 sleeps: the runner woke "chosen"
+    gc._abandon(chosen)  # which is interrupted as it wakes, and leaves
+    wait_for(lambda: sync.started == 2, "w2 running the next sync")
+    sync.finish(1)
+    w2.join(DEADLINE_S)
+    assert w2.returned
