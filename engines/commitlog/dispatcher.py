@@ -285,16 +285,19 @@ class Dispatcher:
         are decoded once per distinct topic and tag, each queue's units are written with one
         copy per file, and the keys are hashed in C and put in one ``index_put_keys`` call."""
         u8 = np.frombuffer(mm, dtype=np.uint8)
-        topic_ids, topic_raw = _distinct_spans(u8, rows[:, 6], rows[:, 7])
+        try:
+            topic_ids, topic_raw = _distinct_spans(u8, rows[:, 6], rows[:, 7])
+            tag_ids, tag_raw = _distinct_spans(u8, rows[:, 8], rows[:, 9])
+        finally:
+            del u8  # no view of the map outlives the pass (a kept traceback would pin it)
         topics = [t.decode("utf-8", "replace") for t in topic_raw]
         if _SKIPPED_TOPIC in topics:  # recovery's marker over a skipped damaged range
             keep = topic_ids != topics.index(_SKIPPED_TOPIC)
             if not keep.all():
-                rows, topic_ids = rows[keep], topic_ids[keep]
+                rows, topic_ids, tag_ids = rows[keep], topic_ids[keep], tag_ids[keep]
                 if not len(rows):
                     return 0
         n = len(rows)
-        tag_ids, tag_raw = _distinct_spans(u8, rows[:, 8], rows[:, 9])
         if tag_raw:
             hashes = np.array([self._tag_hash(_tag_text(t)) for t in tag_raw] + [0],
                               dtype=np.int64)
@@ -302,7 +305,7 @@ class Dispatcher:
         else:
             tag_hashes = np.zeros(n, dtype=np.int64)
         if self.index is not None:
-            self._index_rows(mm, u8, rows, topic_ids, topics)
+            self._index_rows(mm, rows, topic_ids, topics)
         qids = rows[:, 2]
         keys = topic_ids * (1 << 32) + (qids & 0xFFFFFFFF)
         if n == 1 or not (keys != keys[0]).any():
@@ -329,7 +332,7 @@ class Dispatcher:
         self.dispatched_messages += n
         return n
 
-    def _index_rows(self, mm, u8, rows, topic_ids, topics) -> None:
+    def _index_rows(self, mm, rows, topic_ids, topics) -> None:
         """IndexFile keys of a run: for each message its KEYS value then its UNIQ_KEY, as
         ``topic#key`` (RocketMQ ``IndexService#buildIndex``)."""
         kp, up, ul = rows[:, 10], rows[:, 12], rows[:, 13]
