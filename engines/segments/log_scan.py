@@ -26,8 +26,9 @@ import numpy as np
 from mqstore import native
 from mqstore.engines.segments import format as fmt
 
-#: bytes validated per read
-SCAN_CHUNK = 8 * 1024 * 1024
+#: bytes validated per read (into one reused buffer: 1 MiB stays in the CPU cache between
+#: the copy and the CRC, where 8 MiB chunks ran at a third of the speed)
+SCAN_CHUNK = 1024 * 1024
 #: bytes searched per read while resynchronising
 RESYNC_CHUNK = 1024 * 1024
 
@@ -104,9 +105,13 @@ def _scan_run(fd: int, pos: int, file_size: int, expect: int, base_offset: int,
     """Append the intact batches from ``pos`` to ``rows`` until the file ends or a batch
     fails; return ``(stop position, next expected offset, why it stopped or None)``."""
     need = SCAN_CHUNK
+    space = bytearray(SCAN_CHUNK)  # one buffer reused: a chunk that stays in the CPU cache
     while pos < file_size:
-        buf = os.pread(fd, min(need, file_size - pos), pos)
-        scan = native.scan_batches(buf, 0, len(buf))
+        if need > len(space):
+            space = bytearray(need)
+        n = os.preadv(fd, [memoryview(space)[:min(need, file_size - pos)]], pos)
+        buf = memoryview(space)[:n]
+        scan = native.scan_batches(buf, 0, n)
         for rpos, size, base, last, max_ts in zip(
                 scan.positions.tolist(), scan.sizes.tolist(), scan.base_offsets.tolist(),
                 scan.last_offsets.tolist(), scan.max_timestamps.tolist()):
@@ -125,7 +130,7 @@ def _scan_run(fd: int, pos: int, file_size: int, expect: int, base_offset: int,
         # SCAN_TORN: the end of the file, or only the end of this chunk
         if file_size - pos < fmt.RECORD_BATCH_OVERHEAD:
             return pos, expect, f"incomplete batch: {file_size - pos} bytes at the end of the file"
-        if chunk_start + len(buf) >= file_size:
+        if chunk_start + n >= file_size:
             return pos, expect, "batch runs past the end of the file"
         size = fmt.BASE_OFFSET_AND_LENGTH.unpack_from(os.pread(fd, 12, pos), 0)[1] + 12
         if pos + size > file_size:
