@@ -37,28 +37,6 @@ needs_native = pytest.mark.skipif(native.backend != "native",
                                   reason="the C path only pays off with the compiled helper")
 
 
-def _native_decode(data: bytes, h) -> list[tuple]:
-    """The segments read path's tuples through native.decode_records."""
-    base, base_ts, tag_name = h[0], h[7], seg_fmt.TAG_HEADER
-    rf = native.decode_records(data, seg_fmt.RECORD_BATCH_OVERHEAD,
-                               h[1] + seg_fmt.LOG_OVERHEAD, h[12])
-    assert rf.status == native.SCAN_OK
-    hdrs = rf.headers.tolist()
-    out = []
-    for od, td, kp, kl, vp, vl, h0, hn, _end in rf.records.tolist():
-        headers, tag = {}, None
-        for hkp, hkl, hvp, hvl in hdrs[h0:h0 + hn]:
-            hk = data[hkp:hkp + hkl].decode("utf-8")
-            hv = b"" if hvl < 0 else data[hvp:hvp + hvl]
-            if hk == tag_name:
-                tag = hv.decode("utf-8")
-            else:
-                headers[hk] = hv
-        out.append((base + od, base_ts + td, None if kl < 0 else data[kp:kp + kl],
-                    b"" if vl < 0 else data[vp:vp + vl], headers, tag))
-    return out
-
-
 @pytest.fixture(scope="module")
 def kafka_batch_100():
     msgs = [(1_700_000_000_000 + i, b"key-%d" % i, b"v" * 100, None,
@@ -69,15 +47,53 @@ def kafka_batch_100():
 
 
 @needs_segments
-@pytest.mark.parametrize("path", ["engine-python", "native"])
-def test_decode_100_records(benchmark, kafka_batch_100, path):
+@pytest.mark.parametrize("path", ["reference", "native"])
+def test_decode_100_records(benchmark, kafka_batch_100, path, monkeypatch):
+    """``record_batch.decode_records`` (tuples, for tools and lookups) on the read path's
+    batch decoder: the reference (mqstore/_purepy_batches.py) beside the C one."""
     if path == "native" and native.backend != "native":
         pytest.skip("the C path only pays off with the compiled helper")
     batch, h = kafka_batch_100
     benchmark.group = "decode a batch of 100 records (key, 100 B value, tag on half)"
-    fn = record_batch.decode_records if path == "engine-python" else _native_decode
-    result = benchmark(fn, batch, h)
-    assert result == record_batch.decode_records(batch, h)
+    expected = record_batch.decode_records(batch, h)
+    monkeypatch.setattr(record_batch, "_NATIVE_RECORDS", path == "native")
+    assert benchmark(record_batch.decode_records, batch, h) == expected
+
+
+@pytest.fixture(scope="module")
+def segments_store(tmp_path_factory):
+    """A segments store of 20 batches of 1,000 x 100 B values (offsets 0..19,999)."""
+    import mqstore
+
+    s = mqstore.open(str(tmp_path_factory.mktemp("bench") / "s"), "segments", flush="os")
+    s.create_topic("t")
+    for _ in range(20):
+        s.append_batch("t", [bytes([i % 251]) * 100 for i in range(1000)])
+    yield s
+    s.close()
+
+
+@needs_segments
+@pytest.mark.parametrize("access", ["columnar", "records"])
+def test_read_500_records(benchmark, segments_store, access):
+    """One ``read()`` of 500 records (one native decode call): columnar access
+    (``offsets`` + ``value_buffer``) beside iterating ``Record`` objects touching
+    ``.value``."""
+    benchmark.group = "segments read() of 500 x 100 B records"
+
+    def columnar():
+        r = segments_store.read("t", 0, 1000)
+        return int(r.offsets[-1]), len(r.value_buffer)
+
+    def records():
+        n = 0
+        for rec in segments_store.read("t", 0, 1000):
+            n += len(rec.value)
+        return n
+
+    got = benchmark(columnar if access == "columnar" else records)
+    assert got == ((1499, len(segments_store.read("t", 0, 1000).value_buffer))
+                   if access == "columnar" else 500 * 100)
 
 
 @pytest.fixture(scope="module")
