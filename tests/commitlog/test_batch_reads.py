@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import struct
+import threading
 
 import numpy as np
 import pytest
@@ -282,3 +283,31 @@ def test_transfer_to_plans_one_slice_per_run_of_adjacent_messages(open_cl, monke
     finally:
         a.close()
         b.close()
+
+
+def test_reads_from_several_threads_while_appending(open_cl, gather_impl):
+    """Each thread gathers into its own scratch buffer; every Records keeps its own bytes."""
+    s, msgs = _filled(open_cl, 80)
+    expected = _expected(msgs)
+    errors: list[BaseException] = []
+
+    def reader(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(40):
+                start = rnd.randrange(80)
+                n = rnd.randrange(1, 81 - start)  # within the first 80 (appends go on)
+                got = s.read("t", 0, start, max_records=n)
+                assert got == _model(expected[start:], n)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(40):
+        s.append("t", b"late-%d" % i, partition=0)
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert [r.value for r in s.read("t", 0, 80)] == [b"late-%d" % i for i in range(40)]
