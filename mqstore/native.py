@@ -722,8 +722,8 @@ def _cl_gather_native(units, first_unit: int, n_units: int, select, start: int,
                                first_unit, n_units, select, start, first_queue_offset, buf,
                                limit, file_from, queue_id, check_crcs, crc_required_from,
                                taken, taken_bytes, max_bytes, rows_cap, out, out_pos)
-    k = st[3]
-    return ClGather(status, st[0], st[1], st[2], st[4], st[5], st[6], st[7],
+    nxt, out_end, taken_bytes, k, flags, stop_phys, stop_size, stop_q = _ffi.unpack(st, 8)
+    return ClGather(status, nxt, out_end, taken_bytes, flags, stop_phys, stop_size, stop_q,
                     rows if k == rows_cap else rows[:, :k])
 
 
@@ -748,7 +748,8 @@ def _cl_transfer_plan_native(units, first_unit: int, n_units: int, start: int,
         return _from_reference(status, (u,), _purepy_cl_read.cl_transfer_plan, units,
                                first_unit, n_units, start, file_from, limit, max_bytes, total,
                                have, cap)
-    return TransferPlan(status, st[0], st[1], st[2], st[4], st[5], slices[:st[3]])
+    nxt, total, have, k, stop_phys, stop_size = _ffi.unpack(st, 6)
+    return TransferPlan(status, nxt, total, have, stop_phys, stop_size, slices[:k])
 
 
 cl_transfer_plan = (_cl_transfer_plan_native if _lib is not None
