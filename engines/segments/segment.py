@@ -424,6 +424,12 @@ class LogSegment:
             base, length, _e, magic, _c, _a, lod = _unpack_offsets(chunk, found)
             if magic == fmt.MAGIC:
                 return pos + found, length + fmt.LOG_OVERHEAD, base, base + lod
+        elif len(chunk) >= fmt.RECORD_BATCH_OVERHEAD:  # a large batch at the floor holds it?
+            base, length, _e, magic, _c, _a, lod = _unpack_offsets(chunk, 0)
+            size = length + fmt.LOG_OVERHEAD
+            if (magic == fmt.MAGIC and lod >= 0 and base + lod >= target
+                    and len(chunk) < size <= end - pos):
+                return pos, size, base, base + lod
         # the target lies beyond this chunk (or the chunk cut a batch): walk on
         walk = BatchWalk(self.fd, pos, end, HEADER_READ, headers_only=True)
         for bpos, size, base, last, _chunk, _off in walk:
