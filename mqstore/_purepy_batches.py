@@ -178,3 +178,33 @@ def batch_span(buf, pos: int, end: int, end_offset: int) -> tuple[int, int, int]
         n += 1
         next_offset = base + lod + 1
     return n, pos, next_offset
+
+
+def _zigzag(n: int) -> bytes:
+    z = ((n << 1) ^ (n >> 63)) & 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def encode_records(values, keys, timestamp_deltas, extras) -> bytes:
+    """The records section of a magic-2 batch of mqstore messages (the ``append_batch``
+    path of ``Message`` lists): record ``i`` has offsetDelta ``i``, timestampDelta
+    ``timestamp_deltas[i]``, key ``keys[i]`` (None: null), value ``values[i]`` and, when
+    ``extras[i]`` is not empty, those bytes as its headers section (header count and
+    headers, already encoded), else a header count of 0. ``ValueError`` if the lists differ
+    in length."""
+    if not len(values) == len(keys) == len(timestamp_deltas) == len(extras):
+        raise ValueError("encode_records: the columns differ in length")
+    parts = []
+    for i, (value, key, td, extra) in enumerate(zip(values, keys, timestamp_deltas, extras)):
+        value = bytes(value)
+        body = (b"\x00" + _zigzag(td) + _zigzag(i)
+                + (b"\x01" if key is None else _zigzag(len(key)) + bytes(key))
+                + _zigzag(len(value)) + value + (bytes(extra) if len(extra) else b"\x00"))
+        parts.append(_zigzag(len(body)))
+        parts.append(body)
+    return b"".join(parts)

@@ -520,13 +520,44 @@ def _batch_span_native(buf, pos: int, end: int, end_offset: int) -> tuple[int, i
     return n, out[0], out[1]
 
 
+def _encode_records_native(values, keys, timestamp_deltas, extras) -> bytes:
+    """The records section of a batch of mqstore messages in one C call (see
+    ``_purepy_batches.encode_records``)."""
+    n = len(values)
+    try:
+        if not len(keys) == len(timestamp_deltas) == len(extras) == n:
+            raise TypeError
+        vblob = b"".join(values)
+        kblob = b"".join([k for k in keys if k is not None])
+        eblob = b"".join(extras)
+        vlen = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        klen = np.fromiter((-1 if k is None else len(k) for k in keys), dtype=np.int64,
+                           count=n)
+        elen = np.fromiter(map(len, extras), dtype=np.int64, count=n)
+        deltas = np.ascontiguousarray(timestamp_deltas, dtype=np.int64)
+    except (TypeError, OverflowError, ValueError):
+        return _purepy_batches.encode_records(values, keys, timestamp_deltas, extras)
+    cap = len(vblob) + len(kblob) + len(eblob) + 32 * n
+    out = _ffi.new("uint8_t[]", cap)
+    written = _lib.mq_encode_records(vblob, len(vblob), _from_buffer(_I64_ARRAY, vlen),
+                                     kblob, len(kblob), _from_buffer(_I64_ARRAY, klen),
+                                     _from_buffer(_I64_ARRAY, deltas), eblob, len(eblob),
+                                     _from_buffer(_I64_ARRAY, elen), n, out, cap)
+    if written < 0:  # len() is not the byte length (a memoryview of int32s): the reference
+        return _from_reference(written, (), _purepy_batches.encode_records, values, keys,
+                               timestamp_deltas, extras)
+    return _ffi.buffer(out, written)[:]
+
+
 if _lib is not None:
+    encode_records = _encode_records_native
     decode_batches = _decode_batches_native
     batch_span = _batch_span_native
 else:
     decode_batches = _purepy_batches.decode_batches
     batch_span = _purepy_batches.batch_span
-__all__ += ["BatchRecords", "batch_span", "decode_batches"]
+    encode_records = _purepy_batches.encode_records
+__all__ += ["BatchRecords", "batch_span", "decode_batches", "encode_records"]
 
 
 # ===== [commitlog write] wrappers of native/cl_encode.c (reference: mqstore/_purepy_cl_write.py)

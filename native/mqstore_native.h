@@ -188,6 +188,20 @@ int mq_decode_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
    its last offset + 1 (-1 if none). Returns how many, or MQ_ERR_RANGE. */
 int64_t mq_batch_span(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t end,
                       int64_t end_offset, int64_t *out);
+/* (native/records.c) The records section of a magic-2 batch of n mqstore messages: record
+   i has offsetDelta i, timestampDelta timestamp_deltas[i], key keys[...][0:key_lengths[i]]
+   (-1: null key), value values[...][0:value_lengths[i]] and, when extra_lengths[i] > 0, the
+   bytes extras[...][0:extra_lengths[i]] as its headers section (header count and headers,
+   already encoded), else a header count of 0; the blobs hold the fields back to back.
+   Returns the bytes written, MQ_ERR_ARG if a length is negative (key: below -1) or the
+   lengths do not add up to the blobs, MQ_ERR_RANGE if out_cap is too small
+   (blob lengths + 32 * n always is enough). */
+int64_t mq_encode_records(const uint8_t *values, size_t values_len,
+                          const int64_t *value_lengths, const uint8_t *keys, size_t keys_len,
+                          const int64_t *key_lengths, const int64_t *timestamp_deltas,
+                          const uint8_t *extras, size_t extras_len,
+                          const int64_t *extra_lengths, int64_t n, uint8_t *out,
+                          size_t out_cap);
 
 /* ===== [commitlog write] batch encoding and dispatch (native/cl_encode.c) ===== */
 /* Size of one V1 message (IPv4 hosts) with the given topic, body and PROPERTIES lengths;

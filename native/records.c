@@ -193,3 +193,59 @@ int64_t mq_encode_value_records(const uint8_t *blob, size_t blob_len, const int6
     }
     return (int64_t)w;
 }
+
+int64_t mq_encode_records(const uint8_t *values, size_t values_len,
+                          const int64_t *value_lengths, const uint8_t *keys, size_t keys_len,
+                          const int64_t *key_lengths, const int64_t *timestamp_deltas,
+                          const uint8_t *extras, size_t extras_len,
+                          const int64_t *extra_lengths, int64_t n, uint8_t *out,
+                          size_t out_cap)
+{
+    uint64_t vt = 0, kt = 0, et = 0;
+    if (n < 0)
+        return MQ_ERR_ARG;
+    for (int64_t i = 0; i < n; i++) {
+        if (value_lengths[i] < 0 || key_lengths[i] < -1 || extra_lengths[i] < 0)
+            return MQ_ERR_ARG;
+        vt += (uint64_t)value_lengths[i];
+        if (key_lengths[i] > 0)
+            kt += (uint64_t)key_lengths[i];
+        et += (uint64_t)extra_lengths[i];
+        if (vt > values_len || kt > keys_len || et > extras_len)
+            return MQ_ERR_ARG;
+    }
+    if (vt != values_len || kt != keys_len || et != extras_len)
+        return MQ_ERR_ARG;
+    size_t w = 0, vr = 0, kr = 0, er = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t vl = value_lengths[i], kl = key_lengths[i], el = extra_lengths[i];
+        int64_t td = timestamp_deltas[i];
+        /* attributes, timestampDelta, offsetDelta, key, value, headers (count 0 if none) */
+        int64_t body = 1 + varint_size(td) + varint_size(i) + varint_size(kl) +
+                       (kl > 0 ? kl : 0) + varint_size(vl) + vl + (el ? el : 1);
+        if ((uint64_t)(varint_size(body) + body) > out_cap - w)
+            return MQ_ERR_RANGE;
+        w += (size_t)write_varint(out + w, body);
+        out[w++] = 0;
+        w += (size_t)write_varint(out + w, td);
+        w += (size_t)write_varint(out + w, i);
+        w += (size_t)write_varint(out + w, kl);
+        if (kl > 0) {
+            memcpy(out + w, keys + kr, (size_t)kl);
+            w += (size_t)kl;
+            kr += (size_t)kl;
+        }
+        w += (size_t)write_varint(out + w, vl);
+        memcpy(out + w, values + vr, (size_t)vl);
+        w += (size_t)vl;
+        vr += (size_t)vl;
+        if (el) {
+            memcpy(out + w, extras + er, (size_t)el);
+            w += (size_t)el;
+            er += (size_t)el;
+        } else {
+            out[w++] = 0; /* no headers */
+        }
+    }
+    return (int64_t)w;
+}

@@ -119,6 +119,20 @@ def encode_record(
     return ev(len(body)) + body
 
 
+def _header_section(headers: Mapping[str, bytes] | None, tag: str | None) -> bytes:
+    """A record's headers section: the count, the user headers, then the tag header last."""
+    ev = encode_varint
+    parts = [ev((len(headers) if headers else 0) + (tag is not None))]
+    if headers:
+        for name, hv in headers.items():
+            hk = name.encode("utf-8")
+            parts += (ev(len(hk)), hk, ev(len(hv)), hv)
+    if tag is not None:
+        tb = tag.encode("utf-8")
+        parts += (_TAG_HEADER_KEY, ev(len(tb)), tb)
+    return b"".join(parts)
+
+
 def _mq_record(offset_delta: int, ts_delta: int, key: bytes | None, value: bytes,
                headers: Mapping[str, bytes] | None, tag: str | None) -> bytes:
     """Encode one mqstore record: user headers, then the tag header last."""
@@ -131,23 +145,7 @@ def _mq_record(offset_delta: int, ts_delta: int, key: bytes | None, value: bytes
         parts.append(key)
     parts.append(ev(len(value)))
     parts.append(value)
-    if not headers and tag is None:
-        parts.append(_ZERO)
-    else:
-        n = (len(headers) if headers else 0) + (tag is not None)
-        parts.append(ev(n))
-        if headers:
-            for name, hv in headers.items():
-                hk = name.encode("utf-8")
-                parts.append(ev(len(hk)))
-                parts.append(hk)
-                parts.append(ev(len(hv)))
-                parts.append(hv)
-        if tag is not None:
-            tb = tag.encode("utf-8")
-            parts.append(_TAG_HEADER_KEY)
-            parts.append(ev(len(tb)))
-            parts.append(tb)
+    parts.append(_ZERO if not headers and tag is None else _header_section(headers, tag))
     body = b"".join(parts)
     return ev(len(body)) + body
 
@@ -166,16 +164,19 @@ def encode_messages(
     messages: Sequence[tuple[int, bytes | None, bytes, Mapping[str, bytes] | None, str | None]],
 ) -> BatchBody:
     """Build the CRC-covered body of one uncompressed batch from mqstore messages, given as
-    ``(timestamp_ms, key, value, headers, tag)`` tuples (already validated)."""
-    base_ts = messages[0][0]
-    max_ts = base_ts
-    recs = []
-    for i, (ts, key, value, headers, tag) in enumerate(messages):
-        if ts > max_ts:
-            max_ts = ts
-        recs.append(_mq_record(i, ts - base_ts, key, value, headers, tag))
+    ``(timestamp_ms, key, value, headers, tag)`` tuples (already validated): the records
+    section in one native call (``native.encode_records``, from columns; only headers and
+    tags are encoded here, per message that has them)."""
+    stamps = [m[0] for m in messages]
+    base_ts = stamps[0]
+    max_ts = max(stamps)
+    extras = [b"" if not h and t is None else _header_section(h, t)
+              for _ts, _k, _v, h, t in messages]
+    encode = native.encode_records if _NATIVE_RECORDS else ref.encode_records
+    records = encode([m[2] for m in messages], [m[1] for m in messages],
+                     [ts - base_ts for ts in stamps], extras)
     n = len(messages)
-    body = _pack_crc_header(0, n - 1, base_ts, max_ts, -1, -1, -1, n) + b"".join(recs)
+    body = _pack_crc_header(0, n - 1, base_ts, max_ts, -1, -1, -1, n) + records
     return BatchBody(body, _crc32c(body), n, max_ts, len(body) + fmt.CRC_START)
 
 

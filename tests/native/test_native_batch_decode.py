@@ -196,3 +196,32 @@ def test_decoded_columns_are_int64():
     r = native.decode_batches(log, 0, len(log), 0, 0, BIG, True, BIG, BIG)
     assert r.records.dtype == np.int64 and r.records.shape == (1, 9)
     assert r.headers.shape == (0, 4)
+
+
+def test_encode_records_native_reference_and_the_record_encoder_agree(monkeypatch):
+    """``append_batch`` of Messages: the columns encoder on both backends writes the bytes
+    ``record_batch._mq_record`` writes one record at a time."""
+    from mqstore.engines.segments import record_batch as rb
+
+    rng = random.Random(3)
+    msgs = []
+    for i in range(300):
+        headers = {"h%d" % j: bytes(rng.randrange(3)) for j in range(rng.randrange(3))} \
+            if rng.random() < 0.4 else None
+        tag = rng.choice([None, "", "tag-é"])
+        key = rng.choice([None, b"", b"k%d" % i * rng.randrange(1, 50)])
+        msgs.append((1_700_000_000_000 + rng.randrange(-(1 << 40), 1 << 40), key,
+                     bytes(rng.randrange(300)), headers, tag))
+    base = msgs[0][0]
+    want = b"".join(rb._mq_record(i, ts - base, k, v, h, t)
+                    for i, (ts, k, v, h, t) in enumerate(msgs))
+    bodies = []
+    for flag in (True, False):
+        monkeypatch.setattr(rb, "_NATIVE_RECORDS", flag and native.backend == "native")
+        bodies.append(rb.encode_messages(msgs))
+    assert bodies[0] == bodies[1]
+    assert bodies[0].body[40:] == want
+    assert _purepy_batches.encode_records([b"v"], [None], [0], [b""]) == \
+        native.encode_records([b"v"], [None], [0], [b""])
+    with pytest.raises(ValueError):
+        _purepy_batches.encode_records([b"v"], [], [0], [b""])
