@@ -68,7 +68,7 @@ def first_mismatch(cl: "CommitLog", queues: dict, start: int, end: int,
         hi = min(end, mf.file_end_offset) - mf.file_from_offset
         scan = native.dispatch_fields(mf.mm, lo, hi)
         if scan.valid_end < hi and scan.status != native.SCAN_BLANK:
-            # a message the native walk does not read (V2, IPv6): verify from there
+            # the walk stopped inside the window (damage recovery left): verify from there
             worst.append(mf.file_from_offset + scan.valid_end)
         msgs.append((mf, scan.fields))
     if not msgs:

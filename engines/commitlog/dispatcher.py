@@ -335,6 +335,11 @@ class Dispatcher:
     def _index_rows(self, mm, rows, topic_ids, topics) -> None:
         """IndexFile keys of a run: for each message its KEYS value then its UNIQ_KEY, as
         ``topic#key`` (RocketMQ ``IndexService#buildIndex``)."""
+        new = rows[:, 4] > self.index.indexed_end  # (a verifying re-dispatch: keys kept)
+        if not new.all():
+            rows, topic_ids = rows[new], topic_ids[new]
+            if not len(rows):
+                return
         kp, up, ul = rows[:, 10], rows[:, 12], rows[:, 13]
         has_k, has_u = kp >= 0, ul > 0
         if not (has_k.any() or has_u.any()):

@@ -57,18 +57,19 @@ class StoreRecovery:
             start_idx, policy=self.config.on_corruption, clean=not abnormal,
             sync_timestamp=ck.physic_msg_timestamp, log=log,
             covered_timestamp=ck.covered_timestamp() if abnormal else 0)
-        # after a crash the scan (every CRC) starts at the file RocketMQ picks (the
-        # checkpoint less 3 s), but the derived files are rebuilt only from the first
-        # message the checkpoint does not cover: everything before it was dispatched and
-        # its units and keys synced before the checkpoint was written
+        # after a crash the scan (every CRC) and the verifying re-dispatch of the units start
+        # at the file RocketMQ picks (the checkpoint less 3 s), but IndexFile keys are redone
+        # only from the first message the checkpoint does not cover: the keys before it
+        # were put and synced before the checkpoint was written (index_check validates them)
         redo = res.valid_end if res.uncovered_from is None else res.uncovered_from
         self._check_log_end(res, abnormal)
         self._check_log_start(abnormal)
         # derived files: damaged ConsumeQueue tails and IndexFiles are rebuilt from the log
-        # (after a crash everything the checkpoint does not cover is re-dispatched; after a
-        # clean close the units of the window are checked against it and re-dispatched only
-        # from the first wrong or missing one)
-        reput = redo if abnormal else res.valid_end
+        # (after a crash everything from the recovery start is re-dispatched, as RocketMQ
+        # does, comparing each unit with its message; after a clean close the units of the
+        # window are checked against it and re-dispatched only from the first wrong or
+        # missing one)
+        reput = res.start_offset if abnormal else res.valid_end
         for cq in self._queues.values():
             rebuild = cq.recover(log, cl.min_offset)
             if rebuild is not None:
