@@ -41,7 +41,7 @@ _unpack_offsets = fmt.BATCH_OFFSETS.unpack_from
 FIRST_GUESS_OVERHEAD = 32
 #: bytes a record is assumed to take in all before anything was read (a read that needs
 #: more reads on: a guess too large costs more than one more pread)
-FIRST_GUESS_RECORD = 160
+FIRST_GUESS_RECORD = 256
 #: smallest and largest single pread of a read
 MIN_READ = 4096
 MAX_READ = 8 * 1024 * 1024
