@@ -84,6 +84,7 @@ _TAG_HEADER_KEY = encode_varint(len(fmt.TAG_HEADER_BYTES)) + fmt.TAG_HEADER_BYTE
 _pack_crc_header = fmt.BATCH_CRC_HEADER.pack
 _pack_prefix = fmt.BATCH_PREFIX.pack
 _crc32c = native.crc32c
+_tuple_new = tuple.__new__
 
 
 def encode_record(
@@ -203,14 +204,16 @@ def encode_values(values: Sequence[bytes], ts: int) -> BatchBody:
 def encode_one(ts: int, key: bytes | None, value: bytes, headers: Mapping[str, bytes] | None,
                tag: str | None) -> BatchBody:
     """The body of a one-record batch (the single-append fast path)."""
-    if key is None and not headers and tag is None:  # value only: no parts list
+    if key is None and not headers and tag is None:  # value only: one join, one copy
         vl = len(value)
-        rest = _SIMPLE_PREFIX + encode_varint(vl) + value + _ZERO
-        rec = encode_varint(len(rest)) + rest
+        vlen = _VARINTS[vl + 1] if vl < _TABLE_MAX - 1 else encode_varint(vl)
+        body = b"".join((_pack_crc_header(0, 0, ts, ts, -1, -1, -1, 1),
+                         encode_varint(len(vlen) + vl + 5), _SIMPLE_PREFIX, vlen, value,
+                         _ZERO))
     else:
-        rec = _mq_record(0, 0, key, value, headers, tag)
-    body = _pack_crc_header(0, 0, ts, ts, -1, -1, -1, 1) + rec
-    return BatchBody(body, _crc32c(body), 1, ts, len(body) + fmt.CRC_START)
+        body = _pack_crc_header(0, 0, ts, ts, -1, -1, -1, 1) + \
+            _mq_record(0, 0, key, value, headers, tag)
+    return _tuple_new(BatchBody, (body, _crc32c(body), 1, ts, len(body) + fmt.CRC_START))
 
 
 def batch_prefix(base_offset: int, body: BatchBody,

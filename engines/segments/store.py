@@ -78,6 +78,7 @@ from mqstore.storedir import DirectoryLock, check_manifest
 _INTERNAL = fmt.CONSUMER_OFFSETS_TOPIC
 logger = logging.getLogger("mqstore")
 _time_ns = time.time_ns
+_tuple_new = tuple.__new__  # the cheapest way to make a NamedTuple
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -356,7 +357,7 @@ class SegmentsStore(Store):
         else:
             p = self._next_round_robin(topic, count) if count > 1 else 0
         base = self._append_encoded(logs[p], encode_one(ts, key, value, headers, tag))
-        return RecordMetadata(topic, p, base, ts)
+        return _tuple_new(RecordMetadata, (topic, p, base, ts))
 
     def _append_encoded(self, log, body) -> int:
         """Append one encoded batch to ``log`` under its lock (size checked first, so a
