@@ -9,7 +9,6 @@ producing identical results.
 """
 from __future__ import annotations
 
-import struct
 import sys
 from pathlib import Path
 

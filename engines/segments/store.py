@@ -429,7 +429,7 @@ class SegmentsStore(Store):
         return BatchMetadata(topic, partitions, offsets, timestamps)
 
     def _append_values(self, topic: str, logs: list[PartitionLog], values: list[bytes],
-                       partition: int | None) -> list[RecordMetadata]:
+                       partition: int | None) -> BatchMetadata:
         """``append_batch`` of plain ``bytes`` values: one partition (explicit, else one
         round-robin choice, as the generic path does for unkeyed messages), one batch."""
         count = len(logs)
