@@ -8,6 +8,7 @@ safe to call from any number of threads while appends run.
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 _IOV_MAX = 1024
 _SLICES = 256  # slices planned per native call (runs of adjacent messages)
 _INT64_MAX = (1 << 63) - 1
+_UNIT_PHYS = struct.Struct(">q").unpack_from  # a ConsumeQueue unit's commitlog offset
 
 
 class ConsumeQueueReads:
@@ -198,6 +200,8 @@ class ConsumeQueueReads:
         mf = None
         for units, first, n, q0 in unit_blocks(cq, offset, cq_end, tail):
             i, full = 0, False
+            if mf is None and n:  # the file of the first unit (usually the only one)
+                mf = cl.find_file(_UNIT_PHYS(units, first * fmt.CQ_UNIT_SIZE)[0])
             while i < n:
                 plan = native.cl_transfer_plan(
                     units, first, n, i, 0 if mf is None else mf.file_from_offset,
