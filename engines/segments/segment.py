@@ -468,18 +468,25 @@ class LogSegment:
         jump = self.offset_index.furthest_position(
             last, limit, end_offset, max(self.index_interval_bytes + 1,
                                          fmt.RECORD_BATCH_OVERHEAD))
-        if jump is not None and jump > start:
+        jumped = jump is not None and jump > start
+        if jumped:
             start = stop = jump  # every batch before the indexed one is whole and acked
-            head = os.pread(self.fd, 8, jump)
-            if len(head) < 8:
-                return size, last + 1
-            next_offset = int.from_bytes(head, "big", signed=True)
         if limit - start <= WALK_CHUNK:
             chunk = os.pread(self.fd, limit - start, start)
             n, end_pos, after = native.batch_span(chunk, 0, len(chunk), end_offset)
             if n:
                 stop, next_offset = start + end_pos, after
+            elif jumped:  # the indexed batch itself does not fit: send up to it
+                head = chunk[:8] if len(chunk) >= 8 else os.pread(self.fd, 8, jump)
+                if len(head) < 8:
+                    return size, last + 1
+                next_offset = int.from_bytes(head, "big", signed=True)
         else:
+            if jumped:
+                head = os.pread(self.fd, 8, jump)
+                if len(head) < 8:
+                    return size, last + 1
+                next_offset = int.from_bytes(head, "big", signed=True)
             for bpos, bsize, base, blast, _c, _o in BatchWalk(self.fd, start, limit,
                                                                HEADER_READ,
                                                                headers_only=True):
