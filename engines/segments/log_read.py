@@ -42,6 +42,8 @@ FIRST_GUESS_OVERHEAD = 32
 #: bytes a record is assumed to take in all before anything was read (a read that needs
 #: more reads on: a guess too large costs more than one more pread)
 FIRST_GUESS_RECORD = 256
+#: slack of the first read over twice ``max_bytes`` (a huge ``max_records``)
+WALK_GUESS = 64 * 1024
 #: smallest and largest single pread of a read
 MIN_READ = 4096
 MAX_READ = 8 * 1024 * 1024
@@ -190,7 +192,8 @@ def read_records(log, offset: int, max_records: int, max_bytes: int, wanted) -> 
     pieces = _Pieces(wanted)
     read = 0  # bytes read so far (to size the next read from what records took)
     want = min(max(first_size, min(max_bytes + max_records * FIRST_GUESS_OVERHEAD,
-                                   max_records * FIRST_GUESS_RECORD)), MAX_READ)
+                                   max_records * FIRST_GUESS_RECORD,
+                                   2 * max_bytes + WALK_GUESS)), MAX_READ)
     for s in segs[start:]:
         p = pos if s is seg else 0
         expect = s.base_offset if p == 0 else -1  # the offset chain (not CRC-covered)
