@@ -14,12 +14,6 @@
  */
 #include "mqstore_internal.h"
 
-#if !defined(MQ_NO_X86_CRC) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CLR_HAVE_CLMUL 1
-#include <immintrin.h>
-#else
-#define CLR_HAVE_CLMUL 0
-#endif
 
 #define CRC_PROP_LEN 20   /* "__CRC32#\x01" + 10 digits + "\x02" */
 #define CRC_DIGITS_AT 11  /* the digits start this far before the end of the message */
@@ -30,108 +24,11 @@
 
 /* ----- CRC-32 (zlib's polynomial) of a message -----
  * A read checks a CRC over every message it returns (about 240 bytes each for 100-byte
- * values), so the table CRC (mq_crc32, about 1.5 GB/s here) would be most of the read.
- * On x86-64 with PCLMULQDQ the 16-byte blocks are folded with carry-less multiplies
- * (Intel's "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ", the constants of
- * the Linux kernel's crc32-pclmul and Chromium's zlib crc32_simd), and the tail goes through
- * mq_crc32. Only crc32_clmul carries the target attribute; the choice is made at run time. */
-#if CLR_HAVE_CLMUL
-/* The raw CRC register after len bytes (len >= 64, a multiple of 16) from register crc. */
-__attribute__((target("pclmul,sse4.1")))
-static uint32_t crc32_clmul(uint32_t crc, const uint8_t *buf, size_t len)
-{
-    const __m128i k1k2 = _mm_set_epi64x(0x01c6e41596LL, 0x0154442bd4LL);
-    const __m128i k3k4 = _mm_set_epi64x(0x00ccaa009eLL, 0x01751997d0LL);
-    const __m128i k5k0 = _mm_set_epi64x(0, 0x0163cd6124LL);
-    const __m128i poly = _mm_set_epi64x(0x01f7011641LL, 0x01db710641LL);
-    __m128i x0, x1, x2, x3, x4, x5, x6, x7, x8;
-    x1 = _mm_loadu_si128((const __m128i *)(buf + 0x00));
-    x2 = _mm_loadu_si128((const __m128i *)(buf + 0x10));
-    x3 = _mm_loadu_si128((const __m128i *)(buf + 0x20));
-    x4 = _mm_loadu_si128((const __m128i *)(buf + 0x30));
-    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)crc));
-    x0 = k1k2;
-    buf += 64;
-    len -= 64;
-    while (len >= 64) {  /* four 128-bit lanes folded 512 bits forward */
-        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-        x6 = _mm_clmulepi64_si128(x2, x0, 0x00);
-        x7 = _mm_clmulepi64_si128(x3, x0, 0x00);
-        x8 = _mm_clmulepi64_si128(x4, x0, 0x00);
-        x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-        x2 = _mm_clmulepi64_si128(x2, x0, 0x11);
-        x3 = _mm_clmulepi64_si128(x3, x0, 0x11);
-        x4 = _mm_clmulepi64_si128(x4, x0, 0x11);
-        x1 = _mm_xor_si128(_mm_xor_si128(x1, x5),
-                           _mm_loadu_si128((const __m128i *)(buf + 0x00)));
-        x2 = _mm_xor_si128(_mm_xor_si128(x2, x6),
-                           _mm_loadu_si128((const __m128i *)(buf + 0x10)));
-        x3 = _mm_xor_si128(_mm_xor_si128(x3, x7),
-                           _mm_loadu_si128((const __m128i *)(buf + 0x20)));
-        x4 = _mm_xor_si128(_mm_xor_si128(x4, x8),
-                           _mm_loadu_si128((const __m128i *)(buf + 0x30)));
-        buf += 64;
-        len -= 64;
-    }
-    x0 = k3k4;  /* the four lanes into one */
-    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-    x1 = _mm_xor_si128(_mm_xor_si128(x1, x2), x5);
-    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-    x1 = _mm_xor_si128(_mm_xor_si128(x1, x3), x5);
-    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-    x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-    x1 = _mm_xor_si128(_mm_xor_si128(x1, x4), x5);
-    while (len >= 16) {  /* single 128-bit folds */
-        x2 = _mm_loadu_si128((const __m128i *)buf);
-        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-        x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-        x1 = _mm_xor_si128(_mm_xor_si128(x1, x2), x5);
-        buf += 16;
-        len -= 16;
-    }
-    /* 128 -> 64 bits */
-    x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
-    x3 = _mm_setr_epi32(~0, 0, ~0, 0);
-    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), x2);
-    x0 = k5k0;
-    x2 = _mm_srli_si128(x1, 4);
-    x1 = _mm_and_si128(x1, x3);
-    x1 = _mm_clmulepi64_si128(x1, x0, 0x00);
-    x1 = _mm_xor_si128(x1, x2);
-    /* Barrett reduction to 32 bits */
-    x0 = poly;
-    x2 = _mm_and_si128(x1, x3);
-    x2 = _mm_clmulepi64_si128(x2, x0, 0x10);
-    x2 = _mm_and_si128(x2, x3);
-    x2 = _mm_clmulepi64_si128(x2, x0, 0x00);
-    x1 = _mm_xor_si128(x1, x2);
-    return (uint32_t)_mm_extract_epi32(x1, 1);
-}
+ * values); mq_crc32 (native/crc.c) runs it on PCLMULQDQ where the CPU has it. */
 
-static int clmul_usable = -1;  /* -1: not probed yet (a benign race: every probe agrees) */
-
-static int have_clmul(void)
-{
-    if (clmul_usable < 0) {
-        __builtin_cpu_init();
-        clmul_usable = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-    }
-    return clmul_usable;
-}
-#endif
-
-/* zlib.crc32(p[0:n)) */
+/* zlib.crc32(p[0:n)) (mq_crc32 folds 16-byte blocks with PCLMULQDQ where the CPU has it) */
 static uint32_t crc32_of(const uint8_t *p, size_t n)
 {
-#if CLR_HAVE_CLMUL
-    if (n >= 64 && have_clmul()) {
-        size_t blocks = n & ~(size_t)15;
-        uint32_t crc = ~crc32_clmul(0xFFFFFFFFu, p, blocks);
-        return blocks == n ? crc : mq_crc32(crc, p + blocks, n - blocks);
-    }
-#endif
     return mq_crc32(0, p, n);
 }
 

@@ -123,3 +123,28 @@ def test_body_crc32_matches_zlib():
         view = memoryview(blob)[start:start + length]
         p = ffi.from_buffer("uint8_t[]", view)
         assert lib.mq_crc32(0, p, len(p)) == zlib.crc32(view)
+
+
+@pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
+@pytest.mark.parametrize("force_software", [0, 1])
+def test_body_crc32_folded_and_table_paths_match_zlib(force_software):
+    """mq_crc32 folds 16-byte blocks with PCLMULQDQ from 64 bytes on (where the CPU has
+    it); every length and alignment around the block edges, continued from any CRC, gives
+    zlib's result on both paths (mq_init(1) selects the tables only)."""
+    import random
+
+    from mqstore._native import ffi, lib
+
+    lib.mq_init(force_software)
+    try:
+        rng = random.Random(20261201)
+        blob = os.urandom(9000)
+        lengths = list(range(0, 200)) + [255, 256, 257, 4095, 4096, 4097, 8999 - 64]
+        for length in lengths:
+            start = rng.randrange(0, 64)
+            seed = rng.randrange(0, 2**32)
+            view = memoryview(blob)[start:start + length]
+            p = ffi.from_buffer("uint8_t[]", view)
+            assert lib.mq_crc32(seed, p, len(p)) == zlib.crc32(view, seed), (start, length)
+    finally:
+        lib.mq_init(1 if native.crc32c_hardware is False else 0)
