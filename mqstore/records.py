@@ -76,7 +76,12 @@ class RecordMetadata(NamedTuple):
 Column = Union[list, Callable[[], list], None]
 
 
+_I64 = np.dtype(np.int64)
+
+
 def _i64(a: Any) -> np.ndarray:
+    if type(a) is np.ndarray and a.dtype is _I64 and a.ndim == 1:  # what decoders give
+        return a
     arr = np.ascontiguousarray(a, dtype=np.int64)
     if arr.ndim != 1:
         raise ValueError("a column must be one-dimensional")
@@ -104,7 +109,9 @@ class Records(Sequence):
       ``value_lengths`` is a null value, read as ``b""``);
     - keys: ``key_offsets`` / ``key_lengths`` into the same buffer (length -1: no key), or a
       :data:`Column` ``keys`` (a list, a function making it, or None for "no keys");
-    - ``headers`` and ``tags``: columns made on first use (None: no headers / no tags).
+    - ``headers`` and ``tags``: columns made on first use (None: no headers / no tags);
+    - ``null_values=False`` says no length is negative (a decoder that knows it saves the
+      check).
 
     Columnar access costs no Python per record: ``offsets``, ``timestamps_ms``,
     ``value_sizes`` and ``value_offsets`` are read-only int64 numpy arrays, and
@@ -113,12 +120,13 @@ class Records(Sequence):
     """
 
     __slots__ = ("topic", "partition", "_buffer", "offsets", "timestamps_ms", "value_offsets",
-                 "value_sizes", "_null_values", "_key_pos", "_key_len", "_keys", "_headers",
+                 "_lengths", "_sizes", "_key_pos", "_key_len", "_keys", "_headers",
                  "_tags")
 
     def __init__(self, topic: str, partition: int, buffer: bytes, offsets, timestamps_ms,
                  value_offsets, value_lengths, *, key_offsets=None, key_lengths=None,
-                 keys: Column = None, headers: Column = None, tags: Column = None):
+                 keys: Column = None, headers: Column = None, tags: Column = None,
+                 null_values: bool | None = None):
         self.topic = topic
         self.partition = partition
         self._buffer = buffer
@@ -129,9 +137,8 @@ class Records(Sequence):
         n = len(self.offsets)
         if not (len(self.timestamps_ms) == len(self.value_offsets) == len(lengths) == n):
             raise ValueError("Records columns must have the same length")
-        nulls = lengths < 0
-        self._null_values = bool(nulls.any())
-        self.value_sizes = np.where(nulls, 0, lengths) if self._null_values else lengths
+        self._lengths = lengths  # negative: a null value (value_sizes clips it, on first use)
+        self._sizes = lengths if null_values is False else None
         if key_offsets is not None:
             self._key_pos, self._key_len = _i64(key_offsets), _i64(key_lengths)
             if len(self._key_pos) != n or len(self._key_len) != n:
@@ -143,7 +150,7 @@ class Records(Sequence):
         self._keys = keys
         self._headers = headers
         self._tags = tags
-        for arr in (self.offsets, self.timestamps_ms, self.value_offsets, self.value_sizes):
+        for arr in (self.offsets, self.timestamps_ms, self.value_offsets):
             arr.flags.writeable = False
 
     @classmethod
@@ -169,6 +176,18 @@ class Records(Sequence):
                    tags=tags if any(t is not None for t in tags) else None)
 
     # ----- columns -----
+    @property
+    def value_sizes(self) -> np.ndarray:
+        """The value lengths (int64, read-only; a null value counts 0)."""
+        sizes = self._sizes
+        if sizes is None:
+            lengths = self._lengths
+            sizes = np.maximum(lengths, 0) if len(lengths) and lengths.min() < 0 else lengths
+            if sizes.flags.writeable:
+                sizes.flags.writeable = False
+            self._sizes = sizes
+        return sizes
+
     @property
     def value_buffer(self) -> memoryview:
         """The bytes the values are sliced from (read-only, no copy)."""
@@ -310,10 +329,9 @@ class Records(Sequence):
         sub.offsets = self.offsets[index]
         sub.timestamps_ms = self.timestamps_ms[index]
         sub.value_offsets = self.value_offsets[index]
-        sub.value_sizes = self.value_sizes[index]
-        for arr in (sub.offsets, sub.timestamps_ms, sub.value_offsets, sub.value_sizes):
+        sub._lengths = sub._sizes = self.value_sizes[index]
+        for arr in (sub.offsets, sub.timestamps_ms, sub.value_offsets, sub._sizes):
             arr.flags.writeable = False
-        sub._null_values = self._null_values
         if self._key_pos is None:
             sub._key_pos = sub._key_len = None
         else:

@@ -270,7 +270,8 @@ class ReadBatch:
             tags = None
         return Records(self.topic, self.partition, buf, rows[_QUEUE_OFFSET], rows[_BORN],
                        rows[_BODY_POS], rows[_BODY_LEN], key_offsets=key_offsets,
-                       key_lengths=key_lengths, keys=keys, headers=headers, tags=tags)
+                       key_lengths=key_lengths, keys=keys, headers=headers, tags=tags,
+                       null_values=False)  # a RocketMQ body is never null
 
 
 def _lazy_keys(buf: bytes, rows: np.ndarray, slow: dict):
