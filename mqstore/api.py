@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from mqstore import errors
 from mqstore.config import StoreConfig
@@ -169,10 +169,36 @@ def check_lookup_args(limit: object, start_ms: object, end_ms: object) -> None:
     check_timestamp_arg("end_ms", end_ms, optional=True)
 
 
-def normalize_message(msg: bytes | bytearray | memoryview | Message, now_ms: int) -> Message:
-    """Check the types of one message and fill in its timestamp; return a clean Message."""
+class CleanMessage(NamedTuple):
+    """A message after :func:`normalize_message`: checked types, a timestamp filled in,
+    ``headers`` None when empty (the same fields as :class:`Message`; engine-internal)."""
+
+    value: bytes
+    key: bytes | None
+    timestamp_ms: int
+    headers: dict[str, bytes] | None
+    tag: str | None
+    partition: int | None
+
+
+_tuple_new = tuple.__new__
+
+
+def normalize_message(msg: bytes | bytearray | memoryview | Message, now_ms: int
+                      ) -> CleanMessage:
+    """Check the types of one message and fill in its timestamp; return a CleanMessage."""
+    if type(msg) is bytes:
+        return _tuple_new(CleanMessage, (msg, None, now_ms, None, None, None))
     if not isinstance(msg, Message):
-        return Message(_as_bytes(msg, "value"), timestamp_ms=now_ms)
+        return _tuple_new(CleanMessage, (_as_bytes(msg, "value"), None, now_ms, None, None,
+                                         None))
+    ts, key, part = msg.timestamp_ms, msg.key, msg.partition
+    if (type(msg.value) is bytes and (key is None or type(key) is bytes) and not msg.headers
+            and msg.tag is None and (part is None or type(part) is int)
+            and (ts is None or (type(ts) is int and 0 <= ts <= INT64_MAX))):
+        # the common case, already clean: no per-field checks below
+        return _tuple_new(CleanMessage, (msg.value, key, now_ms if ts is None else ts, None,
+                                         None, part))
     value = _as_bytes(msg.value, "value")
     key = None if msg.key is None else _as_bytes(msg.key, "key")
     headers: dict[str, bytes] | None = None
@@ -205,7 +231,7 @@ def normalize_message(msg: bytes | bytearray | memoryview | Message, now_ms: int
     part = msg.partition
     if part is not None and (not isinstance(part, int) or isinstance(part, bool)):
         raise errors.InvalidRecordError(f"partition must be an int: {part!r}")
-    return Message(value, key, ts, headers, tag, part)
+    return CleanMessage(value, key, ts, headers, tag, part)
 
 
 def now_ms() -> int:

@@ -9,7 +9,12 @@ from mqstore.api import normalize_message, validate_topic_name
 
 def test_normalize_message_fills_timestamp_and_copies_buffers():
     m = normalize_message(bytearray(b"v"), 42)
-    assert m == Message(b"v", timestamp_ms=42)
+    assert (m.value, m.key, m.timestamp_ms, m.headers, m.tag, m.partition) == \
+        (b"v", None, 42, None, None, None)
+    assert type(m.value) is bytes
+    clean = normalize_message(Message(b"v", key=b"k", partition=2), 9)  # the fast path
+    assert (clean.value, clean.key, clean.timestamp_ms, clean.partition) == (b"v", b"k", 9, 2)
+    assert normalize_message(Message(b"v", timestamp_ms=5, headers={}), 9).timestamp_ms == 5
     m = normalize_message(Message(memoryview(b"x"), key=bytearray(b"k"), headers={"h": b"1"}), 7)
     assert (m.value, m.key, m.timestamp_ms, m.headers) == (b"x", b"k", 7, {"h": b"1"})
 
