@@ -7,6 +7,17 @@ parses each message (header, topic and properties; the body is skipped and not C
 as in RocketMQ) and writes its ConsumeQueue unit and index keys. Both writes are idempotent,
 so recovery may re-dispatch a range that was already dispatched.
 
+A pass works on columns, not messages (``_dispatch_rows``): one ``native.dispatch_fields``
+call walks the range (per message: size, queue id and offset, physical offset, store time,
+where the topic and the TAGS / KEYS / UNIQ_KEY values are); topics and tags are decoded once
+per distinct value (tag hashes: Java ``String.hashCode``); each (topic, queue)'s units are
+written as one 20-byte-unit block per ConsumeQueue file (``ConsumeQueue.put_array``); the
+IndexFile keys ``topic#key`` are hashed in C (``native.index_key_hashes``; a key with a
+space or non-ASCII text goes through the decoded strings) and put with one
+``native.index_put_keys`` call (``IndexService.put_hashes``). The units and slots are those
+the per-message dispatch (``_dispatch_one``) writes, byte for byte
+(tests/faults/test_commitlog_batch_writes.py).
+
 ``mode="async"`` runs a background thread woken by appends, which lets them accumulate for
 up to 1 ms before each pass (RocketMQ's reput sleeps 1 ms between passes) unless a reader is
 waiting;
