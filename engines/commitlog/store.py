@@ -18,31 +18,20 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from mqstore import api, errors, native, registry
-from mqstore.api import (
-    as_message_list,
-    Damage,
-    Message,
-    RecordMetadata,
-    Store,
-    normalize_message,
-    validate_topic_name,
-)
+from mqstore.api import Damage, Store, validate_topic_name
 from mqstore.config import StoreConfig
-from mqstore.damage import RecoveryLog, full_error, is_full, translate_full
-from mqstore.errors import StoreFullError
+from mqstore.damage import RecoveryLog, is_full, translate_full
 from mqstore.durability import GroupCommit, PeriodicFlusher
-from mqstore.records import BatchMetadata
 from mqstore.storedir import DirectoryLock, check_manifest, fsync_dir
 
 from . import format as fmt
 from . import message as msgcodec
 from . import recovery
+from .appends import CommitLogAppends
 from .checkpoint import StoreCheckpoint
 from .commitlog import CommitLog
 from .consume_queue import ConsumeQueue
@@ -55,10 +44,7 @@ from .store_recovery import StoreRecovery
 
 
 
-_BYTES_ONLY = {bytes}
-
-
-class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
+class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
     """RocketMQ's broker store: one CommitLog, ConsumeQueues, IndexFiles, a dispatcher.
 
     Thread-safety: appends from any number of threads (one CommitLog put lock, queue offsets
@@ -349,230 +335,6 @@ class CommitLogStore(StoreRecovery, ConsumeQueueReads, Store):
             if n is None:
                 raise errors.TopicNotFoundError(f"topic {topic!r} does not exist")
         return n
-
-    # ----- appends -----
-    def append(self, topic: str, value: bytes, *, key: bytes | None = None,
-               partition: int | None = None, timestamp_ms: int | None = None,
-               headers=None, tag: str | None = None) -> RecordMetadata:
-        """Append one message (see :meth:`append_batch`). A plain bytes value takes the short
-        path: one ``native.cl_encode_one`` under the put lock."""
-        if type(value) is bytes and key is None and headers is None and tag is None \
-                and timestamp_ms is None:
-            return self._append_one(topic, value, partition)
-        return self.append_batch(topic, [Message(value, key, timestamp_ms, headers, tag)],
-                                 partition=partition)[0]
-
-    def _append_one(self, topic: str, value: bytes, partition: int | None) -> RecordMetadata:
-        self._check_writable()
-        self.dispatcher.check()
-        count = self.partitions(topic)
-        if partition is None:  # as _group_by_partition for a value without a key
-            p = self._next_round_robin(topic, count)
-        else:
-            p = self._check_partition(topic, partition, count)
-        topic_b = self._topic_bytes(topic)
-        prefix = self._uniq_prefix_b
-        size = self._plain_overhead + len(topic_b) + len(value)
-        if size > self._size_limit:
-            self._too_large(0, size)
-        with self._uniq_lock:
-            uniq = self._uniq_next
-            self._uniq_next = uniq + 1
-        k = (topic, p)
-        cl = self.commitlog
-        with cl.put_lock:
-            self._check_open()
-            q = self._queue_next.get(k, 0)
-            try:  # translate_full, spelled out: a generator context costs 1.5 us a call
-                self._consume_queue(*k).reserve_units(q, q)  # (see append_batch)
-                store_ts = cl.put_locked(
-                    (size,), lambda phys, _i, _n, ts, out, at: native.cl_encode_one(
-                        topic_b, value, prefix, uniq, p, q, phys, ts, out, at))
-            except StoreFullError:
-                raise
-            except OSError as exc:
-                if is_full(exc):
-                    raise full_error(exc, f"appending to {topic!r}") from exc
-                raise
-            self._queue_next[k] = q + 1
-            self.appended_records += 1
-            self.appended_bytes += size
-            ticket = self._gc.written() if self._gc is not None else 0
-        if self._gc is not None:
-            with translate_full(f"syncing an append to {topic!r}"):
-                self._gc.wait_durable(ticket)
-        self.dispatcher.wakeup()
-        return tuple.__new__(RecordMetadata, (topic, p, q, store_ts))
-
-    def _topic_bytes(self, topic: str) -> bytes:
-        b = self._topic_b.get(topic)
-        if b is None:
-            b = topic.encode("ascii")
-            msgcodec.check_topic(b)
-            self._topic_b[topic] = b
-        return b
-
-    def append_batch(self, topic: str, messages: Iterable[bytes | Message], *,
-                     partition: int | None = None) -> BatchMetadata:
-        """Append a producer batch: one CommitLog message per record (RocketMQ stores no
-        batches), encoded in one native call per CommitLog file touched
-        (``native.cl_encode``) under one lock acquisition, with one flush wait. Returns the
-        queue offsets as columns (``BatchMetadata``)."""
-        self._check_writable()
-        self.dispatcher.check()  # a failed dispatcher makes the store unwritable (RocketMQ)
-        count = self.partitions(topic)
-        msgs = as_message_list(messages)
-        topic_b = self._topic_bytes(topic)
-        n = len(msgs)
-        p_single = None
-        props = props_offsets = props_lengths = born = None
-        if partition is not None:
-            p_single = self._check_partition(topic, partition, count)
-            if not msgs:
-                raise errors.InvalidRecordError("append_batch needs at least one message")
-            plain = set(map(type, msgs)) == _BYTES_ONLY
-            if plain:
-                values = msgs
-            else:
-                items = [(i, m if type(m) is bytes else normalize_message(m, 0))
-                         for i, m in enumerate(msgs)]
-        else:
-            plain = False
-            items = [None] * n
-            for p, group in self._group_by_partition(topic, msgs, None, count).items():
-                for i, m in group:
-                    items[i] = (p, m)
-        with self._uniq_lock:
-            uniq_base = self._uniq_next
-            self._uniq_next = uniq_base + n
-        if plain:
-            queue_ids = np.full(n, p_single, dtype=np.int64)
-        else:
-            if partition is not None:
-                queue_ids = np.full(n, p_single, dtype=np.int64)
-                msgs_n = [m for _i, m in items]
-            else:
-                queue_ids = np.fromiter((it[0] for it in items), dtype=np.int64, count=n)
-                msgs_n = [it[1] for it in items]
-            values, props, props_offsets, props_lengths, born = self._columns(
-                msgs, msgs_n, uniq_base)
-        body_lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
-        bodies = b"".join(values)
-        body_offsets = np.cumsum(body_lengths) - body_lengths
-        prefix = self._uniq_prefix_b
-        sizes = native.cl_encoded_sizes(len(topic_b), body_lengths, props_lengths, len(prefix))
-        if props_lengths is not None:
-            too_many = props_lengths + fmt.CRC32_RESERVED_LEN > fmt.PROPERTIES_MAX_BYTES
-        else:
-            too_many = None
-        bad = sizes > self._size_limit
-        if too_many is not None:
-            bad |= too_many
-        if bad.any():
-            i = int(np.argmax(bad))
-            if too_many is not None and too_many[i]:
-                msgcodec.properties_too_large(int(props_lengths[i]) + fmt.CRC32_RESERVED_LEN)
-            self._too_large(i, int(sizes[i]))
-        total = int(sizes.sum())
-
-        def encode(phys: int, first: int, k: int, store_ts: int, out, out_pos: int):
-            end = first + k
-            return native.cl_encode(
-                topic_b, bodies, body_offsets[first:end], body_lengths[first:end], props,
-                None if props_offsets is None else props_offsets[first:end],
-                None if props_lengths is None else props_lengths[first:end], prefix,
-                uniq_base + first, queue_ids[first:end], queue_offsets[first:end],
-                None if born is None else born[first:end], phys, store_ts, out, out_pos)
-
-        cl = self.commitlog
-        with cl.put_lock:
-            self._check_open()
-            if p_single is not None:
-                k0 = (topic, p_single)
-                q0 = self._queue_next.get(k0, 0)
-                queue_offsets = np.arange(q0, q0 + n, dtype=np.int64)
-                nxt = {k0: q0 + n}
-            else:
-                queue_offsets, nxt = self._assign_queue_offsets(topic, queue_ids)
-            with translate_full(f"appending to {topic!r}"):
-                # the ConsumeQueue files these units go to exist before anything is written,
-                # so a full disk fails this call, never the dispatcher (nothing is assigned
-                # yet: the queue offsets are only taken below, once the put succeeded)
-                for k, end in nxt.items():
-                    self._consume_queue(*k).reserve_units(self._queue_next.get(k, 0), end - 1)
-                store_ts = cl.put_locked(sizes, encode)
-            self._queue_next.update(nxt)
-            self.appended_records += n
-            self.appended_bytes += total
-            ticket = self._gc.written() if self._gc is not None else 0
-        if self._gc is not None:
-            with translate_full(f"syncing an append to {topic!r}"):
-                self._gc.wait_durable(ticket)
-        self.dispatcher.wakeup()
-        if born is None:
-            if p_single is not None:
-                return BatchMetadata.single(topic, p_single, q0, n, store_ts)
-            stamps = np.full(n, store_ts, dtype=np.int64)
-        else:
-            stamps = np.where(born < 0, store_ts, born)
-        return BatchMetadata(topic, queue_ids, queue_offsets, stamps)
-
-    def _columns(self, raw: list, msgs: list, uniq_base: int):
-        """Values, properties blob, offsets and lengths (-1: plain, UNIQ_KEY only) and born
-        timestamps (-1: the store's) of normalised messages; ``raw`` are the messages as
-        given (a Message without a timestamp gets the store timestamp, as RocketMQ)."""
-        n = len(msgs)
-        values = [None] * n
-        parts: list[bytes] = []
-        poffs = np.full(n, 0, dtype=np.int64)
-        plens = np.full(n, -1, dtype=np.int64)
-        born = np.full(n, -1, dtype=np.int64)
-        prefix = self._uniq_prefix
-        at = 0
-        for i, m in enumerate(msgs):
-            if type(m) is bytes:
-                values[i] = m
-                continue
-            values[i] = m.value
-            r = raw[i]
-            if isinstance(r, Message) and r.timestamp_ms is not None:
-                born[i] = m.timestamp_ms
-            if m.tag is None and m.key is None and not m.headers:
-                continue
-            pb = msgcodec.encode_properties(m.tag, m.key, "%s%016X" % (prefix, uniq_base + i),
-                                            m.headers)
-            parts.append(pb)
-            poffs[i] = at
-            plens[i] = len(pb)
-            at += len(pb)
-        return values, b"".join(parts), poffs, plens, born
-
-    def _assign_queue_offsets(self, topic: str, queue_ids: np.ndarray):
-        """Queue offsets for messages to several queues (caller holds the put lock): each
-        queue's messages take the next offsets of that queue, in call order."""
-        order = np.argsort(queue_ids, kind="stable")
-        sq = queue_ids[order]
-        starts = np.flatnonzero(np.concatenate(([True], sq[1:] != sq[:-1])))
-        ends = np.append(starts[1:], len(sq))
-        rank = np.arange(len(sq), dtype=np.int64) - np.repeat(starts, ends - starts)
-        base = np.empty(len(starts), dtype=np.int64)
-        nxt: dict[tuple[str, int], int] = {}
-        get = self._queue_next.get
-        for j, (p, c) in enumerate(zip(sq[starts].tolist(), (ends - starts).tolist())):
-            b = get((topic, p), 0)
-            base[j] = b
-            nxt[(topic, p)] = b + c
-        offsets = np.empty(len(sq), dtype=np.int64)
-        offsets[order] = np.repeat(base, ends - starts) + rank
-        return offsets, nxt
-
-    def _too_large(self, i: int, size: int) -> None:
-        limit = self.config.max_message_bytes
-        room = self.commitlog.file_size - fmt.END_FILE_MIN_BLANK_LENGTH
-        which = "max_message_bytes" if size > limit else "mapped_file_size"
-        raise errors.RecordTooLargeError(
-            f"message {i} of the batch is {size} bytes as a CommitLog entry; {which} allows "
-            f"{min(limit, room)} (one message per CommitLog entry, each checked on its own)")
 
     # ----- consumer offsets -----
     def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
