@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mqstore import _purepy
 from mqstore._purepy import SCAN_OK, _bytes_view, _check_range, crc32c, decode_records
 
 # statuses (native/mqstore_native.h, MQ_BATCHES_*)
@@ -208,3 +209,11 @@ def encode_records(values, keys, timestamp_deltas, extras) -> bytes:
         parts.append(_zigzag(len(body)))
         parts.append(body)
     return b"".join(parts)
+
+
+def encode_value_records_view(values, lead: int) -> memoryview:
+    """A writable buffer of ``lead`` free bytes (for the caller's batch header) followed by
+    ``_purepy.encode_value_records(values)``. The native version returns a view of a
+    per-thread scratch buffer that the thread's next call overwrites: use it (write it out)
+    before calling again; this one returns a fresh buffer."""
+    return memoryview(bytearray(lead) + _purepy.encode_value_records(values))

@@ -443,6 +443,8 @@ else:
 
 
 # ===== [segments read] wrappers of native/batch_decode.c (reference: mqstore/_purepy_batches.py)
+import threading  # noqa: E402
+
 from mqstore import _purepy_batches  # noqa: E402
 from mqstore._purepy_batches import BatchRecords  # noqa: E402,F401  (re-exported)
 
@@ -549,7 +551,35 @@ def _encode_records_native(values, keys, timestamp_deltas, extras) -> bytes:
     return _ffi.buffer(out, written)[:]
 
 
+_scratch = threading.local()
+
+
+def _encode_value_records_view_native(values, lead: int) -> memoryview:
+    """``lead`` free bytes, then the records section of a batch of plain ``values``, in this
+    thread's scratch buffer (see ``_purepy_batches.encode_value_records_view``): no fresh
+    megabyte per call (a new buffer's page faults cost more than the encoding)."""
+    if not isinstance(values, (list, tuple)):
+        values = list(values)
+    try:
+        blob = b"".join(values)
+    except TypeError:
+        return _purepy_batches.encode_value_records_view(values, lead)
+    n = len(values)
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    cap = len(blob) + 19 * n
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < lead + cap:
+        buf = _scratch.buf = bytearray(max(lead + cap, 64 * 1024))
+    written = _lib.mq_encode_value_records(blob, len(blob), _from_buffer(_I64_ARRAY, lengths),
+                                           n, _from_buffer(_U8_ARRAY, buf) + lead, cap)
+    if written < 0:  # _ERR_ARG: len() is not the byte length (a memoryview of int32s)
+        return _from_reference(written, (), _purepy_batches.encode_value_records_view,
+                               values, lead)
+    return memoryview(buf)[:lead + written]
+
+
 if _lib is not None:
+    encode_value_records_view = _encode_value_records_view_native
     encode_records = _encode_records_native
     decode_batches = _decode_batches_native
     batch_span = _batch_span_native
@@ -557,7 +587,9 @@ else:
     decode_batches = _purepy_batches.decode_batches
     batch_span = _purepy_batches.batch_span
     encode_records = _purepy_batches.encode_records
-__all__ += ["BatchRecords", "batch_span", "decode_batches", "encode_records"]
+    encode_value_records_view = _purepy_batches.encode_value_records_view
+__all__ += ["BatchRecords", "batch_span", "decode_batches", "encode_records",
+            "encode_value_records_view"]
 
 
 # ===== [commitlog write] wrappers of native/cl_encode.c (reference: mqstore/_purepy_cl_write.py)

@@ -78,10 +78,9 @@ _ATTR0 = b"\x00"
 _TAG_NAME = fmt.TAG_HEADER
 #: attributes 0, timestampDelta 0, offsetDelta 0, keyLength -1 (null key)
 _SIMPLE_PREFIX = b"\x00\x00\x00\x01"
-#: attributes 0, timestampDelta 0
-_TS0 = b"\x00\x00"
 _TAG_HEADER_KEY = encode_varint(len(fmt.TAG_HEADER_BYTES)) + fmt.TAG_HEADER_BYTES
 _pack_crc_header = fmt.BATCH_CRC_HEADER.pack
+_pack_crc_header_into = fmt.BATCH_CRC_HEADER.pack_into
 _pack_prefix = fmt.BATCH_PREFIX.pack
 _crc32c = native.crc32c
 _tuple_new = tuple.__new__
@@ -154,7 +153,7 @@ def _mq_record(offset_delta: int, ts_delta: int, key: bytes | None, value: bytes
 class BatchBody(NamedTuple):
     """The CRC-covered part of a batch (bytes [21, end)) and what the log needs to know."""
 
-    body: bytes
+    body: bytes  # or a memoryview (encode_values: see there)
     crc: int
     count: int
     max_timestamp: int
@@ -183,21 +182,16 @@ def encode_messages(
 
 def encode_values(values: Sequence[bytes], ts: int) -> BatchBody:
     """The body of a batch of plain values (no key, headers or tag) sharing one timestamp:
-    the ``append_batch`` fast path. Same bytes as :func:`encode_messages` would write."""
-    if _NATIVE_RECORDS:  # the C encoder (mqstore.native.encode_value_records), same bytes
-        n = len(values)
-        body = _pack_crc_header(0, n - 1, ts, ts, -1, -1, -1, n) + \
-            native.encode_value_records(values)
-        return BatchBody(body, _crc32c(body), n, ts, len(body) + fmt.CRC_START)
-    ev = encode_varint
-    recs = []
-    append = recs.append
-    for i, value in enumerate(values):
-        rest = b"".join((_TS0, ev(i), _NULL, ev(len(value)), value, _ZERO))
-        append(ev(len(rest)))
-        append(rest)
+    the ``append_batch`` fast path. Same bytes as :func:`encode_messages` would write.
+
+    The body is a view of this thread's scratch buffer (``native.encode_value_records_view``),
+    valid until the thread encodes the next batch: append it before that (the store does, at
+    once, under the partition lock)."""
+    encode = native.encode_value_records_view if _NATIVE_RECORDS else \
+        ref.encode_value_records_view
+    body = encode(values, fmt.RECORD_BATCH_OVERHEAD - fmt.CRC_START)
     n = len(values)
-    body = _pack_crc_header(0, n - 1, ts, ts, -1, -1, -1, n) + b"".join(recs)
+    _pack_crc_header_into(body, 0, 0, n - 1, ts, ts, -1, -1, -1, n)
     return BatchBody(body, _crc32c(body), n, ts, len(body) + fmt.CRC_START)
 
 

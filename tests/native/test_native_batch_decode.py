@@ -225,3 +225,16 @@ def test_encode_records_native_reference_and_the_record_encoder_agree(monkeypatc
         native.encode_records([b"v"], [None], [0], [b""])
     with pytest.raises(ValueError):
         _purepy_batches.encode_records([b"v"], [], [0], [b""])
+
+
+def test_encode_value_records_view_matches_the_reference():
+    """The append_batch fast path's encoder writes into a per-thread scratch buffer (grown
+    when a batch needs more): the bytes are the reference's, after ``lead`` free bytes (their
+    content is the caller's to write)."""
+    for n, size in ((1, 0), (3, 5), (1000, 1024), (10, 200_000), (2, 7)):
+        values = [bytes([i % 256]) * size for i in range(n)]
+        want = bytes(_purepy_batches.encode_value_records_view(values, 40))
+        got = native.encode_value_records_view(values, 40)
+        assert len(got) == len(want) and bytes(got[40:]) == want[40:]
+        assert want[40:] == _purepy.encode_value_records(values)
+        got[:40] = b"h" * 40  # writable: the caller puts its header there
