@@ -116,12 +116,23 @@ class AbstractIndex:
         chunk, stopping at the first empty slot (cost follows the entries, not ``n``)."""
         if n <= 0:
             return 0
-        per = max(PREFIX_CHUNK // self.entry_size, 1)
+        size = self.entry_size
+        per = max(PREFIX_CHUNK // size, 1)
+        words = size // 4 if size % 4 == 0 else 0
         for first in range(0, n, per):
             count = min(per, n - first)
-            raw = np.frombuffer(buf, dtype=np.uint8, count=count * self.entry_size,
-                                offset=first * self.entry_size)
-            hits = np.flatnonzero(~raw.reshape(count, self.entry_size).any(axis=1))
+            if words:  # entries as 32-bit words, OR-ed column by column (vectorised; a
+                # reduction over each 8- or 12-byte row cost ~0.5 us a row)
+                raw = np.frombuffer(buf, dtype=np.uint32, count=count * words,
+                                    offset=first * size).reshape(count, words)
+                used = raw[:, 0] != 0
+                for j in range(1, words):
+                    used |= raw[:, j] != 0
+                hits = np.flatnonzero(~used)
+            else:
+                raw = np.frombuffer(buf, dtype=np.uint8, count=count * size,
+                                    offset=first * size)
+                hits = np.flatnonzero(~raw.reshape(count, size).any(axis=1))
             if hits.size:
                 return first + int(hits[0])
         return n
