@@ -69,11 +69,11 @@ class AbstractIndex:
                 if size == 0:
                     os.ftruncate(fd, self.max_entries * self.entry_size)
                 self._map(fd)
+                if size:  # read with pread: a first touch of a page of the map costs more
+                    self.entries = self._valid_prefix(fd, size // self.entry_size)
+                    self._allocated = self.entries * self.entry_size
             finally:
                 os.close(fd)
-            if size:
-                self.entries = self._valid_prefix(self._mm, size // self.entry_size)
-                self._allocated = self.entries * self.entry_size
         else:
             self.refresh()
 
@@ -112,29 +112,39 @@ class AbstractIndex:
                 pass
 
     def _valid_prefix(self, buf, n: int) -> int:
-        """How many leading entries of ``buf`` (``n`` slots) are not all zeros: chunk by
-        chunk, stopping at the first empty slot (cost follows the entries, not ``n``)."""
+        """How many leading entries of ``buf`` (``n`` slots; or of the file open as ``buf``,
+        an int, read with ``pread``) are not all zeros: chunk by chunk (one page, then
+        doubling up to ``PREFIX_CHUNK``), stopping at the first empty slot, so the cost and
+        the pages touched follow the entries, not ``n``."""
         if n <= 0:
             return 0
+        fd = buf if isinstance(buf, int) else None  # a file descriptor: pread the chunks
         size = self.entry_size
-        per = max(PREFIX_CHUNK // size, 1)
         words = size // 4 if size % 4 == 0 else 0
-        for first in range(0, n, per):
+        first, per = 0, max(_PAGE // size, 1)  # one page first: touch no page past the end
+        while first < n:
             count = min(per, n - first)
+            at = first * size
+            if fd is not None:
+                buf, at = os.pread(fd, count * size, at), 0
+                count = len(buf) // size
+                if not count:
+                    return first
             if words:  # entries as 32-bit words, OR-ed column by column (vectorised; a
                 # reduction over each 8- or 12-byte row cost ~0.5 us a row)
                 raw = np.frombuffer(buf, dtype=np.uint32, count=count * words,
-                                    offset=first * size).reshape(count, words)
+                                    offset=at).reshape(count, words)
                 used = raw[:, 0] != 0
                 for j in range(1, words):
                     used |= raw[:, j] != 0
                 hits = np.flatnonzero(~used)
             else:
-                raw = np.frombuffer(buf, dtype=np.uint8, count=count * size,
-                                    offset=first * size)
+                raw = np.frombuffer(buf, dtype=np.uint8, count=count * size, offset=at)
                 hits = np.flatnonzero(~raw.reshape(count, size).any(axis=1))
             if hits.size:
                 return first + int(hits[0])
+            first += count
+            per = min(per * 2, max(PREFIX_CHUNK // size, 1))
         return n
 
     def length_problem(self) -> str | None:
