@@ -552,6 +552,7 @@ def _encode_records_native(values, keys, timestamp_deltas, extras) -> bytes:
 
 
 _scratch = threading.local()
+_SCRATCH_KEPT = 16 * 1024 * 1024  # the largest scratch buffer a thread keeps between calls
 
 
 def _encode_value_records_view_native(values, lead: int) -> memoryview:
@@ -569,7 +570,9 @@ def _encode_value_records_view_native(values, lead: int) -> memoryview:
     cap = len(blob) + 19 * n
     buf = getattr(_scratch, "buf", None)
     if buf is None or len(buf) < lead + cap:
-        buf = _scratch.buf = bytearray(max(lead + cap, 64 * 1024))
+        buf = bytearray(max(lead + cap, 64 * 1024))
+        if len(buf) <= _SCRATCH_KEPT:  # a larger one is not kept by the thread
+            _scratch.buf = buf
     written = _lib.mq_encode_value_records(blob, len(blob), _from_buffer(_I64_ARRAY, lengths),
                                            n, _from_buffer(_U8_ARRAY, buf) + lead, cap)
     if written < 0:  # _ERR_ARG: len() is not the byte length (a memoryview of int32s)
