@@ -820,3 +820,6 @@ def _cl_transfer_plan_native(units, first_unit: int, n_units: int, start: int,
 
 cl_transfer_plan = (_cl_transfer_plan_native if _lib is not None
                     else _purepy_cl_read.cl_transfer_plan)
+__all__ += ["CLR_COLUMNS", "CLR_FULL", "CLR_HAS_HEADERS", "CLR_HAS_KEY", "CLR_HAS_TAG",
+            "CLR_KEY_OTHER", "CLR_LIMIT", "CLR_OK", "CLR_OTHER_FILE", "CQ_UNIT", "cl_gather",
+            "cl_transfer_plan"]

@@ -712,6 +712,9 @@ class SegmentsStore(Store):
     def _release(self) -> None:
         if self._flusher is not None:
             self._flusher.stop()
+        fs = getattr(self, "_fs_sync", None)
+        if fs is not None:  # the syncfs descriptor of the group sync
+            fs.close()
         if self._dirlock is not None:
             self._dirlock.release()
             self._dirlock = None

@@ -56,7 +56,7 @@ def test_async_mode_flushes_in_the_background(open_store):
 
 def test_group_commit_shares_fsyncs(open_store):
     """Eight threads appending to one partition under flush="sync" share fsyncs: a leader's
-    sync covers every append written before it started (measured here: ~0.25-0.3 fsyncs per
+    sync covers every append written before it started (measured here: ~0.14-0.2 fsyncs per
     append for both engines; one fsync per append means the group commit is broken, e.g. a
     sync that holds the GIL so nobody can append meanwhile)."""
     s = open_store(flush="sync")
