@@ -36,24 +36,17 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
 
 from mqstore import errors, native
 from mqstore.api import (
-    INT64_MAX,
-    as_message_list,
     check_lookup_args,
     check_read_args,
     check_timestamp_arg,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_RECORDS,
     Damage,
-    Message,
     Record,
-    RecordMetadata,
     Store,
-    normalize_message,
-    now_ms,
     validate_topic_name,
 )
 from mqstore.config import StoreConfig
@@ -67,18 +60,14 @@ from mqstore.engines.segments.checkpoint import (
     write_checkpoints,
     write_clean_shutdown,
 )
-from mqstore.records import BatchMetadata, Records
+from mqstore.records import Records
 from mqstore.engines.segments.offsets_topic import encode_commit, replay_commits
 from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
 from mqstore.engines.segments import topic_dirs
-from mqstore.engines.segments.record_batch import encode_messages, encode_one, encode_values
-from mqstore.partitioner import partition_for_key
+from mqstore.engines.segments.appends import SegmentsAppends
 from mqstore.storedir import DirectoryLock, check_manifest
 
-_INTERNAL = fmt.CONSUMER_OFFSETS_TOPIC
 logger = logging.getLogger("mqstore")
-_time_ns = time.time_ns
-_tuple_new = tuple.__new__  # the cheapest way to make a NamedTuple
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -86,7 +75,7 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 CHECKPOINT_INTERVAL_S = 1.0
 
 
-class SegmentsStore(Store):
+class SegmentsStore(SegmentsAppends, Store):
     """Kafka's storage design: a directory of segments per topic-partition.
 
     Each ``append`` / ``append_batch`` group becomes one RecordBatch v2 (CRC-32C) appended with
@@ -314,132 +303,6 @@ class SegmentsStore(Store):
         if self._read_only:
             log.refresh()
         return log
-
-    # ----- writes -----
-    def _writable_logs(self, topic: str) -> list[PartitionLog]:
-        if self._closed:
-            raise errors.StoreClosedError(f"store at {self.path} is closed")
-        if self._read_only:
-            raise errors.ReadOnlyStoreError(f"store at {self.path} was opened read_only")
-        logs = self._topics.get(topic)
-        if logs is None or topic == fmt.CONSUMER_OFFSETS_TOPIC:
-            if topic == fmt.CONSUMER_OFFSETS_TOPIC:
-                raise errors.InvalidTopicError(f"{topic!r} is internal; use commit_offset")
-            return self._logs(topic)
-        return logs
-
-    def append(self, topic: str, value: bytes, *, key: bytes | None = None,
-               partition: int | None = None, timestamp_ms: int | None = None,
-               headers: Mapping[str, bytes] | None = None,
-               tag: str | None = None) -> RecordMetadata:
-        """Append one record as a one-record batch (see :meth:`Store.append`)."""
-        logs = self._topics.get(topic)
-        if logs is None or self._closed or self._read_only or topic == _INTERNAL:
-            logs = self._writable_logs(topic)
-        if (type(value) is bytes and key is None and headers is None and tag is None
-                and (timestamp_ms is None
-                     or (type(timestamp_ms) is int and 0 <= timestamp_ms <= INT64_MAX))):
-            ts = _time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
-        else:
-            msg = normalize_message(Message(value, key, timestamp_ms, headers, tag),
-                                    now_ms() if timestamp_ms is None else 0)
-            value, key, headers, tag, ts = msg.value, msg.key, msg.headers, msg.tag, msg.timestamp_ms
-            if headers and fmt.TAG_HEADER in headers:
-                raise errors.InvalidRecordError(f"header name {fmt.TAG_HEADER!r} is reserved for tag=")
-        count = len(logs)
-        if partition is not None:
-            if type(partition) is int and 0 <= partition < count:
-                p = partition
-            else:
-                p = self._check_partition(topic, partition, count)
-        elif key is not None:
-            p = partition_for_key(key, count)
-        else:
-            p = self._next_round_robin(topic, count) if count > 1 else 0
-        base = self._append_encoded(logs[p], encode_one(ts, key, value, headers, tag))
-        return _tuple_new(RecordMetadata, (topic, p, base, ts))
-
-    def _append_encoded(self, log, body) -> int:
-        """Append one encoded batch to ``log`` under its lock (size checked first, so a
-        refused batch writes nothing), wait as the flush policy says, return its base
-        offset."""
-        if body.size > self._max_message_bytes:
-            raise errors.RecordTooLargeError(
-                f"batch of {body.size} bytes exceeds max_message_bytes={self._max_message_bytes}")
-        gc = self._gc
-        with log.lock:
-            if self._closed:
-                raise errors.StoreClosedError(f"store at {self.path} is closed")
-            base = log.append(body)
-            ticket = gc.written() if gc is not None else 0
-        if gc is not None:
-            gc.wait_durable(ticket)
-        return base
-
-    def append_batch(self, topic: str, messages: Iterable[bytes | Message], *,
-                     partition: int | None = None) -> BatchMetadata:
-        """One RecordBatch per partition group; all groups are encoded and size-checked
-        before anything is written. The result is built from columns (base offset and
-        count per partition), never one ``RecordMetadata`` per message."""
-        logs = self._writable_logs(topic)
-        messages = as_message_list(messages)
-        if messages and all(type(m) is bytes for m in messages):
-            return self._append_values(topic, logs, messages, partition)
-        groups = self._group_by_partition(topic, messages, partition, len(logs))
-        encoded = []
-        total = 0
-        for p, items in groups.items():
-            rows = []
-            for _i, m in items:
-                if m.headers and fmt.TAG_HEADER in m.headers:
-                    raise errors.InvalidRecordError(
-                        f"header name {fmt.TAG_HEADER!r} is reserved for tag=")
-                rows.append((m.timestamp_ms, m.key, m.value, m.headers, m.tag))
-            body = encode_messages(rows)
-            if body.size > self._max_message_bytes:
-                raise errors.RecordTooLargeError(
-                    f"batch of {body.size} bytes for partition {p} exceeds "
-                    f"max_message_bytes={self._max_message_bytes}")
-            encoded.append((p, items, body, [r[0] for r in rows]))
-            total += len(items)
-        partitions = np.empty(total, dtype=np.int64)
-        offsets = np.empty(total, dtype=np.int64)
-        timestamps = np.empty(total, dtype=np.int64)
-        gc = self._gc
-        ticket = 0
-        for p, items, body, stamps in encoded:
-            log = logs[p]
-            with log.lock:
-                if self._closed:
-                    raise errors.StoreClosedError(f"store at {self.path} is closed")
-                base = log.append(body)
-                if gc is not None:
-                    ticket = gc.written()
-            if len(encoded) == 1:  # one partition: the batch is in call order
-                partitions.fill(p)
-                offsets[:] = np.arange(base, base + total, dtype=np.int64)
-                timestamps[:] = stamps
-                break
-            at = np.fromiter((i for i, _m in items), dtype=np.int64, count=len(items))
-            partitions[at] = p
-            offsets[at] = np.arange(base, base + len(items), dtype=np.int64)
-            timestamps[at] = stamps
-        if gc is not None:
-            gc.wait_durable(ticket)
-        return BatchMetadata(topic, partitions, offsets, timestamps)
-
-    def _append_values(self, topic: str, logs: list[PartitionLog], values: list[bytes],
-                       partition: int | None) -> BatchMetadata:
-        """``append_batch`` of plain ``bytes`` values: one partition (explicit, else one
-        round-robin choice, as the generic path does for unkeyed messages), one batch."""
-        count = len(logs)
-        if partition is not None:
-            p = self._check_partition(topic, partition, count)
-        else:
-            p = self._next_round_robin(topic, count) if count > 1 else 0
-        ts = now_ms()
-        base = self._append_encoded(logs[p], encode_values(values, ts))
-        return BatchMetadata.single(topic, p, base, len(values), ts)
 
     # ----- reads -----
     def read(self, topic: str, partition: int, offset: int, *,

@@ -323,7 +323,7 @@ def test_segments_failed_syncfs_is_store_full_and_nothing_is_marked_synced(tmp_p
 
 def _two_partition_batch():
     """Keyed messages that land in partitions 0 and 1 of a two-partition topic."""
-    from mqstore.engines.segments.store import partition_for_key
+    from mqstore.partitioner import partition_for_key
 
     keys: dict[int, bytes] = {}
     i = 0
