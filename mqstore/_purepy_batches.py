@@ -181,14 +181,7 @@ def batch_span(buf, pos: int, end: int, end_offset: int) -> tuple[int, int, int]
     return n, pos, next_offset
 
 
-def _zigzag(n: int) -> bytes:
-    z = ((n << 1) ^ (n >> 63)) & 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+_zigzag = _purepy._zigzag_varint  # one varint encoder for the references
 
 
 def encode_records(values, keys, timestamp_deltas, extras) -> bytes:

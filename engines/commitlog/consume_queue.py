@@ -456,23 +456,8 @@ class ConsumeQueue:
             return
         pack = fmt.CQ_UNIT.pack
         data = b"".join([pack(phys, size, tag) for _q, phys, size, tag in units[i:]])
-        with self._lock:
-            upf = self.units_per_file
-            q = q0
-            off = 0
-            while off < len(data):
-                rel = q % upf
-                k = min(upf - rel, (len(data) - off) // fmt.CQ_UNIT_SIZE)
-                idx = (q - self.first_unit) // upf
-                while idx >= len(self.files):
-                    self._new_file(self.first_unit + len(self.files) * upf)
-                self.files[idx].write_at(rel * fmt.CQ_UNIT_SIZE,
-                                         data[off:off + k * fmt.CQ_UNIT_SIZE])
-                q += k
-                off += k * fmt.CQ_UNIT_SIZE
-            last = units[-1]
-            self.max_units = q
-            self.max_phys_end = last[1] + last[2]
+        last = units[-1]
+        self._write_run(q0, data, last[1] + last[2])
 
     def put_array(self, queue_offsets: np.ndarray, phys_offsets: np.ndarray,
                   sizes: np.ndarray, tag_hashes: np.ndarray) -> None:
@@ -491,7 +476,12 @@ class ConsumeQueue:
         units["offset"] = phys_offsets
         units["size"] = sizes
         units["tag_hash"] = tag_hashes
-        data = units.tobytes()
+        self._write_run(q0, units.tobytes(), int(phys_offsets[-1]) + int(sizes[-1]))
+
+    def _write_run(self, q0: int, data: bytes, phys_end: int) -> None:
+        """Write the packed units ``data`` from queue offset ``q0`` on (one copy per
+        ConsumeQueue file, new files made as needed); the run ends the queue at
+        ``phys_end`` in the CommitLog."""
         with self._lock:
             upf = self.units_per_file
             q = q0
@@ -507,7 +497,7 @@ class ConsumeQueue:
                 q += n
                 off += n * fmt.CQ_UNIT_SIZE
             self.max_units = q
-            self.max_phys_end = int(phys_offsets[-1]) + int(sizes[-1])
+            self.max_phys_end = phys_end
 
     def reserve_units(self, first: int, last: int) -> None:
         """Create now the files that units ``first``..``last`` will be written to and
