@@ -25,13 +25,38 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
-from types import MappingProxyType
 from typing import Any, NamedTuple, Union
 
 import numpy as np
 
+class Headers(dict):
+    """The headers of a record as read back: a ``dict`` that cannot be changed (a read's
+    records share their header objects with the ``Records`` they came from). It pickles and
+    copies as a ``Headers``; ``dict(h)`` gives a mutable copy."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object):
+        raise TypeError("a record's headers cannot be changed (dict(headers) is a copy)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+    __ior__ = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (Headers, (dict(self),))
+
+    def __copy__(self) -> "Headers":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Headers":
+        return self
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self)
+
+
 #: the ``headers`` of a record that has none (shared, immutable, equal to ``{}``)
-EMPTY_HEADERS: Mapping[str, bytes] = MappingProxyType({})
+EMPTY_HEADERS: Mapping[str, bytes] = Headers()
 
 _tuple_new = tuple.__new__
 
@@ -139,6 +164,7 @@ class Records(Sequence):
             raise ValueError("Records columns must have the same length")
         self._lengths = lengths  # negative: a null value (value_sizes clips it, on first use)
         self._sizes = lengths if null_values is False else None
+        lengths.flags.writeable = False
         if key_offsets is not None:
             self._key_pos, self._key_len = _i64(key_offsets), _i64(key_lengths)
             if len(self._key_pos) != n or len(self._key_len) != n:
@@ -148,7 +174,8 @@ class Records(Sequence):
         else:
             self._key_pos = self._key_len = None
         self._keys = keys
-        self._headers = headers
+        # a list given here is frozen on first use too (see _column)
+        self._headers = (lambda h=headers: h) if isinstance(headers, list) else headers
         self._tags = tags
         for arr in (self.offsets, self.timestamps_ms, self.value_offsets):
             arr.flags.writeable = False
@@ -232,6 +259,9 @@ class Records(Sequence):
         col = getattr(self, name)
         if callable(col):
             col = col()
+            if name == "_headers":  # a read's header dicts are shared: hand out read-only ones
+                col = [h if type(h) is Headers else Headers(h) if h else EMPTY_HEADERS
+                       for h in col]
             setattr(self, name, col)
         return col
 
@@ -342,15 +372,37 @@ class Records(Sequence):
         return sub
 
     def take(self, positions) -> "Records":
-        """The records at ``positions`` (an int array or list), in that order."""
-        return self._subset(np.asarray(positions, dtype=np.int64))
+        """The records at ``positions`` (integers, negative ones from the end), in that
+        order; IndexError for one out of range, TypeError for anything but integers."""
+        idx = np.asarray(positions)
+        if idx.size == 0:
+            idx = idx.astype(np.int64)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu":
+            raise TypeError(f"Records.take needs a one-dimensional sequence of integers, not "
+                            f"{idx.dtype} with {idx.ndim} dimension(s)")
+        n = len(self.offsets)
+        if idx.size and (int(idx.max()) >= n or int(idx.min()) < -n):
+            raise IndexError(f"Records.take: a position is out of range for {n} records")
+        return self._subset(idx.astype(np.int64) % n if n else idx.astype(np.int64))
 
     def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
         if isinstance(other, (Records, list, tuple)):
             return len(self) == len(other) and all(a == b for a, b in zip(self, other))
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self):
+        """Pickle the columns themselves (the lazy ones made first), not the functions."""
+        keys = self._column("_keys")
+        if keys is None and self._key_pos is not None:
+            keys = self.keys()
+        return (_restore_records, (self.topic, self.partition, bytes(self._buffer),
+                                   self.offsets, self.timestamps_ms, self.value_offsets,
+                                   self.value_sizes, keys, self._column("_headers"),
+                                   self._column("_tags")))
 
     def __repr__(self) -> str:
         n = len(self)
@@ -359,6 +411,12 @@ class Records(Sequence):
         return (f"<Records {self.topic}-{self.partition}: {n} records, offsets "
                 f"{int(self.offsets[0])}..{int(self.offsets[-1])}, "
                 f"{self.total_value_bytes} value bytes>")
+
+
+def _restore_records(topic, partition, buffer, offsets, timestamps, value_offsets, sizes,
+                     keys, headers, tags) -> Records:
+    return Records(topic, partition, buffer, offsets, timestamps, value_offsets, sizes,
+                   keys=keys, headers=headers, tags=tags, null_values=False)
 
 
 class BatchMetadata(Sequence):
@@ -434,8 +492,12 @@ class BatchMetadata(Sequence):
         parts, offs, _ts = self._arrays()
         out: dict[int, tuple[int, int]] = {}
         for p in np.unique(parts).tolist():
-            sel = offs[parts == p]
-            out[p] = (int(sel.min()), len(sel))
+            sel = np.sort(offs[parts == p])
+            base = int(sel[0])
+            if int(sel[-1]) - base != len(sel) - 1:
+                raise ValueError(f"the offsets of partition {p} here are not one contiguous "
+                                 "run (a slice with a step?): use .offsets and .partitions")
+            out[p] = (base, len(sel))
         return out
 
     def __len__(self) -> int:
@@ -478,8 +540,12 @@ class BatchMetadata(Sequence):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        ranges = ", ".join(f"{self.topic}-{p}@{b}+{c}" for p, (b, c) in self.ranges.items())
-        return f"<BatchMetadata {self._n} records: {ranges}>"
+        try:
+            items = [f"{self.topic}-{p}@{b}+{c}" for p, (b, c) in self.ranges.items()]
+        except ValueError:
+            items = [f"{self.topic}, offsets not contiguous"]
+        more = f", ... {len(items) - 5} more partitions" if len(items) > 5 else ""
+        return f"<BatchMetadata {self._n} records: {', '.join(items[:5])}{more}>"
 
 
 __all__ = ["EMPTY_HEADERS", "BatchMetadata", "Record", "RecordMetadata", "Records",

@@ -163,6 +163,8 @@ class ConsumeQueueReads:
         out: list[Record] = []
         seen: set[int] = set()
         for phys in cands:
+            if len(out) >= limit:
+                break
             if phys in seen:
                 continue
             seen.add(phys)
@@ -179,8 +181,6 @@ class ConsumeQueueReads:
                 continue
             out.append(Record(topic, m.queue_id, m.queue_offset, m.born_timestamp, key, m.body,
                               m.properties.headers, m.properties.tag))
-            if len(out) >= limit:
-                break
         return out
 
     def transfer_to(self, sock: socket.socket, topic: str, partition: int, offset: int,

@@ -76,6 +76,8 @@ def test_lookup_key_limit(store):
     for i in range(20):
         store.append("t", b"v%d" % i, key=b"same")
     assert len(store.lookup_key("t", b"same", limit=5)) == 5
+    assert len(store.lookup_key("t", b"same", limit=1)) == 1
+    assert store.lookup_key("t", b"same", limit=0) == []
 
 
 def test_lookup_key_is_per_topic(store):

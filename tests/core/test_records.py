@@ -125,3 +125,60 @@ def test_batch_metadata_forms_agree():
     with pytest.raises(TypeError):
         single[1.0]
     assert "t-2@40+5" in repr(single)
+
+
+def test_records_and_records_without_headers_pickle_and_copy(row_builder):
+    import copy
+    import pickle
+
+    recs, expected = _make(300, keys=True, headers=True, tags=True)
+    plain, plain_expected = _make(5)
+    for r in (recs, plain):
+        back = pickle.loads(pickle.dumps(r))
+        assert back == r and back.values() == r.values() and back.keys() == r.keys()
+    assert pickle.loads(pickle.dumps(plain[0])) == plain_expected[0]
+    assert copy.deepcopy(plain[1]) == plain_expected[1]
+    assert pickle.loads(pickle.dumps(EMPTY_HEADERS)) == {}
+
+
+def test_headers_of_a_read_cannot_be_changed(row_builder):
+    recs, _expected = _make(10, headers=True)
+    h = recs[0].headers
+    assert h == {"h": b"0"} and isinstance(h, dict)
+    for change in (lambda: h.__setitem__("x", b"1"), lambda: h.update(x=b"1"),
+                   lambda: h.pop("h"), lambda: h.clear(), lambda: h.setdefault("y", b"")):
+        with pytest.raises(TypeError):
+            change()
+    assert recs[0].headers == {"h": b"0"} and dict(h) == {"h": b"0"}
+    with pytest.raises(TypeError):
+        recs[1].headers["x"] = b"1"  # EMPTY_HEADERS
+
+
+def test_value_sizes_are_read_only_whatever_the_null_hint():
+    recs = Records("t", 0, b"hello", [0], [0], [0], np.array([5], dtype=np.int64),
+                   null_values=False)
+    with pytest.raises(ValueError):
+        recs.value_sizes[0] = 2
+    assert recs.values() == [b"hello"]
+
+
+def test_take_accepts_integers_only():
+    recs, expected = _make(4)
+    assert list(recs.take([-1, 0])) == [expected[3], expected[0]]
+    assert list(recs.take(np.array([2], dtype=np.uint8))) == [expected[2]]
+    assert list(recs.take([])) == []
+    for bad in ([1.5], ["1"], [True, False], [[0]]):
+        with pytest.raises(TypeError):
+            recs.take(bad)
+    for bad in ([4], [-5]):
+        with pytest.raises(IndexError):
+            recs.take(bad)
+
+
+def test_batch_metadata_ranges_refuse_a_stepped_slice():
+    md = BatchMetadata.single("t", 1, 0, 6, 5)
+    assert md[2:5].ranges == {1: (2, 3)}
+    with pytest.raises(ValueError, match="contiguous"):
+        md[::2].ranges
+    many = BatchMetadata("t", list(range(300)), [0] * 300, [1] * 300)
+    assert len(repr(many)) < 200
