@@ -5,9 +5,10 @@
 
 valgrind runs ``sanitizer_driver.py`` (every function over damaged inputs, native ==
 python) on the installed build and fails on any error report whose stack passes through the
-helper (valgrind also reports the dynamic loader and CPython, which are not ours). The ASan
-test builds a separate copy of the helper with ``-fsanitize=address,undefined`` (ASan and
-UBSan, both stopping at the first report), then runs the driver
+helper or ``mqstore._rows`` (valgrind also reports the dynamic loader and CPython, which are
+not ours). The ASan test builds a separate copy of the helper and of ``mqstore._rows``
+(native/rows.c) with ``-fsanitize=address,undefined`` (ASan and UBSan, both stopping at the
+first report), then runs the driver
 and the whole native suite against it, with libasan preloaded and ``PYTHONMALLOC=malloc`` so
 every Python buffer is its own heap block. Both take minutes, so they are skipped unless
 asked for.
@@ -19,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -33,13 +35,18 @@ DRIVER = HERE / "sanitizer_driver.py"
 needs_native = pytest.mark.skipif(native.backend != "native", reason=NATIVE_MISSING)
 
 
+_C_FILES = "|".join(sorted(p.stem for p in (ROOT / "native").glob("*.c")))
+
+
 def _errors_in_helper(log: str) -> list[str]:
-    """valgrind error blocks whose stack has a frame in the helper (mq_* or _native)."""
+    """valgrind error blocks whose stack has a frame in the helper (mq_* or _native) or in
+    mqstore._rows (rows_*, _rows), or a line of any native/*.c file."""
     blocks = re.split(r"\n==\d+== \n", log)
     return [b for b in blocks
             if re.search(r"==\d+== [A-Z][^\n]*", b)
-            and re.search(r"(?:at|by) 0x[0-9A-F]+: (?:mq_|_cffi_[fd]_mq_)|_native|"
-                          r"\((?:crc|scan|index|kernels)\.c:\d+\)", b)]
+            and re.search(r"(?:at|by) 0x[0-9A-F]+: (?:mq_|_cffi_[fd]_mq_|rows_|slice_at|"
+                          r"get_i64|check_column)|_native|_rows\.|"
+                          rf"\((?:{_C_FILES})\.c:\d+\)", b)]
 
 
 @needs_native
@@ -75,6 +82,14 @@ def _build_asan_copy(dest: Path) -> Path:
     env = {**os.environ, "MQSTORE_NATIVE_SANITIZE": "address,undefined"}
     subprocess.run([sys.executable, str(ROOT / "native" / "build_native.py"), str(pkg)],
                    env=env, check=True, capture_output=True, cwd=dest)
+    for old in pkg.glob("_rows*"):  # the copied non-ASan build of native/rows.c
+        old.unlink()
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer",
+                    "-fsanitize=address,undefined", "-Wall", "-Wextra",
+                    f"-I{sysconfig.get_paths()['include']}", str(ROOT / "native" / "rows.c"),
+                    "-o", str(pkg / f"_rows{suffix}")],
+                   check=True, capture_output=True, cwd=dest)
     return pkg
 
 
@@ -94,9 +109,11 @@ def test_native_under_asan(tmp_path):
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
            "MQSTORE_NATIVE": "force"}
     where = subprocess.run(
-        [sys.executable, "-c", "import mqstore._native as m; print(m.__file__)"],
+        [sys.executable, "-c", "import mqstore._native as m, mqstore._rows as r; "
+         "print(m.__file__); print(r.__file__)"],
         env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
-    assert where.stdout.startswith(str(tmp_path)), where.stdout  # the ASan copy is in use
+    for line in where.stdout.split():  # the ASan copies are in use
+        assert line.startswith(str(tmp_path)), where.stdout
     drive = subprocess.run([sys.executable, str(DRIVER), "1000"], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=1800, check=False)
     assert drive.returncode == 0, drive.stdout + drive.stderr[-4000:]
