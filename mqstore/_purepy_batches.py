@@ -90,7 +90,7 @@ def decode_batches(buf, pos: int, end: int, expect: int, min_offset: int, end_of
         base, length, _epoch, magic, crc, attributes, lod, base_ts, max_ts = \
             _HEAD.unpack_from(mv, pos)
         size = length + 12
-        if size < 61 or magic != 2 or lod < 0 or base + lod > _INT64_MAX:
+        if size < 61 or magic != 2 or lod < 0 or base + lod + 1 > _INT64_MAX:  # next offset fits
             status = BATCHES_BAD_HEADER
             break
         if size > end - pos:
@@ -172,7 +172,7 @@ def batch_span(buf, pos: int, end: int, end_offset: int) -> tuple[int, int, int]
         base, length, _epoch, magic, _crc, _attributes, lod, _bts, _mts = \
             _HEAD.unpack_from(mv, pos)
         size = length + 12
-        if size < 61 or magic != 2 or lod < 0 or base + lod > _INT64_MAX or \
+        if size < 61 or magic != 2 or lod < 0 or base + lod + 1 > _INT64_MAX or \
                 size > end - pos or base >= end_offset:
             break
         pos += size

@@ -93,7 +93,8 @@ int mq_decode_batches(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
         int64_t base = mq_load_be_i64(b);
         int64_t size = (int64_t)mq_load_be_i32(b + 8) + 12;
         int64_t lod = mq_load_be_i32(b + 23);
-        if (size < MQ_BATCH_OVERHEAD || b[16] != 2 || lod < 0 || base > INT64_MAX - lod) {
+        /* the offset after the batch must fit in int64 too (base + lod + 1) */
+        if (size < MQ_BATCH_OVERHEAD || b[16] != 2 || lod < 0 || base > INT64_MAX - 1 - lod) {
             status = MQ_BATCHES_BAD_HEADER;
             break;
         }
@@ -215,7 +216,7 @@ int64_t mq_batch_span(const uint8_t *buf, size_t buf_len, int64_t pos, int64_t e
         int64_t base = mq_load_be_i64(b);
         int64_t size = (int64_t)mq_load_be_i32(b + 8) + 12;
         int64_t lod = mq_load_be_i32(b + 23);
-        if (size < MQ_BATCH_OVERHEAD || b[16] != 2 || lod < 0 || base > INT64_MAX - lod ||
+        if (size < MQ_BATCH_OVERHEAD || b[16] != 2 || lod < 0 || base > INT64_MAX - 1 - lod ||
             size > end - pos || base >= end_offset)
             break;
         pos += size;

@@ -122,3 +122,38 @@ def test_kafka_written_batches_in_one_read(tmp_path):
         assert got[9].timestamp_ms == 5_007  # LogAppendTime: the batch's maxTimestamp
         assert [r.value for r in s.read("t", 0, 11, tags=["T"])] == [b"p1"]
         assert s.read("t", 0, 12)[0].offset == 13
+
+
+def test_batch_whose_next_offset_overflows_int64_is_a_bad_header_on_both_backends():
+    """Sanitizer-driver finding: a sound batch ending at offset 2**63 - 1 has no next
+    offset in int64; the C walk wrapped it to -2**63 while the reference said 2**63. Both
+    now refuse that header (BAD_HEADER in the read walk, not sent by transfer_to)."""
+    import struct
+
+    from mqstore import _purepy, _purepy_batches, native
+
+    after_crc = struct.Struct(">hiqqqhii")
+    prefix = struct.Struct(">qiibI")
+
+    def record(delta: int) -> bytes:
+        body = bytes([0, 0, delta * 2, 1, 2]) + b"v" + b"\x00"  # attrs, ts, off, key -1, value
+        return bytes([len(body) * 2]) + body
+
+    def batch(base: int, lod: int) -> bytes:
+        body = after_crc.pack(0, lod, 1000, 1000, -1, -1, -1, lod + 1)
+        body += b"".join(record(i) for i in range(lod + 1))
+        return prefix.pack(base, len(body) + 9, 0, 2, _purepy.crc32c(body)) + body
+
+    big = (1 << 63) - 1
+    log = batch(big - 1, 1)  # offsets 2**63 - 2 and 2**63 - 1
+    ok = batch(big - 2, 1)   # ends at 2**63 - 2: the next offset fits
+    impls = [_purepy_batches]
+    if native.backend == "native":
+        impls.append(native)
+    for impl in impls:
+        assert impl.batch_span(log, 0, len(log), big) == (0, 0, -1)
+        assert impl.batch_span(ok, 0, len(ok), big) == (1, len(ok), big)
+        got = impl.decode_batches(log, 0, len(log), -1, -(1 << 63), big, True, 10, 10_000)
+        assert got.status == _purepy_batches.BATCHES_BAD_HEADER
+        good = impl.decode_batches(ok, 0, len(ok), -1, -(1 << 63), big, True, 10, 10_000)
+        assert good.next_expect == big and len(good.records) == 2
