@@ -78,11 +78,16 @@ class CommitLogAppends:
             self.appended_records += 1
             self.appended_bytes += size
             ticket = self._gc.written() if self._gc is not None else 0
+        self._acknowledged(topic, ticket)
+        return tuple.__new__(RecordMetadata, (topic, p, q, store_ts))
+
+    def _acknowledged(self, topic: str, ticket: int) -> None:
+        """After a put (outside the put lock): wait as the flush policy says, then wake the
+        dispatcher for the new messages."""
         if self._gc is not None:
             with translate_full(f"syncing an append to {topic!r}"):
                 self._gc.wait_durable(ticket)
         self.dispatcher.wakeup()
-        return tuple.__new__(RecordMetadata, (topic, p, q, store_ts))
 
     def _topic_bytes(self, topic: str) -> bytes:
         b = self._topic_b.get(topic)
@@ -185,10 +190,7 @@ class CommitLogAppends:
             self.appended_records += n
             self.appended_bytes += total
             ticket = self._gc.written() if self._gc is not None else 0
-        if self._gc is not None:
-            with translate_full(f"syncing an append to {topic!r}"):
-                self._gc.wait_durable(ticket)
-        self.dispatcher.wakeup()
+        self._acknowledged(topic, ticket)
         if born is None:
             if p_single is not None:
                 return BatchMetadata.single(topic, p_single, q0, n, store_ts)

@@ -277,9 +277,9 @@ class ReadBatch:
 def _lazy_keys(buf: bytes, rows: np.ndarray, slow: dict):
     def keys() -> list:
         out: list = [None] * rows.shape[1]
-        for i, p, length in zip(np.flatnonzero(rows[_KEY_LEN] >= 0).tolist(),
-                                rows[_KEY_POS][rows[_KEY_LEN] >= 0].tolist(),
-                                rows[_KEY_LEN][rows[_KEY_LEN] >= 0].tolist()):
+        has = rows[_KEY_LEN] >= 0
+        for i, p, length in zip(np.flatnonzero(has).tolist(), rows[_KEY_POS][has].tolist(),
+                                rows[_KEY_LEN][has].tolist()):
             out[i] = _key_bytes(buf[p:p + length])
         for i, (key, _headers, _tag) in slow.items():
             out[i] = key
