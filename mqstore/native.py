@@ -344,8 +344,23 @@ def _dispatch_fields_native(buf, pos: int, end: int) -> DispatchScan:
 
 def _encode_value_records_native(values) -> bytes:
     """The records section of a magic-2 batch holding ``values`` (see
-    ``_purepy.encode_value_records``): the scratch-buffer encoder's bytes, copied out."""
-    return bytes(_encode_value_records_view_native(values, 0))
+    ``_purepy.encode_value_records``). Its own buffer, not the thread's scratch that
+    ``encode_value_records_view`` reuses, so a view handed out earlier stays intact."""
+    if not isinstance(values, (list, tuple)):
+        values = list(values)
+    try:
+        blob = b"".join(values)
+    except TypeError:
+        return _purepy.encode_value_records(values)
+    n = len(values)
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    cap = len(blob) + 19 * n
+    out = _ffi.new("uint8_t[]", cap)
+    written = _lib.mq_encode_value_records(blob, len(blob), _from_buffer(_I64_ARRAY, lengths),
+                                           n, out, cap)
+    if written < 0:  # _ERR_ARG: len() is not the byte length (a memoryview of int32s)
+        return _from_reference(written, (), _purepy.encode_value_records, values)
+    return _ffi.buffer(out, written)[:]
 
 
 def _index_put_keys_native(buf, hash_slots: int, index_entries: int, state, key_hashes,
