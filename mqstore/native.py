@@ -824,3 +824,12 @@ cl_transfer_plan = (_cl_transfer_plan_native if _lib is not None
 __all__ += ["CLR_COLUMNS", "CLR_FULL", "CLR_HAS_HEADERS", "CLR_HAS_KEY", "CLR_HAS_TAG",
             "CLR_KEY_OTHER", "CLR_LIMIT", "CLR_OK", "CLR_OTHER_FILE", "CQ_UNIT", "cl_gather",
             "cl_transfer_plan"]
+
+
+# ----- [cl-write] (native/cl_write.c) -----
+
+
+# ----- [seg-write] (native/seg_write.c) -----
+
+
+# ----- [cl-recovery] (native/cl_recover.c) -----

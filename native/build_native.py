@@ -22,7 +22,8 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["crc.c", "kernels.c", "index.c", "scan.c", "records.c", "index_file.c",
-           "batch_decode.c", "cl_encode.c", "cl_read.c"]
+           "batch_decode.c", "cl_encode.c", "cl_read.c", "cl_write.c", "seg_write.c",
+           "cl_recover.c"]
 
 
 def _cdef() -> str:

@@ -308,3 +308,9 @@ int mq_cl_gather(const uint8_t *units, size_t units_len, int64_t first_unit, int
 int mq_cl_transfer_plan(const uint8_t *units, size_t units_len, int64_t first_unit,
                         int64_t n_units, int64_t file_from, int64_t limit, int64_t max_bytes,
                         int64_t *slices, int64_t cap, int64_t *state);
+
+/* ----- [cl-write] (native/cl_write.c) ----- */
+
+/* ----- [seg-write] (native/seg_write.c) ----- */
+
+/* ----- [cl-recovery] (native/cl_recover.c) ----- */
