@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import threading
+import zlib
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -90,7 +91,22 @@ def load_manifest(path: str) -> dict:
         raise ConfigError(f"damaged store manifest {path}: no str 'engine' field")
     if not isinstance(doc.get("options", {}), dict):
         raise ConfigError(f"damaged store manifest {path}: 'options' is not an object")
+    if "crc32" in doc:  # manifests written before the checksum existed have none
+        stored = doc["crc32"]
+        if type(stored) is not int:
+            raise ConfigError(f"damaged store manifest {path}: 'crc32' is not an int")
+        if stored != manifest_checksum(doc):
+            raise ConfigError(
+                f"damaged store manifest {path}: checksum mismatch (crc32 {stored}, content "
+                f"{manifest_checksum(doc)}); a hand edit must delete the 'crc32' field")
     return doc
+
+
+def manifest_checksum(doc: dict) -> int:
+    """CRC-32 (zlib) of the manifest's fields other than ``crc32``, as compact sorted JSON:
+    a change to any byte that matters (a digit of a shape option, the engine) is caught."""
+    body = {k: v for k, v in doc.items() if k != "crc32"}
+    return zlib.crc32(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
 
 
 def detect(path: str | os.PathLike[str]) -> str | None:

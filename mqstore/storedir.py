@@ -20,7 +20,7 @@ from typing import Any
 
 from mqstore.config import StoreConfig
 from mqstore.errors import ConfigError, EngineMismatchError, StoreLockedError
-from mqstore.registry import MANIFEST_NAME, load_manifest
+from mqstore.registry import MANIFEST_NAME, load_manifest, manifest_checksum
 
 MANIFEST_FORMAT = 1
 
@@ -134,4 +134,5 @@ def write_manifest(root: str, config: StoreConfig, shape_options: tuple[str, ...
         "engine": config.engine,
         "options": {name: config.options[name] for name in shape_options},
     }
+    doc["crc32"] = manifest_checksum(doc)
     write_json_atomic(os.path.join(root, MANIFEST_NAME), doc)
