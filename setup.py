@@ -17,4 +17,6 @@ ROWS = Extension("mqstore._rows", sources=["native/rows.c"],
                  extra_compile_args=["-O3", "-Wall", "-Wextra"])
 
 setup(cffi_modules=[] if PURE_PYTHON else ["native/build_native.py:ffibuilder"],
-      ext_modules=[] if PURE_PYTHON else [ROWS])
+      ext_modules=[] if PURE_PYTHON else [ROWS, Extension(
+          "mqstore._seg_write", sources=["native/seg_write_ext.c", "native/crc.c"],
+          include_dirs=["native"], extra_compile_args=["-O3", "-Wall", "-Wextra"])])
