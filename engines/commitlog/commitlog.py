@@ -28,6 +28,14 @@ from .recovery import RecoveryResult
 
 __all__ = ["CommitLog", "RecoveryResult"]
 
+#: a run of messages this large or larger is encoded into the transient store pool's
+#: buffer and committed with one pwrite, instead of being encoded into the mapping (see
+#: CommitLog._put); a run larger than POOL_MAX_BYTES goes into the mapping (mmap mode) or
+#: a buffer of its own (write mode)
+POOL_MIN_BYTES = 16 << 10
+POOL_MAX_BYTES = 16 << 20
+POOL_GROW = 1 << 20
+
 
 class CommitLog:
     """The shared log: put, flush, read slices, recover, delete old files.
@@ -63,6 +71,8 @@ class CommitLog:
         self._pending_undo: tuple[MappedFile, int, int] | None = None
         #: serialises flush(): its dir-dirty check, syncs and flushed_offset move together
         self._flush_lock = threading.Lock()
+        #: the transient store pool's buffer (see _put, _pool)
+        self._pool_buf = bytearray()
 
     # ----- loading and recovery -----
     def load(self, log: RecoveryLog | None = None) -> None:
@@ -197,16 +207,22 @@ class CommitLog:
                 k = int(np.searchsorted(ends, base + size - pos - fmt.END_FILE_MIN_BLANK_LENGTH,
                                         side="right")) - i
             if k > 0:
-                if mf.write_mode == "mmap":  # straight into the mapping, no copy
-                    nbytes = int(sizes[0]) if ends is None else int(ends[i + k - 1]) - base
+                nbytes = int(sizes[0]) if ends is None else int(ends[i + k - 1]) - base
+                if (nbytes >= POOL_MIN_BYTES or mf.write_mode == "write") \
+                        and nbytes <= POOL_MAX_BYTES:
+                    # TransientStorePool: encode into the pooled buffer, commit with pwrite
+                    buf = self._pool(nbytes)
+                    encode(mf.file_from_offset + pos, i, k, store_ts, buf, 0)
+                    with memoryview(buf) as mv:
+                        mf.pwrite_at(pos, mv[:nbytes])
+                elif mf.write_mode == "mmap":  # straight into the mapping, no copy
                     mf.prepare_write(pos, nbytes)
                     encode(mf.file_from_offset + pos, i, k, store_ts, mf.mm, pos)
                     if pos + nbytes > mf.wrote_position:
                         mf.wrote_position = pos + nbytes
-                else:
-                    chunk = encode(mf.file_from_offset + pos, i, k, store_ts, None, 0)
-                    nbytes = len(chunk)
-                    mf.write_at(pos, chunk)
+                else:  # write mode, a run larger than the pool: its own buffer
+                    mf.pwrite_at(pos, encode(mf.file_from_offset + pos, i, k, store_ts,
+                                             None, 0))
                 pos += nbytes
                 base += nbytes
                 i += k
@@ -221,6 +237,15 @@ class CommitLog:
         self.last_store_timestamp = store_ts
         self.max_offset = mf.file_from_offset + mf.wrote_position
         return store_ts
+
+    def _pool(self, nbytes: int) -> bytearray:
+        """The transient store buffer, at least ``nbytes`` long (caller holds ``put_lock``).
+        One buffer, kept and reused: its pages are faulted in once (bytearray zeroes them),
+        not on every append as a fresh buffer's would be."""
+        buf = self._pool_buf
+        if len(buf) < nbytes:
+            buf = self._pool_buf = bytearray(-(-nbytes // POOL_GROW) * POOL_GROW)
+        return buf
 
     def _undo_put(self, files_before: int, first: MappedFile, first_start: int,
                   first_end: int) -> None:

@@ -132,7 +132,8 @@ class MappedFile:
 
     __slots__ = ("path", "file_from_offset", "file_size", "write_mode", "read_only", "_fd",
                  "mm", "wrote_position", "flushed_position", "_flush_lock", "reserved_end",
-                 "reserve_chunk", "read_margin", "reservations", "_block", "_populated")
+                 "reserve_chunk", "read_margin", "reservations", "_block", "_populated",
+                 "_pwritten")
 
     def __init__(self, path: str, file_size: int, *, write_mode: str = "mmap",
                  create: bool = False, read_only: bool = False, reserve_chunk: int | None = None,
@@ -201,6 +202,9 @@ class MappedFile:
         #: pages below this were faulted in writable ahead of the writes (:meth:`prepare_write`)
         self._populated = 0 if _MADV_POPULATE_WRITE is not None and write_mode == "mmap" \
             and not read_only else file_size
+        #: True once :meth:`pwrite_at` wrote to a file of ``mmap`` mode (its flush must
+        #: then sync the descriptor, not only the mapping, where msync does not cover both)
+        self._pwritten = False
 
     @property
     def file_end_offset(self) -> int:
@@ -263,20 +267,45 @@ class MappedFile:
         """Write ``data`` at ``pos`` and move ``wrote_position`` past it if needed. A full
         disk raises ``StoreFullError`` (in ``write`` mode part of ``data`` may have been
         written: the caller rolls it back, see :meth:`zero_range`)."""
+        if self.write_mode == "write":
+            self.pwrite_at(pos, data)
+            return
         n = len(data)
         self.prepare_write(pos, n)
-        if self.write_mode == "write":
-            view = memoryview(data)
-            done = 0
-            try:
-                while done < n:
-                    done += os.pwrite(self._fd, view[done:], pos + done)
-            except OSError as exc:
-                if is_full(exc):
-                    raise full_error(exc, f"writing {self.path}") from exc
-                raise
-        else:
-            self.mm[pos:pos + n] = data
+        self.mm[pos:pos + n] = data
+        if pos + n > self.wrote_position:
+            self.wrote_position = pos + n
+
+    def pwrite_at(self, pos: int, data) -> None:
+        """Write ``data`` at ``pos`` with ``os.pwrite`` on the descriptor, whatever the write
+        mode (the commit of RocketMQ's ``TransientStorePool`` buffer to the file channel; the
+        page cache is shared with the mapping, so readers of the mapping see the bytes), after
+        reserving its space (:meth:`reserve`, may raise ``StoreFullError``: nothing written
+        then); no pages of the mapping are faulted in. A full disk during the write raises
+        ``StoreFullError`` with part of ``data`` possibly written (the caller rolls it back,
+        see :meth:`zero_range`)."""
+        n = len(data)
+        reserved = self.reserved_end
+        if reserved is None or pos + n + self.read_margin > reserved:
+            self.reserve(pos, pos + n)
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < n:
+                done += os.pwrite(self._fd, view[done:], pos + done)
+        except OSError as exc:
+            if is_full(exc):
+                raise full_error(exc, f"writing {self.path}") from exc
+            raise
+        finally:
+            view.release()
+        if self.write_mode == "mmap":
+            self._pwritten = True
+            # the pages written are in the page cache: a later write through the mapping
+            # populates from the page that holds the end (never past the reservation)
+            end_page = (pos + n) // PAGE_SIZE * PAGE_SIZE
+            if end_page > self._populated:
+                self._populated = end_page
         if pos + n > self.wrote_position:
             self.wrote_position = pos + n
 
@@ -300,6 +329,8 @@ class MappedFile:
             else:
                 start = (self.flushed_position // PAGE_SIZE) * PAGE_SIZE
                 self.mm.flush(start, target - start)
+                if self._pwritten:
+                    os.fdatasync(self._fd)
             self.flushed_position = target
             return True
 
@@ -312,6 +343,8 @@ class MappedFile:
                 os.fdatasync(self._fd)
             else:
                 self.mm.flush()
+                if self._pwritten:
+                    os.fdatasync(self._fd)
             self.flushed_position = self.wrote_position
 
     def zero_range(self, start: int, end: int) -> None:
