@@ -25,8 +25,8 @@ def _enospc(*_a, **_k):
 
 
 class ShortThenFull:
-    """``os.pwritev`` that writes half of what it is given and returns the short count;
-    every later ``os.pwrite`` / ``os.pwritev`` fails with ENOSPC (what a filling disk does)."""
+    """The first ``os.pwrite`` / ``os.pwritev`` writes half of what it is given and returns
+    the short count; every later one fails with ENOSPC (what a filling disk does)."""
 
     def __init__(self, monkeypatch):
         self.mp = monkeypatch
@@ -43,7 +43,7 @@ class ShortThenFull:
             return self.real_pwrite(fd, data[: len(data) // 2], pos)
 
         self.mp.setattr(os, "pwritev", pwritev)
-        self.mp.setattr(os, "pwrite", _enospc)
+        self.mp.setattr(os, "pwrite", lambda fd, data, pos: pwritev(fd, [data], pos))
         return self
 
     def __exit__(self, *exc):
