@@ -4,7 +4,10 @@ path's whole-read decoder of Kafka RecordBatches (magic 2).
 This module DEFINES the behaviour: ``mqstore.native.decode_batches`` runs the C version when
 the helper is built and this one otherwise (``MQSTORE_NATIVE=off``); both give equal results
 and the same typed errors (tests/native/test_native_batch_decode.py). Records are decoded by
-``_purepy.decode_records`` (the one record decoder). Pure functions, thread-safe.
+``_purepy.decode_records`` (the one record decoder). Also the reference of
+``mqstore._seg_write`` (native/seg_write_ext.c): ``value_batch``, ``values_batch_size`` and
+``values_batch_into`` build whole batches of plain values for the segments append path.
+Pure functions, thread-safe.
 """
 from __future__ import annotations
 
@@ -210,3 +213,75 @@ def encode_value_records_view(values, lead: int) -> memoryview:
     per-thread scratch buffer that the thread's next call overwrites: use it (write it out)
     before calling again; this one returns a fresh buffer."""
     return memoryview(bytearray(lead) + _purepy.encode_value_records(values))
+
+
+# ----- whole batches of plain values (native/seg_write_ext.c, mqstore._seg_write) -----
+_PREFIX = struct.Struct(">qiibI")  # baseOffset, batchLength, partitionLeaderEpoch, magic, crc
+_CRC_HEADER = struct.Struct(">hiqqqhii")  # attributes .. recordsCount
+_BATCH_OVERHEAD, _CRC_START = 61, 21
+_MAX_BATCH = (1 << 31) - 1
+
+
+def _value_record(i: int, value: bytes) -> bytes:
+    body = b"\x00\x00" + _zigzag(i) + b"\x01" + _zigzag(len(value)) + value + b"\x00"
+    return _zigzag(len(body)) + body
+
+
+def _finish(records: bytes, base_offset: int, timestamp: int, count: int) -> bytes:
+    for name, v in (("base_offset", base_offset), ("timestamp", timestamp)):
+        if not _INT64_MIN <= v <= _INT64_MAX:
+            raise OverflowError(f"{name} {v} does not fit an int64")
+    size = _BATCH_OVERHEAD + len(records)
+    if size > _MAX_BATCH:
+        raise OverflowError(f"a batch of {size} bytes does not fit a RecordBatch "
+                            f"(at most {_MAX_BATCH})")
+    body = _CRC_HEADER.pack(0, count - 1, timestamp, timestamp, -1, -1, -1, count) + records
+    return _PREFIX.pack(base_offset, size - 12, 0, 2, crc32c(body)) + body
+
+
+def value_batch(base_offset: int, timestamp: int, value: bytes) -> bytes:
+    """A whole one-record batch at ``base_offset``: ``value`` with no key and no headers,
+    offsetDelta and timestampDelta 0, partitionLeaderEpoch 0, no producer id / epoch /
+    sequence (the single ``append`` path; the bytes of ``record_batch.encode_one`` with its
+    ``batch_prefix``)."""
+    if not isinstance(value, bytes):
+        raise TypeError(f"value must be bytes, not {type(value).__name__}")
+    return _finish(_value_record(0, value), base_offset, timestamp, 1)
+
+
+def _check_values(values) -> None:
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"values must be a list or tuple of bytes, not {type(values).__name__}")
+    if not values:
+        raise ValueError("a batch of values holds at least one value")
+    for i, v in enumerate(values):
+        if type(v) is not bytes:
+            raise TypeError(f"values[{i}] must be bytes, not {type(v).__name__}")
+
+
+def values_batch_size(values) -> int:
+    """The size of the batch :func:`values_batch_into` writes for ``values``."""
+    _check_values(values)
+    size = _BATCH_OVERHEAD + sum(len(_value_record(i, v)) for i, v in enumerate(values))
+    if size > _MAX_BATCH:
+        raise OverflowError(f"a batch of {size} bytes does not fit a RecordBatch "
+                            f"(at most {_MAX_BATCH})")
+    return size
+
+
+def values_batch_into(buffer, base_offset: int, timestamp: int, values, size: int) -> int:
+    """Write the whole batch of ``values`` (a list or tuple of bytes; record ``i`` has
+    offsetDelta ``i``, no key, no headers, timestampDelta 0, every record ``timestamp``) at
+    ``base_offset`` into ``buffer[:size]`` and return ``size``, which must be
+    :func:`values_batch_size` of them (ValueError otherwise, or if ``buffer`` is shorter)."""
+    _check_values(values)
+    batch = _finish(b"".join(_value_record(i, v) for i, v in enumerate(values)),
+                    base_offset, timestamp, len(values))
+    if len(batch) != size:
+        raise ValueError(f"the batch of these values has {len(batch)} bytes, not {size} "
+                         "(the list changed?)")
+    view = memoryview(buffer).cast("B")
+    if len(view) < size:
+        raise ValueError(f"buffer of {len(view)} bytes is smaller than the {size}-byte batch")
+    view[:size] = batch
+    return size

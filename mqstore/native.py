@@ -829,7 +829,22 @@ __all__ += ["CLR_COLUMNS", "CLR_FULL", "CLR_HAS_HEADERS", "CLR_HAS_KEY", "CLR_HA
 # ----- [cl-write] (native/cl_write.c) -----
 
 
-# ----- [seg-write] (native/seg_write.c) -----
+# ----- [seg-write] (native/seg_write_ext.c: mqstore._seg_write; reference _purepy_batches)
+#: whole RecordBatches of plain values built from the Python objects (segments appends):
+#: value_batch(base_offset, timestamp, value) -> bytes, values_batch_size(values) -> int,
+#: values_batch_into(buffer, base_offset, timestamp, values, size) -> int
+_seg_write = None
+if _lib is not None:
+    try:
+        from mqstore import _seg_write  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # pragma: no cover - an old build: the reference runs
+        _seg_write = None
+_seg = _seg_write if _seg_write is not None else _purepy_batches
+value_batch = _seg.value_batch
+values_batch_size = _seg.values_batch_size
+values_batch_into = _seg.values_batch_into
+del _seg
+__all__ += ["value_batch", "values_batch_into", "values_batch_size"]
 
 
 # ----- [cl-recovery] (native/cl_recover.c) -----

@@ -11,7 +11,8 @@
  *   value_batch(base_offset, timestamp, value) -> bytes
  *       a one-record batch (no key, no headers): the single append() path
  *   values_batch_size(values) -> int
- *       the size of the batch values_batch_into would write
+ *       the size of the batch values_batch_into would write (TypeError if a value is not
+ *       exactly bytes: the engine then takes its general path)
  *   values_batch_into(buffer, base_offset, timestamp, values, size) -> int
  *       the batch of ``values`` (a list or tuple of bytes; record i has offsetDelta i, no
  *       key, no headers, timestampDelta 0) into buffer[:size]; size must be the one
@@ -204,7 +205,7 @@ static int64_t batch_size(PyObject *values)
         return too_large(SEG_MAX_BATCH + 1);
     int64_t size = MQ_BATCH_OVERHEAD;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyBytes_Check(items[i])) {
+        if (!PyBytes_CheckExact(items[i])) {
             PyErr_Format(PyExc_TypeError, "values[%zd] must be bytes, not %.100s", i,
                          Py_TYPE(items[i])->tp_name);
             return -1;

@@ -28,7 +28,7 @@ from mqstore.api import (
     now_ms,
 )
 from mqstore.engines.segments import format as fmt
-from mqstore.engines.segments.record_batch import encode_messages, encode_one, encode_values
+from mqstore.engines.segments.record_batch import encode_messages, encode_one, values_batch_size
 from mqstore.partitioner import partition_for_key
 from mqstore.records import BatchMetadata
 
@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 _INTERNAL = fmt.CONSUMER_OFFSETS_TOPIC
 _time_ns = time.time_ns
 _tuple_new = tuple.__new__  # the cheapest way to make a NamedTuple
+#: the most a one-record batch adds to its value: the 61-byte header and the record's framing
+#: (length and value-length varints of <= 5 bytes each, attributes, timestampDelta,
+#: offsetDelta, a null key's length and the header count, one byte each): a value this much
+#: under max_message_bytes surely fits
+_ONE_RECORD_OVERHEAD = fmt.RECORD_BATCH_OVERHEAD + 15
 
 
 class SegmentsAppends:
@@ -63,9 +68,10 @@ class SegmentsAppends:
         logs = self._topics.get(topic)
         if logs is None or self._closed or self._read_only or topic == _INTERNAL:
             logs = self._writable_logs(topic)
-        if (type(value) is bytes and key is None and headers is None and tag is None
-                and (timestamp_ms is None
-                     or (type(timestamp_ms) is int and 0 <= timestamp_ms <= INT64_MAX))):
+        plain = (type(value) is bytes and key is None and headers is None and tag is None
+                 and (timestamp_ms is None
+                      or (type(timestamp_ms) is int and 0 <= timestamp_ms <= INT64_MAX)))
+        if plain:
             ts = _time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
         else:
             msg = normalize_message(Message(value, key, timestamp_ms, headers, tag),
@@ -83,7 +89,20 @@ class SegmentsAppends:
             p = partition_for_key(key, count)
         else:
             p = self._next_round_robin(topic, count) if count > 1 else 0
-        base = self._append_encoded(logs[p], encode_one(ts, key, value, headers, tag))
+        if plain and len(value) <= self._max_message_bytes - _ONE_RECORD_OVERHEAD:
+            # a plain value that surely fits: built whole and written in one step, under the
+            # partition's lock (the bytes encode_one and batch_prefix would give)
+            log = logs[p]
+            gc = self._gc
+            with log.lock:
+                if self._closed:
+                    raise errors.StoreClosedError(f"store at {self.path} is closed")
+                base = log.append_value(value, ts)
+                ticket = gc.written() if gc is not None else 0
+            if gc is not None:
+                gc.wait_durable(ticket)
+        else:
+            base = self._append_encoded(logs[p], encode_one(ts, key, value, headers, tag))
         return _tuple_new(RecordMetadata, (topic, p, base, ts))
 
     def _append_encoded(self, log, body) -> int:
@@ -110,8 +129,13 @@ class SegmentsAppends:
         count per partition), never one ``RecordMetadata`` per message."""
         logs = self._writable_logs(topic)
         messages = as_message_list(messages)
-        if messages and all(type(m) is bytes for m in messages):
-            return self._append_values(topic, logs, messages, partition)
+        if messages:
+            try:  # plain bytes values only (one C pass over them)?
+                size = values_batch_size(messages)
+            except TypeError:  # a Message (or another type): the general path
+                size = -1
+            if size >= 0:
+                return self._append_values(topic, logs, messages, size, partition)
         groups = self._group_by_partition(topic, messages, partition, len(logs))
         encoded = []
         total = 0
@@ -156,15 +180,28 @@ class SegmentsAppends:
         return BatchMetadata(topic, partitions, offsets, timestamps)
 
     def _append_values(self, topic: str, logs: list[PartitionLog], values: list[bytes],
-                       partition: int | None) -> BatchMetadata:
-        """``append_batch`` of plain ``bytes`` values: one partition (explicit, else one
-        round-robin choice, as the generic path does for unkeyed messages), one batch."""
+                       size: int, partition: int | None) -> BatchMetadata:
+        """``append_batch`` of plain ``bytes`` values (a ``size``-byte batch): one partition
+        (explicit, else one round-robin choice, as the generic path does for unkeyed
+        messages), one batch, built whole under the partition's lock from the values where
+        they lie and written with one ``pwrite`` (``PartitionLog.append_values``)."""
         count = len(logs)
         if partition is not None:
             p = self._check_partition(topic, partition, count)
         else:
             p = self._next_round_robin(topic, count) if count > 1 else 0
+        if size > self._max_message_bytes:
+            raise errors.RecordTooLargeError(
+                f"batch of {size} bytes exceeds max_message_bytes={self._max_message_bytes}")
         ts = now_ms()
-        base = self._append_encoded(logs[p], encode_values(values, ts))
+        log = logs[p]
+        gc = self._gc
+        with log.lock:
+            if self._closed:
+                raise errors.StoreClosedError(f"store at {self.path} is closed")
+            base = log.append_values(values, size, ts)
+            ticket = gc.written() if gc is not None else 0
+        if gc is not None:
+            gc.wait_durable(ticket)
         return BatchMetadata.single(topic, p, base, len(values), ts)
 

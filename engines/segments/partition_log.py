@@ -25,6 +25,8 @@ from mqstore.engines.segments.record_batch import (
     batch_prefix,
     iter_records,
     read_header,
+    value_batch,
+    values_batch,
 )
 from mqstore.engines.segments.log_read import read_records
 from mqstore.engines.segments.segment import BatchWalk, LogSegment, filename_prefix
@@ -257,13 +259,52 @@ class PartitionLog:
         if seg.should_roll(size, body.max_timestamp, last, c.segment_bytes, c.segment_ms):
             seg = self.roll(base)
         seg.append([batch_prefix(base, body), body.body], size, last, body.max_timestamp)
-        self.next_offset = last + 1
-        self.appended_records += body.count
+        self._appended(seg, last, body.count, size)
+        return base
+
+    def append_value(self, value: bytes, timestamp: int) -> int:
+        """Write a one-record batch of a plain value (no key, headers or tag; the single
+        ``append`` path): built whole at its offset in one C call (``value_batch``), written
+        with one ``pwrite``. Returns its offset. Caller holds :attr:`lock`."""
+        base = self.next_offset
+        data = value_batch(base, timestamp, value)
+        size = len(data)
+        seg = self.segments[-1]
+        c = self.config
+        if seg.should_roll(size, timestamp, base, c.segment_bytes, c.segment_ms):
+            seg = self.roll(base)
+        seg.append_buffer(data, base, timestamp)
+        # (_appended, inlined: this is the single-append hot path)
+        self.next_offset = base + 1
+        self.appended_records += 1
         self.appended_bytes += size
         unflushed = self._unflushed
         if not unflushed or unflushed[-1] is not seg:
             unflushed.append(seg)
         return base
+
+    def append_values(self, values: list[bytes], size: int, timestamp: int) -> int:
+        """Write one batch of plain values sharing ``timestamp`` (``append_batch`` of bytes),
+        ``size`` bytes as ``values_batch_size`` gave: built whole at its base offset from the
+        values where they lie (``values_batch``) and written with one ``pwrite``. Returns the
+        base offset. Caller holds :attr:`lock`."""
+        base = self.next_offset
+        last = base + len(values) - 1
+        seg = self.segments[-1]
+        c = self.config
+        if seg.should_roll(size, timestamp, last, c.segment_bytes, c.segment_ms):
+            seg = self.roll(base)
+        seg.append_buffer(values_batch(base, timestamp, values, size), last, timestamp)
+        self._appended(seg, last, len(values), size)
+        return base
+
+    def _appended(self, seg: LogSegment, last: int, count: int, size: int) -> None:
+        self.next_offset = last + 1
+        self.appended_records += count
+        self.appended_bytes += size
+        unflushed = self._unflushed
+        if not unflushed or unflushed[-1] is not seg:
+            unflushed.append(seg)
 
     def roll(self, new_base: int) -> LogSegment:
         """Close the active segment to writes (final time entry, trimmed indexes) and start a

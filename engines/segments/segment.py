@@ -20,6 +20,7 @@ Not thread-safe for writers (the partition holds a lock around ``append``, ``rol
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import zlib
@@ -313,25 +314,37 @@ class LogSegment:
         index it. On a failed or short write the log is cut back: nothing half-written."""
         pos = self.size
         if self.dirty_tail:  # a failed append left bytes behind: cut them first
-            with translate_full(f"appending to {self.log_path}"):
-                os.ftruncate(self.fd, pos)
-            self.dirty_tail = False
+            self._cut_dirty_tail()
         try:  # (no context manager here: this is the hot path)
             n = os.pwritev(self.fd, parts, pos)
             while n < size:  # short write: finish it
                 rest = b"".join(parts)[n:]
-                n += os.pwrite(self.fd, rest, pos + n)
+                k = os.pwrite(self.fd, rest, pos + n)
+                if k <= 0:
+                    raise OSError(errno.EIO, f"write of {len(rest)} bytes returned {k}")
+                n += k
         except BaseException as failed:
-            try:
-                os.ftruncate(self.fd, pos)
-            except OSError as exc:
-                self.dirty_tail = True
-                logger.warning("%s: could not cut a failed append back off at %d (%s); it is "
-                               "past the acknowledged end and dropped at the next open",
-                               self.log_path, pos, exc)
-            if is_full(failed):
-                raise full_error(failed, f"appending to {self.log_path}") from failed
-            raise
+            self._failed_append(pos, failed)
+        self._appended(pos, size, last_offset, max_timestamp)
+
+    def append_buffer(self, data, last_offset: int, max_timestamp: int) -> None:
+        """Write one whole batch ``data`` (bytes or a byte view, baseOffset and CRC filled
+        in) at the end of the log and index it: one ``pwrite`` (the append paths of plain
+        values). Failures as :meth:`append`: nothing half-written."""
+        pos = self.size
+        if self.dirty_tail:
+            self._cut_dirty_tail()
+        size = len(data)
+        try:
+            n = os.pwrite(self.fd, data, pos)
+            while n < size:  # short write: finish it
+                k = os.pwrite(self.fd, data[n:], pos + n)
+                if k <= 0:
+                    raise OSError(errno.EIO, f"write of {size - n} bytes returned {k}")
+                n += k
+        except BaseException as failed:
+            self._failed_append(pos, failed)
+        # (_appended, inlined: this is the single-append hot path)
         self.size = self.file_size = pos + size
         self.next_offset = last_offset + 1
         if max_timestamp > self.max_timestamp_so_far:
@@ -340,6 +353,38 @@ class LogSegment:
         if pos - self._last_indexed_pos > self.index_interval_bytes or \
                 self.rolling_based_timestamp is None:
             self._index_batch(pos, last_offset, max_timestamp)
+
+    def _appended(self, pos: int, size: int, last_offset: int, max_timestamp: int) -> None:
+        """The batch of ``size`` bytes at ``pos`` is written: extend the log over it and index
+        it on Kafka's cadence."""
+        self.size = self.file_size = pos + size
+        self.next_offset = last_offset + 1
+        if max_timestamp > self.max_timestamp_so_far:
+            self.max_timestamp_so_far = max_timestamp
+            self.offset_of_max_timestamp = last_offset
+        if pos - self._last_indexed_pos > self.index_interval_bytes or \
+                self.rolling_based_timestamp is None:
+            self._index_batch(pos, last_offset, max_timestamp)
+
+    def _cut_dirty_tail(self) -> None:
+        with translate_full(f"appending to {self.log_path}"):
+            os.ftruncate(self.fd, self.size)
+        self.dirty_tail = False
+
+    def _failed_append(self, pos: int, failed: BaseException) -> None:
+        """A write of the batch at ``pos`` failed (or was cut short): cut the log back to
+        ``pos`` and raise (StoreFullError for a full disk). If even the cut fails,
+        ``dirty_tail`` is set (the next append cuts first; the next open drops the tail)."""
+        try:
+            os.ftruncate(self.fd, pos)
+        except OSError as exc:
+            self.dirty_tail = True
+            logger.warning("%s: could not cut a failed append back off at %d (%s); it is "
+                           "past the acknowledged end and dropped at the next open",
+                           self.log_path, pos, exc)
+        if is_full(failed):
+            raise full_error(failed, f"appending to {self.log_path}") from failed
+        raise failed
 
     def should_roll(self, batch_size: int, max_timestamp: int, last_offset: int,
                     segment_bytes: int, segment_ms: int) -> bool:
