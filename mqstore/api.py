@@ -294,6 +294,49 @@ class Store(abc.ABC):
     def create_topic(self, name: str, partitions: int = 1) -> None:
         """Create a topic with ``partitions`` partitions (TopicExistsError if it exists)."""
 
+    def create_topics(self, topics: Iterable[tuple[str, int] | str]) -> None:
+        """Create several topics: ``topics`` is ``(name, partitions)`` pairs, or names for one
+        partition each (Kafka's ``CreateTopics`` takes many at once; a RocketMQ broker
+        registers a topic table).
+
+        Everything is checked before anything is created: a bad name, a bad partition count,
+        a name given twice or a topic that already exists raises (``InvalidTopicError``,
+        ``InvalidPartitionError``, ``TopicExistsError``) and creates none of them. This
+        default then calls :meth:`create_topic` per topic, so an I/O failure part way (a
+        full disk) leaves the topics before it created; an engine that persists its topic
+        table in one write (commitlog) overrides it and creates all or none, across a crash
+        too."""
+        self._check_writable()
+        for name, partitions in self._check_new_topics(topics):
+            self.create_topic(name, partitions)
+
+    def _check_new_topics(self, topics: Iterable[tuple[str, int] | str]
+                          ) -> list[tuple[str, int]]:
+        """``create_topics``' checks: the (name, partitions) pairs, all valid and new."""
+        pairs: list[tuple[str, int]] = []
+        seen: set[str] = set()
+        existing = set(self.topics())
+        for item in topics:
+            if isinstance(item, str):
+                name, partitions = item, 1
+            elif isinstance(item, tuple) and len(item) == 2:
+                name, partitions = item
+            else:
+                raise errors.InvalidTopicError(
+                    f"create_topics takes (name, partitions) pairs or names, not {item!r}")
+            validate_topic_name(name)
+            if not isinstance(partitions, int) or isinstance(partitions, bool) or \
+                    partitions < 1:
+                raise errors.InvalidPartitionError(
+                    f"partitions of {name!r} must be an int >= 1: {partitions!r}")
+            if name in seen:
+                raise errors.TopicExistsError(f"topic {name!r} is given twice")
+            if name in existing:
+                raise errors.TopicExistsError(f"topic {name!r} already exists")
+            seen.add(name)
+            pairs.append((name, partitions))
+        return pairs
+
     @abc.abstractmethod
     def topics(self) -> list[str]:
         """The user topics, sorted (internal topics such as ``__consumer_offsets`` excluded)."""

@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -175,16 +176,203 @@ class _JsonFile:
         self._mtime = os.stat(self.path).st_mtime_ns
 
 
+#: the topic journal beside ``topics.json`` (see :class:`TopicJournal`)
+JOURNAL_SUFFIX = ".journal"
+#: the journal is folded into ``topics.json`` once it holds more entries than this, or more
+#: than there are topics (a rewrite costs O(topics), so creation stays O(1) amortised)
+COMPACT_ENTRIES = 1024
+
+
+class TopicJournal:
+    """An append-only log of topic-table changes beside ``topics.json`` (mqstore's own file:
+    RocketMQ rewrites ``topics.json`` whole on every change, which makes creating T topics
+    O(T^2)). ``config/topics.json.journal`` holds one entry per ``create_topic`` /
+    ``create_topics`` call, one line each::
+
+        <CRC-32 of the JSON, 8 hex digits> <compact JSON {"topics": {"<name>": n, ...}}>\n
+
+    An entry is written with one ``write`` and synced before the call returns; applying an
+    entry sets those topics' queue counts, so replaying one twice changes nothing. The
+    journal is folded into ``topics.json`` (atomic rename, ``.bak`` kept) at open, at close
+    and whenever it has grown past :data:`COMPACT_ENTRIES` entries and the topic count, then
+    truncated; a crash between the two replays entries already folded in, which is harmless.
+
+    Damage: a last line that is incomplete or fails its check is an entry whose call never
+    returned (a torn write, or written but not synced before a power loss): the writer cuts
+    it off, logged as ``metadata_repaired``. A bad line with good ones after it loses that
+    entry's topics (each queue that has messages is found again in ``consumequeue/``): it is
+    skipped and logged the same way. A read-only follower never cuts anything."""
+
+    def __init__(self, path: str, read_only: bool, log: RecoveryLog | None = None):
+        self.path = path
+        self.read_only = read_only
+        self.log = log
+        self.entries = 0
+        self.size = 0
+        self._fd = -1
+        self._stat: tuple | None = None
+
+    def _record(self, position: int, detail: str) -> None:
+        if self.log is not None:
+            self.log.record(METADATA_REPAIRED, self.path, position, detail)
+        else:
+            logger.warning("recovery: %s: %s", self.path, detail)
+
+    @staticmethod
+    def encode(topics: dict[str, int]) -> bytes:
+        payload = json.dumps({"topics": topics}, separators=(",", ":"),
+                             sort_keys=True).encode("ascii")
+        return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+    @staticmethod
+    def _decode(line: bytes) -> dict[str, int]:
+        if len(line) < 10 or line[8:9] != b" ":
+            raise MetadataError("not '<crc> <json>'")
+        payload = line[9:]
+        try:
+            crc = int(line[:8], 16)
+        except ValueError:
+            raise MetadataError("no CRC") from None
+        if zlib.crc32(payload) != crc:
+            raise MetadataError("CRC mismatch")
+        try:
+            doc = json.loads(payload.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MetadataError(f"not JSON ({exc})") from None
+        table = _dict(_dict(doc, "an entry").get("topics"), "an entry's topics")
+        for name, n in table.items():
+            if not TOPIC_NAME_RE.fullmatch(name):
+                raise MetadataError(f"topic name {name!r} is not valid")
+            _int(n, f"{name} queues", 1, MAX_QUEUES)
+        return table
+
+    def changed(self) -> bool:
+        return self._stat != self._stat_now()
+
+    def _stat_now(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def read(self) -> dict[str, int]:
+        """The topics the journal sets (later entries win), after cutting a torn tail."""
+        self._stat = self._stat_now()
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            self.entries = self.size = 0
+            return {}
+        out: dict[str, int] = {}
+        lines = raw.split(b"\n")
+        pos = good_end = 0
+        entries = 0
+        for i, line in enumerate(lines):
+            last = i == len(lines) - 1
+            if last and not line:
+                break  # the file ends with a complete entry
+            try:
+                if last:
+                    raise MetadataError("incomplete entry")
+                out.update(self._decode(line))
+                entries += 1
+                good_end = pos + len(line) + 1
+            except MetadataError as exc:
+                rest = [ln for ln in lines[i + 1:] if ln]
+                if not any(self._valid(ln) for ln in rest):
+                    if not self.read_only:
+                        self._record(pos, f"torn last entry ({exc}): a topic change that "
+                                     f"was not acknowledged; {len(raw) - pos} bytes cut")
+                        self._truncate(good_end)
+                        raw = raw[:good_end]
+                    break
+                if not self.read_only:
+                    self._record(pos, f"damaged entry ({exc}) with good entries after it: "
+                                 "skipped (its topics come back from consumequeue/ when "
+                                 "they have messages)")
+            pos += len(line) + 1
+        self.entries = entries
+        self.size = len(raw) if not self.read_only else good_end
+        return out
+
+    def _valid(self, line: bytes) -> bool:
+        try:
+            self._decode(line)
+            return True
+        except MetadataError:
+            return False
+
+    def _truncate(self, size: int) -> None:
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self._stat = self._stat_now()
+
+    def append(self, topics: dict[str, int]) -> None:
+        """Write and sync one entry (StoreFullError on a full disk, nothing left behind)."""
+        line = self.encode(topics)
+        with translate_full(f"writing {self.path}"):
+            if self._fd < 0:
+                created = not os.path.exists(self.path)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+                if created:
+                    fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            try:
+                view = memoryview(line)
+                at = self.size
+                while view:
+                    n = os.pwrite(self._fd, view, at)
+                    view, at = view[n:], at + n
+                os.fdatasync(self._fd)
+            except BaseException:
+                try:
+                    os.ftruncate(self._fd, self.size)
+                except OSError:
+                    pass
+                raise
+        self.size += len(line)
+        self.entries += 1
+        self._stat = self._stat_now()
+
+    def clear(self) -> None:
+        """Empty the journal (its entries are durable in ``topics.json`` now)."""
+        if self.size == 0 and not os.path.exists(self.path):
+            return
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            os.fdatasync(self._fd)
+            self._stat = self._stat_now()
+        elif os.path.exists(self.path):
+            self._truncate(0)
+        self.size = self.entries = 0
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class TopicConfigManager:
-    """Topics and their queue counts. Thread-safety: writes under an internal lock."""
+    """Topics and their queue counts: ``topics.json`` plus its journal (:class:`TopicJournal`;
+    a topic change is one journal entry, ``topics.json`` is rewritten only when the journal
+    is folded in). Thread-safety: writes under an internal lock."""
 
     def __init__(self, path: str, *, read_only: bool = False, log: RecoveryLog | None = None):
         self._file = _JsonFile(path, read_only, log)
+        self.journal = TopicJournal(path + JOURNAL_SUFFIX, read_only, log)
+        self._from_file: dict[str, int] = {}
         self.topics: dict[str, int] = {}
+        self._loaded = False
         self.reload()
-        if self._file.repaired and not read_only:
+        if not read_only:
             with self._file.lock:
-                self._persist()
+                if self._file.repaired or self.journal.size or not os.path.exists(path):
+                    self._persist()
 
     @staticmethod
     def _parse(doc: dict) -> dict[str, int]:
@@ -200,32 +388,45 @@ class TopicConfigManager:
 
     def _rebuild(self) -> dict[str, int] | None:
         """No usable file nor backup: start empty if ``consumequeue/`` has topics (the
-        store adopts them from there right after), else None (refuse)."""
+        store adopts them from there right after) or the journal has entries, else None
+        (refuse)."""
         root = os.path.join(os.path.dirname(os.path.dirname(self._file.path)), "consumequeue")
         try:
             found = any(os.path.isdir(os.path.join(root, t)) for t in os.listdir(root))
         except OSError:
             found = False
-        return {} if found else None
+        return {} if found or self.journal.size else None
 
     def reload(self) -> None:
-        """(Re)read the file if it changed."""
-        got = self._file.read(self._parse, self._rebuild)
-        if got is not None:
-            self.topics = got[0]
+        """(Re)read the file and the journal if they changed. The journal is read first: a
+        follower that reads while the writer folds it in (``topics.json`` renamed, then the
+        journal emptied) sees every topic in one of the two."""
+        if not self._loaded or self.journal.changed() or self._file.changed():
+            self._loaded = True
+            from_journal = self.journal.read()
+            got = self._file.read(self._parse, self._rebuild)
+            if got is not None:
+                self._from_file = got[0]
+            self.topics = {**self._from_file, **from_journal}
 
     def changed(self) -> bool:
-        return self._file.changed()
+        return self._file.changed() or self.journal.changed()
 
     def add(self, name: str, queues: int) -> None:
-        """Record a new topic and persist the table (nothing changes if that fails)."""
+        """Record a new topic durably (nothing changes if that fails)."""
+        self.add_many({name: queues})
+
+    def add_many(self, new: dict[str, int]) -> None:
+        """Record new topics with one journal entry: all of them or, if the write fails,
+        none (a torn entry is cut at the next open)."""
         with self._file.lock:
-            self.topics[name] = queues
-            try:
-                self._persist()
-            except BaseException:
-                del self.topics[name]
-                raise
+            self.journal.append(new)
+            self.topics.update(new)
+            if self.journal.entries > max(COMPACT_ENTRIES, len(self.topics)):
+                try:
+                    self._persist()
+                except errors.StoreFullError:
+                    pass  # the entries are durable in the journal; folded in later
 
     def adopt(self, found: dict[str, int]) -> None:
         """Add topics found on disk (ConsumeQueue directories) but missing from the file."""
@@ -236,7 +437,18 @@ class TopicConfigManager:
                 if not self._file.read_only:
                     self._persist()
 
+    def compact(self) -> None:
+        """Fold the journal into ``topics.json`` (close: the next open reads one file)."""
+        if self._file.read_only:
+            return
+        with self._file.lock:
+            if self.journal.size:
+                self._persist()
+            self.journal.close()
+
     def _persist(self) -> None:
+        """Write the whole table to ``topics.json`` (atomic, ``.bak`` kept), then empty the
+        journal, whose entries it now holds."""
         table = {
             name: {"topicName": name, "readQueueNums": n, "writeQueueNums": n,
                    "perm": PERM_READ_WRITE, "topicFilterType": "SINGLE_TAG", "topicSysFlag": 0,
@@ -244,6 +456,8 @@ class TopicConfigManager:
             for name, n in sorted(self.topics.items())
         }
         self._file.write({"topicConfigTable": table})
+        self._from_file = dict(self.topics)
+        self.journal.clear()
 
 
 class ConsumerOffsetManager:

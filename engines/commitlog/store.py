@@ -276,6 +276,8 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
         syncs that completed before it was written (nor move backwards)."""
         with self._logics_lock:
             ts = self.dispatcher.last_dispatched_timestamp if self.dispatcher else 0
+            # units and keys below this were written before the syncs below (cl-recovery)
+            dispatched = self.dispatcher.reput_from_offset if self.dispatcher else 0
             syncs = 0
             for cq in list(self._queues.values()):
                 syncs += cq.flush()
@@ -286,6 +288,10 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
                 if not self.index.stalled:  # keys skipped on a full disk: redo them
                     ck.index_msg_timestamp = ts
             ck.physic_msg_timestamp = self.commitlog.flushed_store_timestamp
+            flushed = self.commitlog.flushed_offset
+            ck.flushed_offset = flushed
+            if not self.index.stalled:
+                ck.durable_offset = min(dispatched, flushed)
             ck.flush()
             self._count_fsyncs(syncs + idx_syncs + 1)
 
@@ -320,6 +326,15 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
             if name in self.topic_config.topics:
                 raise errors.TopicExistsError(f"topic {name!r} already exists")
             self.topic_config.add(name, partitions)
+
+    def create_topics(self, topics) -> None:
+        """Create many topics with one journal entry (``metadata.TopicJournal``): all of
+        them or, on any error (a check, a full disk, a crash), none."""
+        self._check_writable()
+        with self.commitlog.put_lock:
+            pairs = self._check_new_topics(topics)
+            if pairs:
+                self.topic_config.add_many(dict(pairs))
 
     def topics(self) -> list[str]:
         self._check_open()
@@ -426,6 +441,7 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
                     self.dispatcher.stop()
                     clean = self.dispatcher.error is None and self.dispatcher.lag == 0
                     self._flush_logics()
+                self.topic_config.compact()
                 if clean:
                     try:
                         os.unlink(os.path.join(self.path, fmt.ABORT_FILE))
@@ -447,6 +463,9 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
         ck = getattr(self, "checkpoint", None)
         if ck is not None:
             ck.close()
+        tc = getattr(self, "topic_config", None)
+        if tc is not None:
+            tc.journal.close()
         if self._dir_lock is not None:
             self._dir_lock.release()
             self._dir_lock = None
