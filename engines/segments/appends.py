@@ -68,6 +68,22 @@ class SegmentsAppends:
         logs = self._topics.get(topic)
         if logs is None or self._closed or self._read_only or topic == _INTERNAL:
             logs = self._writable_logs(topic)
+        if (type(value) is bytes and key is None and headers is None and tag is None
+                and timestamp_ms is None and partition is None and len(logs) == 1
+                and len(value) <= self._max_message_bytes - _ONE_RECORD_OVERHEAD):
+            # the commonest call, a plain value that surely fits to a one-partition topic:
+            # built whole and written in one step under the lock (as append_value below)
+            log = logs[0]
+            ts = _time_ns() // 1_000_000
+            with log.lock:
+                if self._closed:
+                    raise errors.StoreClosedError(f"store at {self.path} is closed")
+                base = log.append_value(value, ts)
+                gc = self._gc
+                ticket = gc.written() if gc is not None else 0
+            if gc is not None:
+                gc.wait_durable(ticket)
+            return _tuple_new(RecordMetadata, (topic, 0, base, ts))
         plain = (type(value) is bytes and key is None and headers is None and tag is None
                  and (timestamp_ms is None
                       or (type(timestamp_ms) is int and 0 <= timestamp_ms <= INT64_MAX)))

@@ -268,16 +268,15 @@ class PartitionLog:
         with one ``pwrite``. Returns its offset. Caller holds :attr:`lock`."""
         base = self.next_offset
         data = value_batch(base, timestamp, value)
-        size = len(data)
         seg = self.segments[-1]
         c = self.config
-        if seg.should_roll(size, timestamp, base, c.segment_bytes, c.segment_ms):
+        if not seg.append_unless_roll(data, base, timestamp, c.segment_bytes, c.segment_ms):
             seg = self.roll(base)
-        seg.append_buffer(data, base, timestamp)
+            seg.append_buffer(data, base, timestamp)
         # (_appended, inlined: this is the single-append hot path)
         self.next_offset = base + 1
         self.appended_records += 1
-        self.appended_bytes += size
+        self.appended_bytes += len(data)
         unflushed = self._unflushed
         if not unflushed or unflushed[-1] is not seg:
             unflushed.append(seg)

@@ -317,12 +317,8 @@ class LogSegment:
             self._cut_dirty_tail()
         try:  # (no context manager here: this is the hot path)
             n = os.pwritev(self.fd, parts, pos)
-            while n < size:  # short write: finish it
-                rest = b"".join(parts)[n:]
-                k = os.pwrite(self.fd, rest, pos + n)
-                if k <= 0:
-                    raise OSError(errno.EIO, f"write of {len(rest)} bytes returned {k}")
-                n += k
+            if n < size:  # short write: finish it
+                self._finish_write(pos, b"".join(parts), n)
         except BaseException as failed:
             self._failed_append(pos, failed)
         self._appended(pos, size, last_offset, max_timestamp)
@@ -334,17 +330,38 @@ class LogSegment:
         pos = self.size
         if self.dirty_tail:
             self._cut_dirty_tail()
-        size = len(data)
         try:
             n = os.pwrite(self.fd, data, pos)
-            while n < size:  # short write: finish it
-                k = os.pwrite(self.fd, data[n:], pos + n)
-                if k <= 0:
-                    raise OSError(errno.EIO, f"write of {size - n} bytes returned {k}")
-                n += k
+            if n < len(data):
+                self._finish_write(pos, data, n)
         except BaseException as failed:
             self._failed_append(pos, failed)
-        # (_appended, inlined: this is the single-append hot path)
+        self._appended(pos, len(data), last_offset, max_timestamp)
+
+    def append_unless_roll(self, data, last_offset: int, max_timestamp: int,
+                           segment_bytes: int, segment_ms: int) -> bool:
+        """:meth:`should_roll` for the whole batch ``data``, then, if this segment keeps it,
+        :meth:`append_buffer`; returns False (nothing written) when the log must roll first.
+        One call for the single-append hot path."""
+        pos = self.size
+        size = len(data)
+        if pos:  # should_roll, inlined
+            oi, ti, rbt = self.offset_index, self.time_index, self.rolling_based_timestamp
+            if (pos + size > segment_bytes
+                    or (rbt is not None and max_timestamp - rbt > segment_ms)
+                    or oi.entries >= oi.max_entries
+                    or ti.entries >= ti.max_entries - 1
+                    or last_offset - self.base_offset > fmt.MAX_RELATIVE_OFFSET):
+                return False
+        if self.dirty_tail:
+            self._cut_dirty_tail()
+        try:
+            n = os.pwrite(self.fd, data, pos)
+            if n < size:
+                self._finish_write(pos, data, n)
+        except BaseException as failed:
+            self._failed_append(pos, failed)
+        # (_appended, inlined)
         self.size = self.file_size = pos + size
         self.next_offset = last_offset + 1
         if max_timestamp > self.max_timestamp_so_far:
@@ -353,6 +370,17 @@ class LogSegment:
         if pos - self._last_indexed_pos > self.index_interval_bytes or \
                 self.rolling_based_timestamp is None:
             self._index_batch(pos, last_offset, max_timestamp)
+        return True
+
+    def _finish_write(self, pos: int, data, n: int) -> None:
+        """A ``pwrite`` of the batch ``data`` at ``pos`` wrote only ``n`` bytes: write the
+        rest (the caller cuts the log back if this raises)."""
+        size = len(data)
+        while n < size:
+            k = os.pwrite(self.fd, data[n:], pos + n)
+            if k <= 0:
+                raise OSError(errno.EIO, f"write of {size - n} bytes returned {k}")
+            n += k
 
     def _appended(self, pos: int, size: int, last_offset: int, max_timestamp: int) -> None:
         """The batch of ``size`` bytes at ``pos`` is written: extend the log over it and index
@@ -400,7 +428,7 @@ class LogSegment:
             or oi.entries >= oi.max_entries
             or ti.entries >= ti.max_entries - 1  # the time index keeps a slot for the final entry
             or last_offset - self.base_offset > fmt.MAX_RELATIVE_OFFSET
-        )
+        )  # (append_unless_roll inlines the same test)
 
     def on_become_inactive(self) -> None:
         """On roll: write the final time-index entry and trim both indexes."""
