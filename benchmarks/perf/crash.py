@@ -6,8 +6,9 @@ with ``flush="os"``, appends ``append_batch`` es of 1,000 values until the log h
 for the commitlog dispatcher to catch up (``stats()["dispatch_lag"]``), says ``D`` on
 stdout, and is killed with SIGKILL (no close, no clean-shutdown marker), as
 ``mqstore.torture.kill_child`` is killed by the torture loop. Each timed reopen works on
-a fresh copy of that image (``cp -a --sparse=always``), so every repeat recovers the same
-crash; the copy leaves the files in the page cache, so both sides read a warm cache.
+a fresh copy of that image (``cp -a --sparse=always``, then synced: :func:`copy_image`), so
+every repeat recovers the same crash; the copy leaves the files in the page cache, so both
+sides read a warm cache.
 
 The timed reopen is ``mqstore.open`` plus ``end_offset`` and a read of the last record (the
 log is usable); ``close`` is not timed.
@@ -74,8 +75,20 @@ def crash_image(path: str, engine: str, mib: float, size: int = 100) -> int:
 
 
 def copy_image(src: str, dst: str) -> None:
+    """Copy the image and sync the copy's files: after the SIGKILL the page cache held
+    the store's pages, clean up to the writer's last ``flush()``; a fresh copy is dirty
+    from its first byte to its last, so the reopen's first ``fdatasync`` (recovery syncs
+    what it truncated or rewrote) would write the whole store out, a cost the crash does
+    not have. The sync is not timed."""
     shutil.rmtree(dst, ignore_errors=True)
     subprocess.run(["cp", "-a", "--sparse=always", src, dst], check=True)
+    for root, _dirs, files in os.walk(dst):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def reopen(path: str, engine: str, expect: int) -> Sample:

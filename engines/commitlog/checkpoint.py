@@ -20,6 +20,21 @@ in the future, is *garbled*: its timestamps are taken as 0, so an abnormal recov
 the CommitLog from its first file (as after a crash with no checkpoint), and the repair is
 logged and counted as ``derived_rebuilt``. A file without the trailer (RocketMQ's, or an
 older mqstore's) is only checked for plausible timestamps.
+
+``durable_offset`` (int64 at byte 40, mqstore's own slot) is the CommitLog offset below
+which the CommitLog, every ConsumeQueue unit and every IndexFile entry were synced before
+the file was written: an abnormal recovery starts there instead of at the start of a
+CommitLog file. ``flushed_offset`` (int64 at byte 48) is the CommitLog's own flushed
+offset at that time (>= ``durable_offset``): damage found before it is below the sync
+point whatever the timestamps say, and a log that now ends before it lost durable
+data. Both are trusted only in a file whose trailer magic is ``MQC2`` (written by
+mqstore since issue 9) and whose CRC matches; ``-1`` there means "no offset". A file with
+the older ``MQCK`` trailer, or without one (RocketMQ's), has no offset (None): recovery
+starts at a file boundary from the timestamps, as before. An older mqstore reads an
+``MQC2`` file as one without the trailer (timestamps only) and rewrites it with ``MQCK``,
+so a stale offset it kept is never trusted again. RocketMQ 5's own offsets at bytes 24
+(``masterFlushedOffset``) and 32 (``confirmPhyOffset``) are kept as found: their meanings
+(replication) are not this one, and RocketMQ in controller mode would act on them.
 """
 from __future__ import annotations
 
@@ -37,6 +52,11 @@ from . import format as fmt
 #: the trailer at the end of the file: magic, CRC-32 (zlib) of every byte before it
 TRAILER = struct.Struct(">4sI")
 TRAILER_MAGIC = b"MQCK"
+#: the trailer magic of a file whose ``durable_offset`` (byte 40) is mqstore's
+TRAILER_MAGIC_OFFSET = b"MQC2"
+#: where ``durable_offset`` and ``flushed_offset`` are kept (after RocketMQ 5's two offsets at 24 and 32)
+DURABLE_OFFSET = struct.Struct(">qq")
+DURABLE_OFFSET_POS = 40
 TRAILER_POS = fmt.CHECKPOINT_FILE_SIZE - TRAILER.size
 #: a timestamp later than now by more than this is garbage, not clock skew
 FUTURE_SLACK_MS = 24 * 3600 * 1000
@@ -52,6 +72,11 @@ class StoreCheckpoint:
         self.physic_msg_timestamp = 0
         self.logics_msg_timestamp = 0
         self.index_msg_timestamp = 0
+        #: CommitLog offset below which the log, the ConsumeQueues and the IndexFiles were
+        #: synced (None: not known; see the module docstring)
+        self.durable_offset: int | None = None
+        #: the CommitLog's flushed offset when it was written (None: not known)
+        self.flushed_offset: int | None = None
         #: why the file was not trusted (None: it was, or there was none)
         self.garbled: str | None = None
         #: bytes 24.. before the trailer, kept as found (RocketMQ 5 stores offsets there)
@@ -99,9 +124,18 @@ class StoreCheckpoint:
                 self.garbled = f"is {len(data)} bytes, not {fmt.CHECKPOINT_FILE_SIZE}"
             return
         magic, crc = TRAILER.unpack_from(data, TRAILER_POS)
-        if magic == TRAILER_MAGIC and zlib.crc32(data[:TRAILER_POS]) != crc:
+        if magic in (TRAILER_MAGIC, TRAILER_MAGIC_OFFSET) and \
+                zlib.crc32(data[:TRAILER_POS]) != crc:
             self.garbled = "CRC mismatch"
             return
+        offset = flushed = None
+        if magic == TRAILER_MAGIC_OFFSET:
+            offset, flushed = DURABLE_OFFSET.unpack_from(data, DURABLE_OFFSET_POS)
+            if offset < -1 or flushed < -1 or (offset >= 0 and flushed < offset):
+                self.garbled = f"holds impossible offsets {offset}, {flushed}"
+                return
+            if offset == -1:
+                offset = flushed = None
         stamps = fmt.CHECKPOINT.unpack_from(data, 0)
         future = time.time_ns() // 1_000_000 + FUTURE_SLACK_MS
         if any(ts < 0 or ts > future for ts in stamps):
@@ -110,6 +144,8 @@ class StoreCheckpoint:
         (self.physic_msg_timestamp, self.logics_msg_timestamp,
          self.index_msg_timestamp) = stamps
         self._rest = bytes(data[fmt.CHECKPOINT.size:TRAILER_POS])
+        self.durable_offset = offset
+        self.flushed_offset = flushed
 
     def min_timestamp(self) -> int:
         """Where an abnormal recovery may start: every message stored at or before this time
@@ -128,13 +164,20 @@ class StoreCheckpoint:
                    self.index_msg_timestamp)
 
     def flush(self) -> None:
-        """Write the three timestamps and the trailer (the whole 4 KiB: the CRC covers it,
-        so a flipped byte anywhere is seen) and fsync the file."""
+        """Write the three timestamps, the two offsets and the ``MQC2`` trailer (the
+        whole 4 KiB in one pwrite: the CRC covers it, so a flipped byte anywhere is seen)
+        and fsync the file. Callers set the fields only from syncs that completed."""
         data = bytearray(fmt.CHECKPOINT_FILE_SIZE)
         fmt.CHECKPOINT.pack_into(data, 0, self.physic_msg_timestamp, self.logics_msg_timestamp,
                                  self.index_msg_timestamp)
         data[fmt.CHECKPOINT.size:TRAILER_POS] = self._rest
-        TRAILER.pack_into(data, TRAILER_POS, TRAILER_MAGIC, zlib.crc32(data[:TRAILER_POS]))
+        if self.durable_offset is None:
+            DURABLE_OFFSET.pack_into(data, DURABLE_OFFSET_POS, -1, -1)
+        else:
+            DURABLE_OFFSET.pack_into(data, DURABLE_OFFSET_POS, self.durable_offset,
+                                     max(self.durable_offset, self.flushed_offset or 0))
+        TRAILER.pack_into(data, TRAILER_POS, TRAILER_MAGIC_OFFSET,
+                          zlib.crc32(data[:TRAILER_POS]))
         with translate_full(f"writing {self.path}"):
             if not self._reserved:
                 self._reserve(raise_full=True)

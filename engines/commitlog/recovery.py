@@ -254,6 +254,32 @@ def resync(cl: "CommitLog", offset: int, crc_required: bool) -> int | None:
     return None
 
 
+def boundary_problem(cl: "CommitLog", offset: int) -> str | None:
+    """Why commitlog ``offset`` is not a place a scan may start (None if it is): past the
+    last file, or not the start of a file, of a sound message that says it is there, of
+    the blank that ends its file, or of zeros with no sound message after them (the end
+    of the data). Used to check the checkpoint's durable offset before trusting it."""
+    files = cl.files
+    if offset > files[-1].file_end_offset:
+        return f"is past the end of the CommitLog files ({files[-1].file_end_offset})"
+    if offset == files[-1].file_end_offset:
+        return None
+    mf = files[(offset - files[0].file_from_offset) // cl.file_size]
+    pos = offset - mf.file_from_offset
+    if pos == 0:
+        return None
+    if pos + 8 > cl.file_size:
+        return "is inside the end-of-file room, not at a message"
+    size, magic = fmt.TOTALSIZE_AND_MAGIC.unpack_from(mf.mm, pos)
+    if size == 0 and magic == 0:
+        if resync(cl, offset, True) is None:
+            return None
+        return "holds zeros with messages after them"
+    if _sound_at(cl, mf, pos, offset >= cl.crc_required_from):
+        return None
+    return "is not at a sound message"
+
+
 def _plausible_headers(cl: "CommitLog", start: int, end: int) -> int:
     """How many message headers in [start, end) say they are where they are (an estimate of
     the records a skipped range held; at least 1)."""
@@ -349,12 +375,13 @@ def write_log_start(root: str, offset: int) -> None:
 
 def recover(cl: "CommitLog", start_index: int, *, policy: str, clean: bool,
             sync_timestamp: int, log: RecoveryLog,
-            covered_timestamp: int = 0) -> RecoveryResult:
+            covered_timestamp: int = 0, sync_offset: int = 0) -> RecoveryResult:
     """Validate the log from file ``start_index``, apply the damage model (module
     docstring), truncate the log at its new end and set ``cl.skipped`` and
     ``cl.crc_required_from``. Raises CorruptRecordError (``policy="raise"``) before changing
     anything. ``uncovered_from`` in the result: the first message stored at or after
-    ``covered_timestamp``."""
+    ``covered_timestamp``. Damage before ``sync_offset`` (the checkpoint's flushed
+    CommitLog offset) is below the sync point whatever the timestamps say."""
     damage: list[Damage] = []
     cl.skipped = []
     if not cl.files:
@@ -380,7 +407,7 @@ def recover(cl: "CommitLog", start_index: int, *, policy: str, clean: bool,
         after = follow.count
         ts_after = msgcodec.store_timestamp(_file_at(cl, nxt).mm, nxt - _file_at(
             cl, nxt).file_from_offset, cl.file_size) if nxt is not None else 0
-        below_sync = clean or 0 < ts_after < sync_timestamp
+        below_sync = clean or 0 < ts_after < sync_timestamp or bad < sync_offset
         # bytes dropped: up to the end of the sound data after the damage, else the
         # damaged message itself (when its TOTALSIZE is plausible)
         size = fmt.TOTALSIZE.unpack_from(mf.mm, pos)[0] if pos + 4 <= cl.file_size else 0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mqstore.damage import (CORRUPTION_SKIPPED, CORRUPTION_TRUNCATED, DERIVED_REBUILT,
                             METADATA_REPAIRED, refuse_corruption)
 
-from . import cq_check, recovery
+from . import cq_check, index_check, recovery
 from . import format as fmt
 from . import message as msgcodec
 from .recovery import RecoveryResult
@@ -49,14 +49,25 @@ class StoreRecovery:
         log = self.recovery_log
         abnormal = os.path.exists(os.path.join(self.path, fmt.ABORT_FILE))
         ck = self.checkpoint
+        durable = self._durable_start() if abnormal else None
+        self._durable_trusted = durable is not None
         if abnormal:
             start_idx = cl.recovery_start_abnormal(ck.min_timestamp())
+            if durable is not None:  # the CRC scan covers the durable offset too
+                start_idx = min(start_idx, (durable - cl.files[0].file_from_offset)
+                                // cl.file_size)
         else:
             start_idx = cl.recovery_start_normal()
-        res: RecoveryResult = cl.recover(
-            start_idx, policy=self.config.on_corruption, clean=not abnormal,
+        # the CommitLog's CRC scan keeps its window (every message of the file the
+        # timestamps point into: damage below the sync point is found at open, as before);
+        # the derived files are checked and re-dispatched only from the durable offset
+        res: RecoveryResult = recovery.recover(
+            cl, start_idx, policy=self.config.on_corruption, clean=not abnormal,
             sync_timestamp=ck.physic_msg_timestamp, log=log,
-            covered_timestamp=ck.covered_timestamp() if abnormal else 0)
+            covered_timestamp=ck.covered_timestamp() if abnormal else 0,
+            sync_offset=(ck.flushed_offset or 0) if durable is not None else 0)
+        derived_from = res.start_offset if durable is None else max(res.start_offset,
+                                                                    durable)
         # after a crash the scan (every CRC) and the verifying re-dispatch of the units start
         # at the file RocketMQ picks (the checkpoint less 3 s), but IndexFile keys are redone
         # only from the first message the checkpoint does not cover: the keys before it
@@ -69,19 +80,24 @@ class StoreRecovery:
         # does, comparing each unit with its message; after a clean close the units of the
         # window are checked against it and re-dispatched only from the first wrong or
         # missing one)
-        reput = res.start_offset if abnormal else res.valid_end
+        reput = derived_from if abnormal else res.valid_end
         for cq in self._queues.values():
             rebuild = cq.recover(log, cl.min_offset)
             if rebuild is not None:
                 reput = min(reput, rebuild)
             cq.truncate_dirty(res.valid_end)
+            if durable is not None and self._head_lost(cq):
+                reput = min(reput, cl.min_offset)
         if self.config.options["message_index"]:
-            rebuild = self.index.recover(log, res.start_offset, cl.min_offset)
+            rebuild = index_check.recover(self.index, log, derived_from, cl.min_offset,
+                                          trusted_below=durable)
             if rebuild is not None:
                 reput = min(reput, rebuild)
         # abnormal: index entries the checkpoint does not cover are redone; normal: only those
         # pointing past the end of the log
         cut = redo if abnormal else res.valid_end
+        if durable is not None:  # entries below the durable offset were synced
+            cut = min(max(cut, durable), res.valid_end)
         if res.skipped_from is not None:  # entries of skipped messages go too
             cut = min(cut, res.skipped_from)
         removed = self.index.truncate_from(cut, self._store_timestamp_at)
@@ -128,6 +144,7 @@ class StoreRecovery:
         self.topic_config.adopt(found)  # queues rebuilt from a log written elsewhere
         self.recovery = {
             "abnormal": abnormal, "start_offset": res.start_offset, "end_offset": res.valid_end,
+            "durable_offset": durable,
             "scanned_messages": res.scanned_messages, "redispatched_messages": redispatched,
             "redispatched_from": redispatch_from, "units_rewritten": repaired,
             "index_entries_removed": removed, "damage": [str(d) for d in res.damage],
@@ -135,6 +152,41 @@ class StoreRecovery:
         }
         if redispatched or removed or res.damage or repaired:
             self._flush_logics()
+
+    def _durable_start(self) -> int | None:
+        """The checkpoint's durable offset if recovery may start there: in the log and at a
+        message boundary (the start of a file, a message that says it is there, the blank
+        that ends its file, or the end of the data). Otherwise None, and recovery starts at
+        a file boundary from the timestamps, as without an offset (logged as a repair of
+        the checkpoint). One below the first file (retention) also gives None."""
+        cl, ck = self.commitlog, self.checkpoint
+        p = ck.durable_offset
+        if p is None or not cl.files or p < cl.min_offset:
+            return None
+        if p > 0 and ck.physic_msg_timestamp == 0:
+            return None  # its timestamps say nothing was flushed: an older checkpoint's
+        problem = recovery.boundary_problem(cl, p)
+        if problem is None:
+            return p
+        self.recovery_log.record(DERIVED_REBUILT, ck.path, 0, f"checkpoint durable offset "
+                                 f"{p} {problem}: ignored, recovery starts at a file boundary")
+        return None
+
+    def _head_lost(self, cq) -> bool:
+        """A queue whose first file is not its first (queue offset 0) but whose first unit
+        points at or after the start of the log: the files before it were not deleted by
+        retention (which deletes a ConsumeQueue file only once its last unit points below
+        the log's start), so they were lost. The re-dispatch from the durable offset would
+        not recreate them: the caller re-dispatches from the start of the log (verifying,
+        which recreates head files)."""
+        q = cq.first_unit
+        if not cq.files or q == 0:
+            return False
+        for k in range(q, min(q + 16, cq.max_units)):
+            phys, size, _tag = cq.unit(k)
+            if size != fmt.CQ_FILLER_SIZE:
+                return phys > self.commitlog.min_offset
+        return False
 
     def _check_log_end(self, res: RecoveryResult, abnormal: bool) -> None:
         """The log must still hold what the checkpoint and, after a clean close, the
@@ -145,9 +197,12 @@ class StoreRecovery:
         if any(d.kind == "corruption" for d in res.damage):
             return  # on_corruption already decided where the log ends
         ck = self.checkpoint.physic_msg_timestamp
+        flushed = self.checkpoint.flushed_offset if self._durable_trusted else None
         past = sum(cq.units_past(res.valid_end) for cq in self._queues.values())
         why = None
-        if ck > 0 and ck > cl.last_store_timestamp:
+        if flushed is not None and flushed > res.valid_end and cl.files:
+            why = f"the checkpoint says the log was flushed up to {flushed}"
+        elif ck > 0 and ck > cl.last_store_timestamp:
             why = (f"the checkpoint says messages stored up to {ck} are durable, the log ends "
                    f"with one stored at {cl.last_store_timestamp}")
         elif not abnormal and past:
