@@ -398,58 +398,105 @@ def test_segments_without_syncfs_sync_log_by_log(tmp_path, monkeypatch):
             assert s.stats()["fsyncs"] - before == 3 + 6
 
 
-class InterruptedLock:
-    """A wake lock whose wait is interrupted (as KeyboardInterrupt interrupts a sleep)."""
+class SleepControl:
+    """Wraps ``durability._Group.sleep``: a thread named ``"interrupted"`` is interrupted
+    (KeyboardInterrupt) before it sleeps, as a signal interrupts the blocking read; a
+    thread named ``"slow"`` waits for :attr:`go` before it sleeps (registered, not yet
+    asleep on the group)."""
 
-    def __init__(self) -> None:
-        self.releases = 0
+    def __init__(self, monkeypatch) -> None:
+        self.go = threading.Event()
+        self.slow_waiting = threading.Event()
+        real = durability._Group.sleep
 
-    def acquire(self) -> bool:
-        raise KeyboardInterrupt
+        def sleep(group):
+            name = threading.current_thread().name
+            if name == "interrupted":
+                raise KeyboardInterrupt
+            if name == "slow":
+                self.slow_waiting.set()
+                self.go.wait(DEADLINE_S)
+            real(group)
 
-    def release(self) -> None:
-        self.releases += 1
+        monkeypatch.setattr(durability._Group, "sleep", sleep)
 
 
-def test_a_waiter_interrupted_in_its_sleep_is_unlisted_and_the_others_go_on():
+def test_a_waiter_interrupted_in_its_sleep_is_unlisted_and_the_others_go_on(monkeypatch):
+    SleepControl(monkeypatch)
     sync = BlockingSync()
     gc = GroupCommit(sync)
     runner = Waiter(gc, gc.written())
     wait_for(lambda: sync.started == 1, "the first sync")
     other = Waiter(gc, gc.written())  # past the first sync's target
     wait_for(lambda: len(gc._next_group) == 1, "a waiter for the next sync")
-    stale = gc._local.wake = InterruptedLock()
     mine = gc.written()
-    with pytest.raises(KeyboardInterrupt):
-        gc.wait_durable(mine)
-    assert stale not in gc._next_group and gc._local.wake is None
+    interrupted = Waiter.__new__(Waiter)
+    threading.Thread.__init__(interrupted, daemon=True, name="interrupted")
+    interrupted.gc, interrupted.ticket = gc, mine
+    interrupted.error, interrupted.returned = None, False
+    interrupted.start()
+    interrupted.join(DEADLINE_S)
+    assert isinstance(interrupted.error, KeyboardInterrupt)
+    assert len(gc._next_group) == 1  # unregistered: only the other waiter is counted
     sync.finish(0)
     runner.join(DEADLINE_S)
     assert runner.returned
     wait_for(lambda: sync.started == 2, "the other waiter running the next sync")
-    assert stale.releases == 0  # never chosen as the next runner
     sync.finish(1)
     other.join(DEADLINE_S)
     assert other.returned
     gc.wait_durable(mine)  # covered by the second sync
+    assert all(g.drained for g in gc._groups)  # every wake-up written was taken
 
 
-def test_an_interrupted_next_runner_hands_the_sync_to_another_waiter():
+def test_an_interrupted_next_runner_hands_the_sync_to_another_waiter(monkeypatch):
+    """The end of a sync writes one wake-up to the next group for its runner. A waiter
+    of that group interrupted before it took it unregisters; the wake-up goes to the
+    other one, which runs the next sync."""
+    ctl = SleepControl(monkeypatch)
     sync = BlockingSync()
     gc = GroupCommit(sync)
     w1 = Waiter(gc, gc.written())
     wait_for(lambda: sync.started == 1, "the first sync")
-    w2 = Waiter(gc, gc.written())
-    wait_for(lambda: len(gc._next_group) == 1, "a waiter for the next sync")
-    chosen = InterruptedLock()  # another waiter of the next group: the one woken to run it
+    w2 = Waiter.__new__(Waiter)  # registered in the next group, not yet asleep
+    threading.Thread.__init__(w2, daemon=True, name="slow")
+    w2.gc, w2.ticket, w2.error, w2.returned = gc, gc.written(), None, False
+    w2.start()
+    ctl.slow_waiting.wait(DEADLINE_S)
+    nxt = gc._next_group
     with gc._lock:
-        gc._next_group.append(chosen)
+        nxt.sleepers += 1  # "chosen": a second waiter of the next group
     sync.finish(0)
     w1.join(DEADLINE_S)
-    assert w1.returned and chosen.releases == 1
-    assert sync.started == 1 and not w2.returned  # w2 sleeps: the runner woke "chosen"
-    gc._abandon(chosen)  # which is interrupted as it wakes, and leaves
+    assert w1.returned
+    assert nxt.written == 1 and len(nxt) == 1  # one wake-up written, for the next runner
+    gc._abandon(nxt)  # "chosen" is interrupted before it took it, and leaves
+    assert len(nxt) == 0 and sync.started == 1
+    ctl.go.set()  # w2 sleeps, takes the wake-up and runs the next sync
     wait_for(lambda: sync.started == 2, "w2 running the next sync")
     sync.finish(1)
     w2.join(DEADLINE_S)
     assert w2.returned
+    assert nxt.drained
+
+
+def test_an_interrupted_waiter_whose_wake_up_was_written_takes_it(monkeypatch):
+    """The wake-up written for the only waiter of the next group is taken by that
+    waiter when it is interrupted: the group is drained, so it can be reused."""
+    sync = BlockingSync()
+    gc = GroupCommit(sync)
+    w1 = Waiter(gc, gc.written())
+    wait_for(lambda: sync.started == 1, "the first sync")
+    nxt = gc._next_group
+    with gc._lock:
+        nxt.sleepers += 1  # a waiter registered, interrupted before it slept
+    sync.finish(0)
+    w1.join(DEADLINE_S)
+    assert nxt.written == 1 and len(nxt) == 0 and not nxt.drained
+    gc._abandon(nxt)  # takes the wake-up (it does not block)
+    assert nxt.drained
+    w3 = Waiter(gc, gc.written())  # nobody else waits: it runs its own sync
+    wait_for(lambda: sync.started == 2, "a new sync")
+    sync.finish(1)
+    w3.join(DEADLINE_S)
+    assert w3.returned
