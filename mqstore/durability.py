@@ -133,10 +133,13 @@ class GroupCommit:
     - The waiters of one sync sleep together on one ``eventfd`` (:class:`_Group`). A
       waiter whose ticket the running sync covers sleeps in that sync's group, a later one
       in the next group. When the sync returns, its runner publishes the new durable
-      number (so the woken return without taking this object's lock again) and wakes its
-      whole group with one ``eventfd`` write; of the next group it wakes one thread, to run
-      the next sync, and the others stay asleep (they are in that sync's group). Groups
-      are recycled only once every waiter written for has woken (no stolen wake-ups).
+      number (so the woken return without taking this object's lock again), wakes one
+      thread of the next group, to run the next sync (the others stay asleep: they are in
+      that sync's group), and then its whole group with one ``eventfd`` write. The next
+      runner goes first so that it is gathering while the group's appenders, which queue
+      for the GIL, number their next writes: a sync then covers 7.0-7.2 writes of 8
+      appenders instead of 6.0 (the runner's own wake-up is otherwise behind theirs).
+      Groups are recycled only once every count written to them was taken.
     - Before the next sync takes its target, its runner lets the appenders the previous
       sync just released number their next writes: it yields the GIL (``sched_yield``)
       while new tickets keep arriving, at most once per released appender. Without it two
@@ -271,10 +274,10 @@ class GroupCommit:
             self.group_syncs += 1
             if target > self._durable:
                 self._durable = target  # before the wake-ups: they look without the lock
-            group.release_all()
             nxt = self._next_group
-            if nxt.sleepers:  # the next sync's runner: one wake-up, the others stay asleep
-                nxt.wake(1)
+            if nxt.sleepers:  # the next sync's runner first: it gathers while the group wakes
+                nxt.wake(1)  # (one wake-up; the others stay asleep, in that sync's group)
+            group.release_all()
             return
         self._error = error
         if target > self._failed_upto:
