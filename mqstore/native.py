@@ -848,3 +848,32 @@ __all__ += ["value_batch", "values_batch_into", "values_batch_size"]
 
 
 # ----- [cl-recovery] (native/cl_recover.c) -----
+
+from mqstore import _purepy_cl_recover  # noqa: E402  (the reference of this section)
+
+
+def _record_crc_rule_native(buf, positions, sizes, min_size: int, reserved: int,
+                            required: bool) -> tuple[int, int | None]:
+    """``_purepy_cl_recover.record_crc_rule`` in C (``mq_cl_record_crc_rule``)."""
+    pos = np.ascontiguousarray(positions, dtype=np.int64)
+    size = np.ascontiguousarray(sizes, dtype=np.int64)
+    if len(pos) != len(size):
+        raise ValueError("record_crc_rule: positions and sizes differ in length")
+    state = _ffi.new("int64_t[2]", [1 if required else 0, -1])
+    try:
+        p = _from_buffer(_U8_ARRAY, buf)
+    except _BAD_BUFFER:
+        return _purepy_cl_recover.record_crc_rule(buf, pos, size, min_size, reserved, required)
+    got = _lib.mq_cl_record_crc_rule(p, len(p), _from_buffer(_I64_ARRAY, pos),
+                                     _from_buffer(_I64_ARRAY, size), len(pos), min_size,
+                                     reserved, state, state + 1)
+    if got < -1:
+        return _from_reference(got, (p,), _purepy_cl_recover.record_crc_rule, buf, pos, size,
+                               min_size, reserved, required)
+    first = int(state[1]) if not required and state[0] else None
+    return int(got), first
+
+
+record_crc_rule = _record_crc_rule_native if backend == "native" \
+    else _purepy_cl_recover.record_crc_rule
+__all__ += ["record_crc_rule"]

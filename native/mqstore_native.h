@@ -314,3 +314,15 @@ int mq_cl_transfer_plan(const uint8_t *units, size_t units_len, int64_t first_un
 /* ----- [seg-write] (native/seg_write.c) ----- */
 
 /* ----- [cl-recovery] (native/cl_recover.c) ----- */
+
+/* The record-CRC rule of commitlog recovery over n messages a scan accepted (message i at
+   buf[positions[i]], sizes[i] bytes): a message "has" the record CRC when it is at least
+   min_size bytes and its last reserved bytes are "__CRC32#" 0x01 ... 0x02. Once one message
+   has it, every later one must. *required (in/out): 1 if the rule already applies; else it
+   starts at the first message that has it, whose index goes to *first (and *required
+   becomes 1). Returns the index of the first message under the rule without it, -1 if
+   none, MQ_ERR_RANGE if a message reaches outside buf, MQ_ERR_ARG. Reference:
+   mqstore/_purepy_cl_recover.py first_missing_record_crc. */
+int64_t mq_cl_record_crc_rule(const uint8_t *buf, size_t buf_len, const int64_t *positions,
+                              const int64_t *sizes, int64_t n, int64_t min_size,
+                              int64_t reserved, int64_t *required, int64_t *first);

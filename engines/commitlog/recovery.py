@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from .mapped_file import MappedFile
 
 _CRC_LEN = fmt.CRC32_RESERVED_LEN
-_CRC_PREFIX = fmt.CRC32_PREFIX
 #: the first three bytes of both message magics (V1 0xDAA320A7, V2 0xDAA320AB)
 _MAGIC_PREFIX = fmt.MESSAGE_MAGIC_V1.to_bytes(4, "big")[:3]
 _BLANK_MAGIC = fmt.BLANK_MAGIC.to_bytes(4, "big")
@@ -85,34 +84,21 @@ class _State:
 
 #: bytes of a CommitLog file scanned per native call during recovery
 SCAN_WINDOW = 8 << 20
-_PREFIX_WORD = np.frombuffer(_CRC_PREFIX[:8], dtype="<u8")[0]  # "__CRC32#"
 
 
 def _first_missing_record_crc(mm, positions: np.ndarray, sizes: np.ndarray, st: _State,
                               file_from: int) -> tuple[int, str | None]:
     """The record CRC rule over messages the native scan accepted (the scan itself checked
     each ``__CRC32#`` present): from the first message that carries one, every later one
-    must (numpy over the trailing property, no per-message Python). Returns (index of the
-    first message missing it or -1, its problem) and updates the rule in ``st``."""
-    pos = positions.astype(np.int64)
-    ends = pos + sizes.astype(np.int64)
-    u8 = np.frombuffer(mm, dtype=np.uint8)
-    tail = ends - _CRC_LEN
-    # "__CRC32#" as one unaligned 8-byte word at every byte position, then its \x01 and
-    # the closing \x02 (3 gathers per message instead of 9)
-    words = np.ndarray(shape=(max(len(u8) - 7, 0),), dtype="<u8", buffer=u8, strides=(1,))
-    has = (sizes >= fmt.MSG_FIXED_OVERHEAD + _CRC_LEN) & (u8[ends - 1] == 2)
-    has &= (words[tail] == _PREFIX_WORD) & (u8[tail + 8] == 1)
-    if st.crc_required:
-        missing = np.flatnonzero(~has)
-    else:
-        first = int(np.argmax(has)) if has.any() else len(pos)
-        missing = np.flatnonzero(~has[first:]) + first
-        if first < len(pos):
-            st.crc_required = True
-            st.first_crc = file_from + int(pos[first])
-    if missing.size:
-        return int(missing[0]), "the __CRC32# property is missing (torn or overwritten properties)"
+    must (``native.record_crc_rule``: one C pass, no per-message Python). Returns (index of
+    the first message missing it or -1, its problem) and updates the rule in ``st``."""
+    bad, first = native.record_crc_rule(mm, positions, sizes, fmt.MSG_FIXED_OVERHEAD + _CRC_LEN,
+                                        _CRC_LEN, st.crc_required)
+    if first is not None:
+        st.crc_required = True
+        st.first_crc = file_from + int(positions[first])
+    if bad >= 0:
+        return bad, "the __CRC32# property is missing (torn or overwritten properties)"
     return -1, None
 
 

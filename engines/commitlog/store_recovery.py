@@ -198,17 +198,24 @@ class StoreRecovery:
             return  # on_corruption already decided where the log ends
         ck = self.checkpoint.physic_msg_timestamp
         flushed = self.checkpoint.flushed_offset if self._durable_trusted else None
-        past = sum(cq.units_past(res.valid_end) for cq in self._queues.values())
+        def units_past() -> int:  # a scan of every queue: only when it is needed
+            return sum(cq.units_past(res.valid_end) for cq in self._queues.values())
+
         why = None
+        past = None
         if flushed is not None and flushed > res.valid_end and cl.files:
             why = f"the checkpoint says the log was flushed up to {flushed}"
         elif ck > 0 and ck > cl.last_store_timestamp:
             why = (f"the checkpoint says messages stored up to {ck} are durable, the log ends "
                    f"with one stored at {cl.last_store_timestamp}")
-        elif not abnormal and past:
-            why = f"after a clean close {past} ConsumeQueue units point past it"
+        elif not abnormal:
+            past = units_past()
+            if past:
+                why = f"after a clean close {past} ConsumeQueue units point past it"
         if why is None:
             return
+        if past is None:
+            past = units_past()
         detail = (f"the CommitLog ends at {res.valid_end} but {why}: a deleted or truncated "
                   "file lost durable messages")
         refuse_corruption(self.config.on_corruption, cl.dir, res.valid_end, detail,
