@@ -142,7 +142,8 @@ class GroupCommit:
       Groups are recycled only once every count written to them was taken.
     - Before the next sync takes its target, its runner lets the appenders the previous
       sync just released number their next writes: it yields the GIL (``sched_yield``)
-      while new tickets keep arriving, at most once per released appender. Without it two
+      while new tickets keep arriving, at most once per released appender, until all of
+      them have (:meth:`_gather`). Without it two
       half groups alternate (each sync covers the writes made during the other) and 8
       appenders cost 0.23 fsyncs per append instead of about 0.13. Counts, not timing: a
       caller that does not append again costs one yield. (Measured alternatives, worse
@@ -179,6 +180,7 @@ class GroupCommit:
         self._group = self._new_group()  # waiters the running sync covers
         self._next_group = self._new_group()  # waiters numbered past its target
         self._released = 0  # how many appenders the last sync released
+        self._end_ticket = 0  # a number taken when it returned (see _gather)
         self._error: BaseException | None = None
         self._failed_upto = 0  # tickets <= this share the last sync failure
         self.group_syncs = 0
@@ -267,6 +269,7 @@ class GroupCommit:
         except BaseException as exc:  # the group shares the failure
             error = exc
         lock.acquire()
+        self._end_ticket = self._next_ticket()  # the released number theirs after this
         self._syncing = False
         group = self._group
         self._released = len(group) + 1  # and the runner
@@ -319,12 +322,20 @@ class GroupCommit:
     def _gather(self, released: int) -> None:
         """Let the appenders the last sync released number their next writes before this
         sync takes its target: yield the GIL while new tickets keep arriving, at most once
-        per released appender (counts, not timing: when nobody comes back it costs one
-        yield)."""
+        per released appender, and stop as soon as as many tickets were numbered since
+        that sync returned as it released appenders (counts, not timing: when nobody comes
+        back it costs one yield; when all are back, none more). The count stop saves the
+        last, empty yield: 50 us of the 110 us between the last write and the target in the
+        commitlog engine, where the dispatcher thread also takes the GIL."""
         seen = self._next_ticket()
+        back = self._end_ticket + released  # reached when every released one numbered a write
+        looks = 1
         for _ in range(released):
+            if seen - looks >= back:  # all back: nobody left to wait for
+                return
             _yield()
             now = self._next_ticket()
+            looks += 1
             if now == seen + 1:  # no ticket since the last look
                 return
             seen = now

@@ -252,3 +252,34 @@ def test_an_explicit_flush_during_a_sync_wakes_what_it_covers_and_replaces_the_g
     late.join(DEADLINE_S)
     assert runner.returned and late.returned
     assert all(g.drained for g in gc._groups)
+
+
+def test_the_gathering_stops_once_every_released_appender_numbered_a_write(monkeypatch):
+    """After a sync that released four appenders, the next runner yields while they
+    number their next writes and stops as soon as all four have, without a last yield
+    that would find nothing new."""
+    sync = GatedSync()
+    gc = GroupCommit(sync)
+    ws = [Waiter(gc, t) for t in [gc.written() for _ in range(4)]]
+    wait_for(lambda: sync.started == 1 and len(gc._group) == 3, "a group of four")
+    runner = Waiter(gc, gc.written())  # waits for the next sync: it will run it
+    wait_for(lambda: len(gc._next_group) == 1, "the next sync's runner asleep")
+    yields = []
+
+    def a_yield():  # two of the released appenders number a write during each yield
+        yields.append((gc.written(), gc.written()))
+
+    monkeypatch.setattr(durability, "_yield", a_yield)
+    sync.finish(0)
+    for w in ws:
+        w.join(DEADLINE_S)
+    wait_for(lambda: sync.started == 2, "the second sync")
+    assert gc._released == 4 and len(yields) == 2  # four back after two yields: no third
+    assert gc._target >= max(yields[-1])
+    sync.finish(1)
+    runner.join(DEADLINE_S)
+    assert runner.returned
+    for pair in yields:
+        for t in pair:
+            gc.wait_durable(t)  # covered by the second sync: no third one
+    assert sync.started == 2
