@@ -175,3 +175,88 @@ def index_key_hashes(buf, positions, lengths, prefix_hashes) -> np.ndarray:
         s = h - (1 << 32) if h & 0x80000000 else h
         out[i] = 0 if s == -(1 << 31) else abs(s)
     return out
+
+
+# ----- plain values from the Python objects (native/cl_write_ext.c: mqstore._cl_write) -----
+def _writable(buf) -> None:
+    with memoryview(buf) as mv:
+        if mv.readonly:
+            raise TypeError("the destination must be a writable buffer")
+
+
+def _values_items(values):
+    if type(values) not in (list, tuple):
+        raise TypeError("values must be a list or tuple of bytes")
+    return values
+
+
+def values_scan(values, overhead: int, limit: int) -> tuple[int, int]:
+    """(total, bad): the sum of ``overhead + len(v)`` over ``values`` (all exactly bytes,
+    TypeError otherwise) and the first index whose size exceeds ``limit`` (-1 if none)."""
+    values = _values_items(values)
+    if overhead < 0:
+        raise ValueError("negative overhead")
+    if any(type(v) is not bytes for v in values):
+        raise TypeError("values must all be bytes")
+    total, bad = 0, -1
+    for i, v in enumerate(values):
+        size = overhead + len(v)
+        if bad < 0 and size > limit:
+            bad = i
+        total += size
+    return total, bad
+
+
+def values_fit(values, first: int, overhead: int, room: int) -> tuple[int, int]:
+    """(count, nbytes): the longest run ``values[first:first + count]`` whose sizes
+    (``overhead + len``) add up to at most ``room``, and that sum."""
+    values = _values_items(values)
+    if not 0 <= first <= len(values) or overhead < 0:
+        raise ValueError("first outside the values, or negative overhead")
+    used = 0
+    i = first
+    while i < len(values):
+        v = values[i]
+        if type(v) is not bytes:
+            raise TypeError("values must all be bytes")
+        size = overhead + len(v)
+        if size > room - used:
+            break
+        used += size
+        i += 1
+    return i - first, used
+
+
+def encode_values_into(buf, pos: int, topic: bytes, values, first: int, count: int,
+                       uniq_prefix: bytes, uniq_first: int, queue_id: int, queue_offset: int,
+                       phys_offset: int, store_timestamp: int) -> int:
+    """Messages ``values[first:first + count]`` (plain: UNIQ_KEY ``uniq_first + j``,
+    QUEUEOFFSET ``queue_offset + j``) back to back into ``buf[pos:]`` from commitlog offset
+    ``phys_offset``; the bytes written. ValueError when they do not fit or an argument is
+    out of range: :func:`cl_encode` of the run."""
+    values = _values_items(values)
+    if not (0 <= first <= len(values) and 0 <= count <= len(values) - first) \
+            or uniq_first < 0 or phys_offset < 0:
+        raise ValueError("first / count outside the values, or a negative uniq_first / "
+                         "phys_offset")
+    run = values[first:first + count]
+    if any(type(v) is not bytes for v in run):
+        raise TypeError("values must all be bytes")
+    _writable(buf)
+    lengths = [len(v) for v in run]
+    offsets = [sum(lengths[:j]) for j in range(count)]
+    return cl_encode(topic, b"".join(run), offsets, lengths, None, None, None, uniq_prefix,
+                     uniq_first, [queue_id] * count, range(queue_offset, queue_offset + count),
+                     None, phys_offset, store_timestamp, buf, pos)
+
+
+def encode_one_into(buf, pos: int, topic: bytes, body: bytes, uniq_prefix: bytes,
+                    uniq_number: int, queue_id: int, queue_offset: int, phys_offset: int,
+                    store_timestamp: int) -> int:
+    """One plain message into ``buf[pos:]`` (the single ``append()`` path): the bytes
+    written; the errors of :func:`encode_values_into`."""
+    if type(body) is not bytes:
+        raise TypeError("body must be bytes")
+    _writable(buf)
+    return cl_encode(topic, body, [0], [len(body)], None, None, None, uniq_prefix, uniq_number,
+                     [queue_id], [queue_offset], None, phys_offset, store_timestamp, buf, pos)

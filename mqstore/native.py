@@ -826,7 +826,26 @@ __all__ += ["CLR_COLUMNS", "CLR_FULL", "CLR_HAS_HEADERS", "CLR_HAS_KEY", "CLR_HA
             "cl_transfer_plan"]
 
 
-# ----- [cl-write] (native/cl_write.c) -----
+# ----- [cl-write] (native/cl_write_ext.c: mqstore._cl_write; reference _purepy_cl_write)
+#: commitlog messages of plain values encoded from the bytes objects into a writable buffer
+#: (the mapped file or the transient pool buffer): cl_values_scan(values, overhead, limit),
+#: cl_values_fit(values, first, overhead, room), cl_encode_values_into(buf, pos, topic,
+#: values, first, count, uniq_prefix, uniq_first, queue_id, queue_offset, phys_offset,
+#: store_timestamp), cl_encode_one_into(buf, pos, topic, body, uniq_prefix, uniq_number,
+#: queue_id, queue_offset, phys_offset, store_timestamp)
+_cl_write = None
+if _lib is not None:
+    try:
+        from mqstore import _cl_write  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # pragma: no cover - an old build: the reference runs
+        _cl_write = None
+_clw = _cl_write if _cl_write is not None else _purepy_cl_write
+cl_values_scan = _clw.values_scan
+cl_values_fit = _clw.values_fit
+cl_encode_values_into = _clw.encode_values_into
+cl_encode_one_into = _clw.encode_one_into
+del _clw
+__all__ += ["cl_encode_one_into", "cl_encode_values_into", "cl_values_fit", "cl_values_scan"]
 
 
 # ----- [seg-write] (native/seg_write_ext.c: mqstore._seg_write; reference _purepy_batches)

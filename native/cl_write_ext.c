@@ -26,6 +26,9 @@
  *                   queue_offset, phys_offset, store_timestamp) -> int
  *       one message (the single append() path); the same errors
  *
+ * CRC-32 comes from native/crc.c, compiled into this module too and initialised at import
+ * (PCLMULQDQ when the CPU has it), as in mqstore._native.
+ *
  * The pure-Python reference is mqstore/_purepy_cl_write.py (the same four names), used
  * under MQSTORE_NATIVE=off; tests/commitlog/test_write_path.py compares the two.
  *
@@ -37,7 +40,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mqstore_internal.h"
 
@@ -134,8 +139,13 @@ static int dest_buffer(PyObject *buf, PyObject *pos_obj, Py_buffer *view, int64_
 {
     if (as_i64(pos_obj, pos) < 0)
         return -1;
-    if (PyObject_GetBuffer(buf, view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
+    if (PyObject_GetBuffer(buf, view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) { /* as the reference: TypeError */
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "the destination must be a writable buffer");
+        }
         return -1;
+    }
     if (*pos < 0 || *pos > (int64_t)view->len) {
         PyBuffer_Release(view);
         PyErr_SetString(PyExc_ValueError, "position outside the buffer");
@@ -265,5 +275,11 @@ static struct PyModuleDef clw_module = {
 
 PyMODINIT_FUNC PyInit__cl_write(void)
 {
+    /* this module's own copy of crc.c: select the PCLMULQDQ CRC-32 as mqstore._native does
+       (MQSTORE_CRC32C_HW=off forces the table path in both) */
+    const char *hw = getenv("MQSTORE_CRC32C_HW");
+    int force_software = hw != NULL && (!strcasecmp(hw, "off") || !strcmp(hw, "0") ||
+                                        !strcasecmp(hw, "false"));
+    mq_crc_init(force_software);
     return PyModule_Create(&clw_module);
 }

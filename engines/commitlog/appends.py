@@ -25,9 +25,6 @@ from mqstore.records import BatchMetadata
 from . import format as fmt
 from . import message as msgcodec
 
-_BYTES_ONLY = {bytes}
-
-
 class CommitLogAppends:
     """``append`` and ``append_batch`` (see the module docstring)."""
 
@@ -65,9 +62,7 @@ class CommitLogAppends:
             q = self._queue_next.get(k, 0)
             try:  # translate_full, spelled out: a generator context costs 1.5 us a call
                 self._consume_queue(*k).reserve_units(q, q)  # (see append_batch)
-                store_ts = cl.put_locked(
-                    (size,), lambda phys, _i, _n, ts, out, at: native.cl_encode_one(
-                        topic_b, value, prefix, uniq, p, q, phys, ts, out, at))
+                store_ts = cl.put_one_locked(size, topic_b, value, prefix, uniq, p, q)
             except StoreFullError:
                 raise
             except OSError as exc:
@@ -115,14 +110,16 @@ class CommitLogAppends:
             p_single = self._check_partition(topic, partition, count)
             if not msgs:
                 raise errors.InvalidRecordError("append_batch needs at least one message")
-            plain = set(map(type, msgs)) == _BYTES_ONLY
-            if plain:
-                values = msgs
+            try:  # plain values to one queue: encoded from the bytes objects (the short path)
+                total, bad = native.cl_values_scan(msgs, self._plain_overhead + len(topic_b),
+                                                   self._size_limit)
+            except TypeError:  # not all exactly bytes (or not a list): the general path
+                pass
             else:
-                items = [(i, m if type(m) is bytes else normalize_message(m, 0))
-                         for i, m in enumerate(msgs)]
+                return self._append_values(topic, topic_b, msgs, p_single, total, bad)
+            items = [(i, m if type(m) is bytes else normalize_message(m, 0))
+                     for i, m in enumerate(msgs)]
         else:
-            plain = False
             items = [None] * n
             for p, group in self._group_by_partition(topic, msgs, None, count).items():
                 for i, m in group:
@@ -130,17 +127,14 @@ class CommitLogAppends:
         with self._uniq_lock:
             uniq_base = self._uniq_next
             self._uniq_next = uniq_base + n
-        if plain:
+        if partition is not None:
             queue_ids = np.full(n, p_single, dtype=np.int64)
+            msgs_n = [m for _i, m in items]
         else:
-            if partition is not None:
-                queue_ids = np.full(n, p_single, dtype=np.int64)
-                msgs_n = [m for _i, m in items]
-            else:
-                queue_ids = np.fromiter((it[0] for it in items), dtype=np.int64, count=n)
-                msgs_n = [it[1] for it in items]
-            values, props, props_offsets, props_lengths, born = self._columns(
-                msgs, msgs_n, uniq_base)
+            queue_ids = np.fromiter((it[0] for it in items), dtype=np.int64, count=n)
+            msgs_n = [it[1] for it in items]
+        values, props, props_offsets, props_lengths, born = self._columns(msgs, msgs_n,
+                                                                          uniq_base)
         body_lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
         bodies = b"".join(values)
         body_offsets = np.cumsum(body_lengths) - body_lengths
@@ -198,6 +192,45 @@ class CommitLogAppends:
         else:
             stamps = np.where(born < 0, store_ts, born)
         return BatchMetadata(topic, queue_ids, queue_offsets, stamps)
+
+    def _append_values(self, topic: str, topic_b: bytes, values: list, p: int, total: int,
+                       bad: int) -> BatchMetadata:
+        """:meth:`append_batch` of plain values (exactly bytes) to partition ``p``: no
+        columns, no join; ``native.cl_values_fit`` cuts the batch at file ends and
+        ``native.cl_encode_values_into`` encodes each run from the bytes objects into the
+        mapping or the transient pool buffer (``CommitLog.put_runs_locked``). ``total`` and
+        ``bad`` are ``native.cl_values_scan``'s (the first message over the size limit)."""
+        overhead = self._plain_overhead + len(topic_b)
+        if bad >= 0:
+            self._too_large(bad, overhead + len(values[bad]))
+        n = len(values)
+        with self._uniq_lock:
+            uniq_base = self._uniq_next
+            self._uniq_next = uniq_base + n
+        prefix = self._uniq_prefix_b
+        k0 = (topic, p)
+        cl = self.commitlog
+        with cl.put_lock:
+            self._check_open()
+            q0 = self._queue_next.get(k0, 0)
+
+            def fit(first: int, room: int):
+                return native.cl_values_fit(values, first, overhead, room)
+
+            def encode(phys: int, first: int, k: int, store_ts: int, out, out_pos: int):
+                return native.cl_encode_values_into(
+                    out, out_pos, topic_b, values, first, k, prefix, uniq_base + first, p,
+                    q0 + first, phys, store_ts)
+
+            with translate_full(f"appending to {topic!r}"):  # see append_batch
+                self._consume_queue(*k0).reserve_units(q0, q0 + n - 1)
+                store_ts = cl.put_runs_locked(n, total, fit, encode)
+            self._queue_next[k0] = q0 + n
+            self.appended_records += n
+            self.appended_bytes += total
+            ticket = self._gc.written() if self._gc is not None else 0
+        self._acknowledged(topic, ticket)
+        return BatchMetadata.single(topic, p, q0, n, store_ts)
 
     def _columns(self, raw: list, msgs: list, uniq_base: int):
         """Values, properties blob, offsets and lengths (-1: plain, UNIQ_KEY only) and born

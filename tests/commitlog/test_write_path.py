@@ -167,3 +167,142 @@ def test_single_append_writes_what_a_one_message_batch_writes(tmp_path, monkeypa
         logs.append(_log_bytes(s))
         s.close()
     assert logs[0] == logs[1]
+
+
+# ----- plain values from the bytes objects (mqstore._cl_write vs _purepy_cl_write) -----
+from mqstore import _purepy_cl_write as ref  # noqa: E402
+from mqstore import native  # noqa: E402
+
+try:
+    from mqstore import _cl_write as ext
+except ImportError:  # pragma: no cover - a pure-Python install
+    ext = None
+
+needs_ext = pytest.mark.skipif(ext is None, reason="mqstore._cl_write is not built")
+
+
+def _random_values(rnd, n):
+    return [rnd.randbytes(rnd.choice([0, 1, 7, 100, 1024, 5000])) for _ in range(n)]
+
+
+def _both(fn_name, *args):
+    """(result or exception type) of the extension and of the reference."""
+    out = []
+    for mod in (ext, ref):
+        try:
+            out.append(getattr(mod, fn_name)(*args))
+        except (TypeError, ValueError) as exc:
+            out.append(type(exc))
+    return out
+
+
+@needs_ext
+@pytest.mark.parametrize("seed", range(6))
+def test_values_scan_and_fit_match_the_reference(seed):
+    import random
+    rnd = random.Random(seed)
+    vals = _random_values(rnd, rnd.randrange(0, 60))
+    a, b = _both("values_scan", vals, 133, rnd.choice([200, 1200, 10 ** 9]))
+    assert a == b
+    for first in (0, len(vals) // 2, len(vals)):
+        for room in (-5, 0, 150, 4000, 10 ** 9):
+            a, b = _both("values_fit", vals, first, 133, room)
+            assert a == b
+    assert _both("values_fit", vals, len(vals) + 1, 133, 10) == [ValueError, ValueError]
+    assert _both("values_scan", vals + [bytearray(b"x")], 1, 10) == [TypeError, TypeError]
+    assert _both("values_scan", iter(vals), 1, 10) == [TypeError, TypeError]
+    assert _both("values_fit", [b"a", "b"], 0, 1, 100) == [TypeError, TypeError]
+
+
+@needs_ext
+@pytest.mark.parametrize("seed", range(6))
+def test_encode_values_into_matches_the_reference(seed):
+    import random
+    rnd = random.Random(100 + seed)
+    vals = _random_values(rnd, rnd.randrange(1, 40))
+    topic, prefix = b"topic-%d" % seed, b"ABCDEF0123456789"
+    overhead = 91 + 20 + len(topic) + ref.plain_props_len(len(prefix))
+    total, _bad = ext.values_scan(vals, overhead, 1 << 30)
+    first = rnd.randrange(0, len(vals))
+    count = rnd.randrange(0, len(vals) - first + 1)
+    bufs = [bytearray(total + 50), bytearray(total + 50)]
+    args = (7, topic, vals, first, count, prefix, 1000 + seed, 3, 55, 1 << 33,
+            1_700_000_000_000 + seed)
+    n = [mod.encode_values_into(buf, *args) for mod, buf in zip((ext, ref), bufs)]
+    assert n[0] == n[1] == sum(overhead + len(v) for v in vals[first:first + count])
+    assert bufs[0] == bufs[1]
+    # the run is what cl_encode makes of the same messages
+    run = vals[first:first + count]
+    want = ref.cl_encode(topic, b"".join(run),
+                         [sum(map(len, run[:j])) for j in range(count)], [len(v) for v in run],
+                         None, None, None, prefix, 1000 + seed, [3] * count,
+                         range(55, 55 + count), None, 1 << 33, 1_700_000_000_000 + seed)
+    assert bytes(bufs[0][7:7 + n[0]]) == bytes(want)
+    # does not fit: ValueError from both
+    if n[0]:
+        small = [bytearray(n[0] + 6), bytearray(n[0] + 6)]
+        assert [type(e) for e in _errors(small, args)] == [ValueError, ValueError]
+    bad = (7, topic, vals, first, len(vals) + 1, prefix, 0, 3, 55, 0, 0)
+    assert _both("encode_values_into", bytearray(10), *bad) == [ValueError, ValueError]
+    assert _both("encode_values_into", b"read-only", *args) == [TypeError, TypeError]
+    assert _both("encode_values_into", bytes(total + 50), *args) == [TypeError, TypeError]
+
+
+def _errors(bufs, args):
+    out = []
+    for mod, buf in zip((ext, ref), bufs):
+        try:
+            mod.encode_values_into(buf, *args)
+        except ValueError as exc:
+            out.append(exc)
+    return out
+
+
+@needs_ext
+def test_encode_one_into_matches_the_reference():
+    args = (b"t", b"hello world", b"0123456789ABCDEF", 42, 2, 17, 4096, 1_700_000_000_000)
+    bufs = [bytearray(400), bytearray(400)]
+    n = [mod.encode_one_into(buf, 100, *args) for mod, buf in zip((ext, ref), bufs)]
+    assert n[0] == n[1] > 0 and bufs[0] == bufs[1]
+    assert _both("encode_one_into", bytearray(100), 0, *args) == [ValueError, ValueError]
+    assert _both("encode_one_into", bytearray(400), 401, *args) == [ValueError, ValueError]
+    assert _both("encode_one_into", bytearray(400), 0, b"t", bytearray(b"x"),
+                 *args[2:]) == [TypeError, TypeError]
+    assert _both("encode_one_into", bytearray(400), 0, b"t", b"x", b"p", 1, 1 << 40, 0, 0,
+                 0) == [ValueError, ValueError]  # queue id outside int32
+
+
+@pytest.mark.parametrize("file_size", [1 << 20, 30_000])
+def test_plain_value_batches_write_what_the_general_path_writes(tmp_path, monkeypatch,
+                                                                file_size):
+    """append_batch of plain values (the values path: cl_values_fit + cl_encode_values_into)
+    and the same batches through the general column path give identical CommitLog bytes."""
+    monkeypatch.setattr(time, "time_ns", lambda: FIXED_NS)
+    real_scan = native.cl_values_scan
+
+    def no_scan(*_a):
+        raise TypeError
+
+    logs = []
+    for short in (True, False):
+        monkeypatch.setattr(native, "cl_values_scan", real_scan if short else no_scan)
+        s = _fixed(mqstore.open(str(tmp_path / f"s{short}"), "commitlog", flush="os",
+                                mapped_file_size=file_size))
+        s.create_topic("t", 2)
+        for j in range(12):
+            vals = [b"%d-%d" % (j, i) * (j * 7 + i % 5) for i in range(j * 9 + 1)]
+            md = s.append_batch("t", vals, partition=j % 2)
+            assert md[0].partition == j % 2
+        logs.append(_log_bytes(s))
+        s.close()
+    assert logs[0] == logs[1] and len(logs[0]) > 30_000
+
+
+def test_a_too_large_plain_value_is_refused_before_anything_is_written(tmp_path):
+    s = mqstore.open(str(tmp_path / "s"), "commitlog", max_message_bytes=2000)
+    s.create_topic("t")
+    with pytest.raises(mqstore.errors.RecordTooLargeError, match="message 2 of the batch"):
+        s.append_batch("t", [b"a", b"b", b"c" * 5000], partition=0)
+    assert s.end_offset("t", 0) == 0
+    assert s.append_batch("t", [b"a", b"b"], partition=0)[1].offset == 1
+    s.close()
