@@ -25,7 +25,8 @@
  *
  * Every write into the buffer is bounded by the size computed first and checked against the
  * buffer's length. The values are read with the GIL held (a list cannot change under the
- * loop); the CRC of a large batch runs without it, over the caller's exported buffer only.
+ * loop), and the CRC is computed along the copy, a chunk behind it, so with the GIL too
+ * (about 0.1 ms a megabyte); value_batch's CRC of a large value runs without it.
  * CRC-32C comes from native/crc.c, compiled into this module too (hardware when the CPU has
  * SSE4.2; MQSTORE_CRC32C_HW=off forces the table path, as for mqstore._native).
  */
@@ -40,6 +41,9 @@
 
 /* Above this many bytes the CRC pass releases the GIL (mqstore_gil.h's threshold). */
 #define SEG_GIL_RELEASE_BYTES (256 * 1024)
+/* Bytes copied between two CRC steps of values_batch_into: in L2, and long enough for the
+   three-stream path of crc.c (3 x 8 KiB). */
+#define SEG_CRC_CHUNK (48 * 1024)
 /* The largest batch: batchLength (size - 12) is an int32, and so is every length. */
 #define SEG_MAX_BATCH ((int64_t)INT32_MAX)
 
@@ -269,10 +273,20 @@ static PyObject *seg_values_batch_into(PyObject *self, PyObject *const *args, Py
     Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
     PyObject **items = PySequence_Fast_ITEMS(values);
     put_header(p, base, size, n, ts);
-    size_t w = MQ_BATCH_OVERHEAD;
-    for (Py_ssize_t i = 0; i < n; i++)  /* sizes checked above: w + record <= size */
+    /* The CRC follows the copy a chunk behind, over bytes still in the cache (a separate
+       pass after a megabyte of copying reads them back from L3: measured 150 us for 1,000 x
+       1 KiB against 63 us for the b"".join alone). */
+    uint32_t crc = mq_crc32c(0, p + MQ_BATCH_CRC_START, MQ_BATCH_OVERHEAD - MQ_BATCH_CRC_START);
+    size_t w = MQ_BATCH_OVERHEAD, done = MQ_BATCH_OVERHEAD;
+    for (Py_ssize_t i = 0; i < n; i++) {  /* sizes checked above: w + record <= size */
         w += put_record(p + w, i, PyBytes_AS_STRING(items[i]), PyBytes_GET_SIZE(items[i]));
-    finish_batch(p, size);
+        if (w - done >= SEG_CRC_CHUNK) {
+            crc = mq_crc32c(crc, p + done, w - done);
+            done = w;
+        }
+    }
+    crc = mq_crc32c(crc, p + done, w - done);
+    put_be32(p + 17, crc);
     PyBuffer_Release(&view);
     return PyLong_FromLongLong(size);
 }
