@@ -62,16 +62,27 @@ class _Group:
         os.eventfd_read(self.fd)
         self.woken.append(None)
 
-    def wake(self, n: int) -> None:
-        """Wake ``n`` of the sleepers (caller holds the GroupCommit lock)."""
+    def claim(self, n: int) -> int:
+        """Count ``n`` sleepers as woken (caller holds the GroupCommit lock); :meth:`post`
+        then wakes them, after the lock is released."""
         self.sleepers -= n
         self.written += n
+        return n
+
+    def claim_all(self) -> int:
+        """Count every sleeper as woken and take no new ones; returns how many to post."""
+        self.released = True
+        return self.claim(self.sleepers)
+
+    def post(self, n: int) -> None:
+        """Wake ``n`` sleepers claimed before (one syscall; no lock needed)."""
         os.eventfd_write(self.fd, n)
 
     def release_all(self) -> None:
-        if self.sleepers:
-            self.wake(self.sleepers)
-        self.released = True
+        """:meth:`claim_all` and :meth:`post` (rare paths, under the GroupCommit lock)."""
+        n = self.claim_all()
+        if n:
+            self.post(n)
 
     @property
     def drained(self) -> bool:
@@ -103,9 +114,7 @@ class _LockGroup(_Group):
         self._sem.acquire()
         self.woken.append(None)
 
-    def wake(self, n: int) -> None:
-        self.sleepers -= n
-        self.written += n
+    def post(self, n: int) -> None:
         self._sem.release(n)
 
     def close(self) -> None:
@@ -222,12 +231,13 @@ class GroupCommit:
                 if ticket <= self._durable:
                     lock.release()
                     return
-                if not self._syncing:
-                    self._run_sync()  # covers this ticket, or raises the error that did not
-                    continue
+                syncing = self._syncing
             except BaseException:
                 lock.release()
                 raise
+            if not syncing:
+                self._run_sync()  # covers this ticket, or raises the error that did not
+                return
             group = self._group if ticket <= self._target else self._next_group
             group.sleepers += 1
             lock.release()
@@ -243,8 +253,12 @@ class GroupCommit:
     def _run_sync(self) -> None:
         """Run one sync covering every ticket handed out when it starts, then wake exactly
         the waiters it covered and, if later tickets wait, one of them to run the next
-        sync. Called and returns with ``_lock`` held, which is released while the
-        appenders are gathered and while the sync runs; raises the sync's error."""
+        sync. Called with ``_lock`` held, which is released while the appenders are
+        gathered and while the sync runs; returns (or raises the sync's error) with it
+        released. The wake-ups are counted under the lock and written after it is
+        released: a woken appender that appends again and comes back to
+        :meth:`wait_durable` at once does not find the lock held by the runner (which
+        would cost it a futex sleep and wake-up more)."""
         lock = self._lock
         self._syncing = True
         self._target = _GATHERING  # waiters arriving now are covered by this sync
@@ -255,10 +269,10 @@ class GroupCommit:
             try:
                 self._gather(self._released)
             except BaseException:  # interrupted: no sync ran, the waiters look again
-                lock.acquire()
-                self._syncing = False
-                self._wake_all("_group")
-                self._wake_all("_next_group")
+                with lock:
+                    self._syncing = False
+                    self._wake_all("_group")
+                    self._wake_all("_next_group")
                 raise
             lock.acquire()
         self._target = target = self._next_ticket() - 1  # under the lock: see wait_durable
@@ -273,20 +287,33 @@ class GroupCommit:
         self._syncing = False
         group = self._group
         self._released = len(group) + 1  # and the runner
+        nxt = self._next_group
         if error is None:
             self.group_syncs += 1
             if target > self._durable:
                 self._durable = target  # before the wake-ups: they look without the lock
-            nxt = self._next_group
-            if nxt.sleepers:  # the next sync's runner first: it gathers while the group wakes
-                nxt.wake(1)  # (one wake-up; the others stay asleep, in that sync's group)
-            group.release_all()
+            # the next sync's runner first: it gathers while the group wakes (one wake-up;
+            # the others stay asleep, in that sync's group)
+            runner = nxt.claim(1) if nxt.sleepers else 0
+            covered = group.claim_all()
+            lock.release()
+            if runner:
+                nxt.post(1)
+            if covered:
+                group.post(covered)
             return
         self._error = error
         if target > self._failed_upto:
             self._failed_upto = target
-        group.release_all()
-        self._wake_all("_next_group")  # not covered: they start a new sync
+        covered = group.claim_all()
+        later = nxt.claim_all()  # not covered: they look again and start a new sync
+        self._retire(nxt)
+        self._next_group = self._fresh_group()
+        lock.release()
+        if covered:
+            group.post(covered)
+        if later:
+            nxt.post(later)
         raise error
 
     def _wake_all(self, which: str) -> None:
