@@ -40,15 +40,22 @@ class CommitLogAppends:
                                  partition=partition)[0]
 
     def _append_one(self, topic: str, value: bytes, partition: int | None) -> RecordMetadata:
-        self._check_writable()
-        self.dispatcher.check()
+        """A plain value: the checks of :meth:`append_batch` spelled out (each method call
+        costs here), the queue offset and UNIQ_KEY number taken, and one
+        ``CommitLog.put_one_locked`` (one ``native.cl_encode_one_into`` into the mapping)."""
+        if self._closed or self._read_only:
+            self._check_writable()
+        d = self.dispatcher
+        if d.error is not None:
+            d.check()
         count = self.partitions(topic)
         if partition is None:  # as _group_by_partition for a value without a key
-            p = self._next_round_robin(topic, count)
+            p = 0 if count == 1 else self._next_round_robin(topic, count)
         else:
             p = self._check_partition(topic, partition, count)
-        topic_b = self._topic_bytes(topic)
-        prefix = self._uniq_prefix_b
+        topic_b = self._topic_b.get(topic)
+        if topic_b is None:
+            topic_b = self._topic_bytes(topic)
         size = self._plain_overhead + len(topic_b) + len(value)
         if size > self._size_limit:
             self._too_large(0, size)
@@ -58,11 +65,16 @@ class CommitLogAppends:
         k = (topic, p)
         cl = self.commitlog
         with cl.put_lock:
-            self._check_open()
+            if self._closed:
+                self._check_open()
             q = self._queue_next.get(k, 0)
+            cq = self._queues.get(k)
+            if cq is None:
+                cq = self._consume_queue(topic, p)
             try:  # translate_full, spelled out: a generator context costs 1.5 us a call
-                self._consume_queue(*k).reserve_units(q, q)  # (see append_batch)
-                store_ts = cl.put_one_locked(size, topic_b, value, prefix, uniq, p, q)
+                cq.reserve_units(q, q)  # (see append_batch)
+                store_ts = cl.put_one_locked(size, topic_b, value, self._uniq_prefix_b, uniq,
+                                             p, q)
             except StoreFullError:
                 raise
             except OSError as exc:
@@ -72,8 +84,12 @@ class CommitLogAppends:
             self._queue_next[k] = q + 1
             self.appended_records += 1
             self.appended_bytes += size
-            ticket = self._gc.written() if self._gc is not None else 0
-        self._acknowledged(topic, ticket)
+            gc = self._gc
+            ticket = gc.written() if gc is not None else 0
+        if gc is not None:
+            self._acknowledged(topic, ticket)
+        else:
+            d.wakeup()
         return tuple.__new__(RecordMetadata, (topic, p, q, store_ts))
 
     def _acknowledged(self, topic: str, ticket: int) -> None:
