@@ -281,6 +281,8 @@ def values_batch_into(buffer, base_offset: int, timestamp: int, values, size: in
         raise ValueError(f"the batch of these values has {len(batch)} bytes, not {size} "
                          "(the list changed?)")
     view = memoryview(buffer).cast("B")
+    if view.readonly:
+        raise BufferError("Object is not writable.")
     if len(view) < size:
         raise ValueError(f"buffer of {len(view)} bytes is smaller than the {size}-byte batch")
     view[:size] = batch
