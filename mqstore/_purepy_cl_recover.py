@@ -28,21 +28,17 @@ def record_crc_rule(buf, positions, sizes, min_size: int, reserved: int,
         raise BufferRangeError("record_crc_rule: a message reaches outside the buffer")
     if not len(pos):
         return -1, None
-    ends = pos + size
-    tail = ends - reserved
-    # "__CRC32#" as one unaligned 8-byte word at every byte position, then its 0x01 and
-    # the closing 0x02 (3 gathers per message)
-    words = np.ndarray(shape=(max(len(u8) - 7, 0),), dtype="<u8", buffer=u8, strides=(1,)) \
-        if len(u8) >= 8 else None
-    ok = size >= min_size
-    if len(u8) < 8:  # no message there can hold the property
-        ok[:] = False
-        u8 = np.zeros(9, dtype=np.uint8)
-        words = np.zeros(2, dtype="<u8")
-    safe_tail = np.where(ok, tail, 0)
-    has = ok & (u8[np.where(ok, ends - 1, 0)] == 2)
-    has &= (words[np.minimum(safe_tail, max(len(words) - 1, 0))] == _NAME_WORD) \
-        & (u8[safe_tail + 8] == 1)
+    # "__CRC32#" as one unaligned 8-byte word at the start of each message's last
+    # ``reserved`` bytes, then its 0x01 and the closing 0x02 (3 gathers per message); a
+    # message long enough lies in buf, so buf holds at least 9 bytes when one is
+    has = np.zeros(len(pos), dtype=bool)
+    long_enough = np.flatnonzero(size >= min_size)
+    if long_enough.size:
+        ends = pos[long_enough] + size[long_enough]
+        tail = ends - reserved
+        words = np.ndarray(shape=(len(u8) - 7,), dtype="<u8", buffer=u8, strides=(1,))
+        has[long_enough] = (u8[ends - 1] == 2) & (words[tail] == _NAME_WORD) \
+            & (u8[tail + 8] == 1)
     first = None
     start = 0
     if not required:

@@ -23,14 +23,14 @@ older mqstore's) is only checked for plausible timestamps.
 
 ``durable_offset`` (int64 at byte 40, mqstore's own slot) is the CommitLog offset below
 which the CommitLog, every ConsumeQueue unit and every IndexFile entry were synced before
-the file was written: an abnormal recovery starts there instead of at the start of a
-CommitLog file. ``flushed_offset`` (int64 at byte 48) is the CommitLog's own flushed
+the file was written: after a crash the ConsumeQueues and IndexFiles are checked and
+re-dispatched from there instead of from the start of the CommitLog file the scan starts at. ``flushed_offset`` (int64 at byte 48) is the CommitLog's own flushed
 offset at that time (>= ``durable_offset``): damage found before it is below the sync
 point whatever the timestamps say, and a log that now ends before it lost durable
 data. Both are trusted only in a file whose trailer magic is ``MQC2`` (written by
 mqstore since issue 9) and whose CRC matches; ``-1`` there means "no offset". A file with
-the older ``MQCK`` trailer, or without one (RocketMQ's), has no offset (None): recovery
-starts at a file boundary from the timestamps, as before. An older mqstore reads an
+the older ``MQCK`` trailer, or without one (RocketMQ's), has no offset (None): the derived
+files are rebuilt from the file boundary the timestamps give, as before. An older mqstore reads an
 ``MQC2`` file as one without the trailer (timestamps only) and rewrites it with ``MQCK``,
 so a stale offset it kept is never trusted again. RocketMQ 5's own offsets at bytes 24
 (``masterFlushedOffset``) and 32 (``confirmPhyOffset``) are kept as found: their meanings

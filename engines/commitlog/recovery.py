@@ -13,9 +13,10 @@ walk stops at is classified by ``message.check`` in Python.
 
 The first bad message is classified:
 
-- **torn tail**: the store was not closed cleanly (``abort`` exists) and no sound message
-  after the damage was stored before the checkpoint's ``physicMsgTimestamp`` (the store time
-  of the last flush): it is after the last sync point, so the log is truncated there;
+- **torn tail**: the store was not closed cleanly (``abort`` exists), the damage is not
+  before the checkpoint's flushed CommitLog offset, and no sound message after it was stored
+  before the checkpoint's ``physicMsgTimestamp`` (the store time of the last flush): it is
+  after the last sync point, so the log is truncated there;
 - **corruption** otherwise (a cleanly closed store syncs everything): ``on_corruption``
   "raise" refuses the open (file, position, how many records follow), "truncate" cuts the
   log there, "skip" keeps every sound message after it: recovery *resyncs* at the next

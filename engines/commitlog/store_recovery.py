@@ -43,7 +43,8 @@ class StoreRecovery:
         CommitLog first (normal or abnormal start, ``recovery.py``: a torn tail is cut,
         corruption goes to ``on_corruption``), then the derived files: ConsumeQueues and
         IndexFiles are checked, cut to the log, and rebuilt by re-dispatching from the
-        recovery start (or from further back where they are damaged); every unit whose
+        recovery start, after a crash from the checkpoint's durable offset when it is a
+        message boundary (or from further back where they are damaged); every unit whose
         message is re-dispatched is compared with it and rewritten if wrong."""
         cl = self.commitlog
         log = self.recovery_log
