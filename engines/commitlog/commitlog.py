@@ -37,6 +37,14 @@ POOL_MAX_BYTES = 16 << 20
 POOL_GROW = 1 << 20
 
 
+def _check_run(written: int, nbytes: int) -> None:
+    """An encoder must write exactly the bytes its run's sizes add up to (else what follows
+    in the pool buffer, or stale bytes of the mapping, would be taken for messages)."""
+    if written != nbytes:
+        raise errors.MQStoreError(f"encoded {written} bytes for a run of {nbytes}: the "
+                                  f"message sizes and the encoder disagree (nothing kept)")
+
+
 class CommitLog:
     """The shared log: put, flush, read slices, recover, delete old files.
 
@@ -228,17 +236,20 @@ class CommitLog:
                         and nbytes <= POOL_MAX_BYTES:
                     # TransientStorePool: encode into the pooled buffer, commit with pwrite
                     buf = self._pool(nbytes)
-                    encode(mf.file_from_offset + pos, i, k, store_ts, buf, 0)
+                    _check_run(encode(mf.file_from_offset + pos, i, k, store_ts, buf, 0),
+                               nbytes)
                     with memoryview(buf) as mv:
                         mf.pwrite_at(pos, mv[:nbytes])
                 elif mf.write_mode == "mmap":  # straight into the mapping, no copy
                     mf.prepare_write(pos, nbytes)
-                    encode(mf.file_from_offset + pos, i, k, store_ts, mf.mm, pos)
+                    _check_run(encode(mf.file_from_offset + pos, i, k, store_ts, mf.mm, pos),
+                               nbytes)
                     if pos + nbytes > mf.wrote_position:
                         mf.wrote_position = pos + nbytes
                 else:  # write mode, a run larger than the pool: a buffer of its own
                     buf = bytearray(nbytes)
-                    encode(mf.file_from_offset + pos, i, k, store_ts, buf, 0)
+                    _check_run(encode(mf.file_from_offset + pos, i, k, store_ts, buf, 0),
+                               nbytes)
                     mf.pwrite_at(pos, buf)
                 pos += nbytes
                 i += k

@@ -306,3 +306,22 @@ def test_a_too_large_plain_value_is_refused_before_anything_is_written(tmp_path)
     assert s.end_offset("t", 0) == 0
     assert s.append_batch("t", [b"a", b"b"], partition=0)[1].offset == 1
     s.close()
+
+
+@pytest.mark.parametrize("nbytes", [100, 40_000])  # into the mapping / through the pool
+def test_an_encoder_that_writes_the_wrong_count_fails_the_put_and_leaves_nothing(tmp_path,
+                                                                                 nbytes):
+    s = mqstore.open(str(tmp_path / "s"), "commitlog", flush="os")
+    s.create_topic("t")
+    s.append("t", b"first")
+    cl = s.commitlog
+    before = cl.max_offset
+    with cl.put_lock, pytest.raises(mqstore.errors.MQStoreError, match="disagree"):
+        cl.put_runs_locked(1, nbytes, lambda _i, room: (1, nbytes),
+                           lambda phys, first, k, ts, out, at: nbytes - 1)
+    assert cl.max_offset == before
+    assert s.append("t", b"second").offset == 1
+    s.close()
+    s = mqstore.open(str(tmp_path / "s"), "commitlog")
+    assert _values(s) == [b"first", b"second"]
+    s.close()
