@@ -263,9 +263,8 @@ class PartitionLog:
         return base
 
     def append_value(self, value: bytes, timestamp: int) -> int:
-        """Write a one-record batch of a plain value (no key, headers or tag; the single
-        ``append`` path): built whole at its offset in one C call (``value_batch``), written
-        with one ``pwrite``. Returns its offset. Caller holds :attr:`lock`."""
+        """Write a one-record batch of a plain value (the single ``append`` path), built
+        whole by ``value_batch``; return its offset. Caller holds :attr:`lock`."""
         base = self.next_offset
         data = value_batch(base, timestamp, value)
         seg = self.segments[-1]
@@ -273,8 +272,7 @@ class PartitionLog:
         if not seg.append_unless_roll(data, base, timestamp, c.segment_bytes, c.segment_ms):
             seg = self.roll(base)
             seg.append_buffer(data, base, timestamp)
-        # (_appended, inlined: this is the single-append hot path)
-        self.next_offset = base + 1
+        self.next_offset = base + 1  # (_appended, inlined: the single-append hot path)
         self.appended_records += 1
         self.appended_bytes += len(data)
         unflushed = self._unflushed
@@ -283,10 +281,8 @@ class PartitionLog:
         return base
 
     def append_values(self, values: list[bytes], size: int, timestamp: int) -> int:
-        """Write one batch of plain values sharing ``timestamp`` (``append_batch`` of bytes),
-        ``size`` bytes as ``values_batch_size`` gave: built whole at its base offset from the
-        values where they lie (``values_batch``) and written with one ``pwrite``. Returns the
-        base offset. Caller holds :attr:`lock`."""
+        """Write one ``size``-byte batch of plain values sharing ``timestamp``, built whole
+        by ``values_batch``; return its base offset. Caller holds :attr:`lock`."""
         base = self.next_offset
         last = base + len(values) - 1
         seg = self.segments[-1]
