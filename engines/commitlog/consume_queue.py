@@ -14,6 +14,7 @@ dispatcher can rebuild it from the CommitLog at any time.
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -34,6 +35,105 @@ _FILLER = fmt.CQ_UNIT.pack(0, fmt.CQ_FILLER_SIZE, 0)
 #: tmpfs reading a hole through the mapping needs space too). A default 6 MB file costs
 #: 80 KiB until it fills: a thousand queues take 80 MB, not 6 GB
 RESERVE_CHUNK: int | None = None
+
+
+def _zero_tail(mf: MappedFile, pos: int) -> bool:
+    """``MappedFile.zero_from`` for a ConsumeQueue tail: every byte from ``pos`` on becomes
+    zero, looking only at data regions (``SEEK_DATA``), read with ``pread`` (not through
+    the mapping, which would leave the pages resident) and compared with zeros in C; only
+    chunks holding a non-zero byte (so their blocks exist) are written, through the
+    mapping. Returns True if a byte changed (the caller then syncs the file). The positions
+    move back to ``pos`` as with ``zero_from``."""
+    end = mf.file_size
+    fd = mf._fd
+    changed = False
+    p = pos
+    while p < end and fd >= 0:
+        try:
+            data = os.lseek(fd, p, os.SEEK_DATA)
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after p
+                break
+            data, hole = p, end  # SEEK_DATA unsupported: look at everything
+        q = max(data, pos)
+        while q < hole:
+            n = min(len(_ZEROS), hole - q)
+            chunk = os.pread(fd, n, q)
+            if chunk != _ZEROS[:len(chunk)]:
+                mf.mm[q:q + len(chunk)] = _ZEROS[:len(chunk)]
+                changed = True
+            q += n
+        p = hole
+    if mf.wrote_position > pos:
+        mf.wrote_position = pos
+    if mf.flushed_position > pos:
+        mf.flushed_position = pos
+    return changed
+
+
+_ZEROS = bytes(1 << 16)
+
+
+def put_runs(queue_offsets: np.ndarray, phys_offsets: np.ndarray, sizes: np.ndarray,
+             tag_hashes: np.ndarray, order: np.ndarray | None, starts: list[int],
+             queue_at) -> None:
+    """The dispatcher's writes for one pass: the units of many queues, each queue's a run
+    of ``order`` (the rows grouped by queue, in CommitLog order within a group; None: the
+    rows are one group) from ``starts[j]`` to ``starts[j + 1]``. They are packed as 20-byte
+    units in one numpy pass for all queues and each run is one copy into its file, so a
+    pass over a thousand queues of a few units each costs one small copy per queue
+    (``put_array`` per run took ~40 us of numpy). ``queue_at(row)`` is the ConsumeQueue of
+    the queue of row ``row`` (an index before ``order``). A run whose queue offsets do not
+    follow each other, or that does not continue its queue, goes through ``put_array``."""
+    if order is not None:
+        queue_offsets, phys_offsets = queue_offsets[order], phys_offsets[order]
+        sizes, tag_hashes = sizes[order], tag_hashes[order]
+    n = len(queue_offsets)
+    units = np.empty(n, dtype=CQ_DTYPE)
+    units["offset"] = phys_offsets
+    units["size"] = sizes
+    units["tag_hash"] = tag_hashes
+    raw = units.view(np.uint8)
+    st = np.array(starts, dtype=np.int64)
+    en = np.append(st[1:], n)
+    step_ok = np.empty(n, dtype=bool)
+    step_ok[1:] = queue_offsets[1:] - queue_offsets[:-1] == 1
+    step_ok[st] = True  # a run's first unit has no predecessor in it
+    bad = np.cumsum(~step_ok)
+    good = ((bad[en - 1] - bad[st]) == 0).tolist()
+    q0s = queue_offsets[st].tolist()
+    phys_end = (phys_offsets[en - 1] + sizes[en - 1]).tolist()
+    firsts = (order[st] if order is not None else st).tolist()
+    size = fmt.CQ_UNIT_SIZE
+    for a, b, first, q0, pe, ok in zip(starts, en.tolist(), firsts, q0s, phys_end, good):
+        cols = (queue_offsets[a:b], phys_offsets[a:b], sizes[a:b], tag_hashes[a:b])
+        if ok:
+            queue_at(first).put_packed(q0, raw[a * size:b * size], pe, cols)
+        else:
+            queue_at(first).put_array(*cols)
+
+
+def sync_dirs(dirs) -> int:
+    """fsync each directory of ``dirs`` once, deepest first (a queue's directory before its
+    topic's, that before ``consumequeue/``); returns the syncs."""
+    done = 0
+    for d in sorted(set(dirs), key=lambda d: (-d.count(os.sep), d)):
+        fsync_dir(d)
+        done += 1
+    return done
+#: the first step of a scan of a queue's last file, in units (doubling up to SCAN_CHUNK)
+FIRST_SCAN_STEP = 256
+
+
+def _scan_steps(units: int, chunk: int) -> list[tuple[int, int]]:
+    """(start, length) steps over ``units``: FIRST_SCAN_STEP, doubling up to ``chunk``."""
+    out, lo, step = [], 0, min(FIRST_SCAN_STEP, chunk)
+    while lo < units:
+        out.append((lo, min(step, units - lo)))
+        lo += step
+        step = min(step * 2, chunk)
+    return out
 
 
 class ConsumeQueue:
@@ -65,12 +165,15 @@ class ConsumeQueue:
         self._flush_lock = threading.Lock()
         self._dir_dirty = False
         self._parents_dirty = False
+        self._root_dirty = False
         self._verify_last: int | None = None  # recovery's verifying dispatch (verify_put)
         #: the last unit a reserve_units call covered (-1: none, or files changed since)
         self._reserved_through = -1
         #: load() had to resize or delete files (or found none): recover() says to rebuild
         self._rebuild_needed = False
         self._verify_fixed = 0
+        #: the last _scan() result while no unit was written or cut since (_scan_once)
+        self._scan_memo: tuple[int, str | None] | None = None
 
     # ----- files -----
     @property
@@ -160,7 +263,13 @@ class ConsumeQueue:
         and map the file starting at ``first_unit``."""
         if not self.files and not os.path.isdir(self.dir):
             with translate_full(f"creating {self.dir}"):
-                os.makedirs(self.dir, exist_ok=True)
+                try:
+                    os.mkdir(self.dir)  # the topic's directory exists after its first queue
+                except FileNotFoundError:  # the topic's first queue (or the store's)
+                    os.makedirs(self.dir, exist_ok=True)
+                    self._root_dirty = True
+                except FileExistsError:
+                    pass
             self._parents_dirty = True
         self._map(os.path.join(self.dir, file_name(first_unit * fmt.CQ_UNIT_SIZE)), create=True)
         self._dir_dirty = True
@@ -171,6 +280,14 @@ class ConsumeQueue:
     #: units looked at after the first empty one: a unit torn in the middle of the queue
     #: (a lost sector or page) has written units after it
     PEEK_UNITS = 1024
+
+    def _scan_once(self) -> tuple[int, str | None]:
+        """:meth:`_scan`, or the result of the last one if no unit was written since (open
+        asks twice: ``units_past``, then ``recover``)."""
+        memo = self._scan_memo
+        if memo is None:
+            memo = self._scan_memo = self._scan()
+        return memo
 
     def scan_end(self) -> int:
         """The queue offset where the units end: the first unit with offset < 0 or size <= 0
@@ -187,12 +304,13 @@ class ConsumeQueue:
         upf = self.units_per_file
         prev_end = -1  # end of the last real unit's message
         prev_q = -1  # its queue offset
-        for i, arr in enumerate(self.arrays):
+        for i in range(len(self.files)):
             base = self.first_unit + i * upf
-            last = i == len(self.arrays) - 1
-            step = self.SCAN_CHUNK if last else upf
-            for lo in range(0, upf, step):
-                a = arr[lo:lo + step]
+            last = i == len(self.files) - 1
+            # the last file in growing steps (a queue of a few units reads a few KiB)
+            steps = _scan_steps(upf, self.SCAN_CHUNK) if last else [(0, upf)]
+            for lo, step in steps:
+                a = self._read_units(i, lo, step)
                 off = a["offset"].astype(np.int64)
                 size = a["size"].astype(np.int64)
                 empty = np.flatnonzero((off < 0) | (size <= 0))
@@ -221,16 +339,28 @@ class ConsumeQueue:
                     if not last or self._written_after(i, lo + n):
                         return base + lo + n, "an empty unit with written units after it"
                     return base + lo + n, None
-        return self.first_unit + len(self.arrays) * upf, None
+        return self.first_unit + len(self.files) * upf, None
+
+    def _read_units(self, i: int, lo: int, n: int) -> np.ndarray:
+        """Units ``lo`` to ``lo + n`` of file ``i`` (cut at its end) read with ``pread``,
+        not through the mapping: recovery's scans leave no page of an idle queue mapped
+        (resident), and reading a hole allocates nothing, even on tmpfs."""
+        n = max(0, min(n, self.units_per_file - lo))
+        mf = self.files[i]
+        want = n * fmt.CQ_UNIT_SIZE
+        raw = os.pread(mf._fd, want, lo * fmt.CQ_UNIT_SIZE) if mf._fd >= 0 else \
+            bytes(mf.mm[lo * fmt.CQ_UNIT_SIZE:lo * fmt.CQ_UNIT_SIZE + want])
+        if len(raw) < want:  # (a file shorter than its size: load() resized it)
+            raw += bytes(want - len(raw))
+        return np.frombuffer(raw, dtype=CQ_DTYPE)
 
     def _written_after(self, i: int, rel: int) -> bool:
         """True if any of the next :attr:`PEEK_UNITS` units after ``rel`` in file ``i``, or
         the first units of the next file, is not empty."""
-        arr = self.arrays[i]
-        if np.any(arr[rel + 1:rel + 1 + self.PEEK_UNITS]["size"] != 0):
+        if np.any(self._read_units(i, rel + 1, self.PEEK_UNITS)["size"] != 0):
             return True
-        return i + 1 < len(self.arrays) and bool(
-            np.any(self.arrays[i + 1][:self.PEEK_UNITS]["size"] != 0))
+        return i + 1 < len(self.files) and bool(
+            np.any(self._read_units(i + 1, 0, self.PEEK_UNITS)["size"] != 0))
 
     def recover(self, log: RecoveryLog | None = None, min_phys: int = 0) -> int | None:
         """Find the end of the units (:meth:`scan_end`), zero what follows, delete later
@@ -242,7 +372,7 @@ class ConsumeQueue:
             self.max_units = 0
             self._reserved_through = -1
             return min_phys if self._rebuild_needed else None
-        end, problem = self._scan()
+        end, problem = self._scan_once()
         self.truncate_units(end)
         if problem is None and self._rebuild_needed:
             problem = "files were resized or deleted at load"
@@ -270,7 +400,9 @@ class ConsumeQueue:
         """How many units at the tail (up to the first empty unit) point at or past
         commitlog offset ``phys_end``."""
         n = 0
-        q = (self._scan()[0] if self.files else 0) - 1
+        if not self.files:
+            return 0
+        q = self._scan_once()[0] - 1
         while q >= self.first_unit and self.files:
             phys, size, _tag = self.unit(q)
             if size != fmt.CQ_FILLER_SIZE:
@@ -368,6 +500,7 @@ class ConsumeQueue:
     def truncate_units(self, end_unit: int) -> None:
         """Keep units below ``end_unit`` only: zero the rest, delete files left empty."""
         with self._lock:
+            self._scan_memo = None
             keep_files, keep_arrays = [], []
             for mf, arr in zip(self.files, self.arrays):
                 base = mf.file_from_offset // fmt.CQ_UNIT_SIZE
@@ -377,8 +510,8 @@ class ConsumeQueue:
                     self._dir_dirty = True
                     continue
                 if base + self.units_per_file > end_unit:
-                    mf.zero_from((end_unit - base) * fmt.CQ_UNIT_SIZE)
-                    mf.force()
+                    if _zero_tail(mf, (end_unit - base) * fmt.CQ_UNIT_SIZE):
+                        mf.force()  # only a file that changed is synced
                 else:
                     mf.wrote_position = mf.flushed_position = self.file_size
                 keep_files.append(mf)
@@ -478,11 +611,21 @@ class ConsumeQueue:
         units["tag_hash"] = tag_hashes
         self._write_run(q0, units.tobytes(), int(phys_offsets[-1]) + int(sizes[-1]))
 
+    def put_packed(self, q0: int, data, phys_end: int, columns: tuple) -> None:
+        """:meth:`put_array` for a run whose queue offsets are ``q0`` and the next ones
+        (the caller checked) already packed as units (``data``, uint8); ``columns`` are
+        its four int64 columns, used when the run does not continue the queue."""
+        if self.files and q0 == self.max_units:
+            self._write_run(q0, data, phys_end)
+        else:
+            self.put_array(*columns)
+
     def _write_run(self, q0: int, data: bytes, phys_end: int) -> None:
         """Write the packed units ``data`` from queue offset ``q0`` on (one copy per
         ConsumeQueue file, new files made as needed); the run ends the queue at
         ``phys_end`` in the CommitLog."""
         with self._lock:
+            self._scan_memo = None
             upf = self.units_per_file
             q = q0
             off = 0
@@ -530,6 +673,7 @@ class ConsumeQueue:
             self._reserved_through = max(last, covered) if first >= self.first_unit else -1
 
     def _write_unit(self, q: int, unit: bytes) -> None:
+        self._scan_memo = None
         idx = (q - self.first_unit) // self.units_per_file
         while idx >= len(self.files):
             self._new_file(self.first_unit + len(self.files) * self.units_per_file)
@@ -557,14 +701,21 @@ class ConsumeQueue:
         return arr[rel:rel + n], mf
 
     # ----- flush, retention -----
-    def flush(self) -> int:
+    def flush(self, dirs: set[str] | None = None) -> int:
         """msync the files written since the last flush; return the syncs issued.
+
+        The directories whose entries changed (this queue's, and for a new queue its topic's
+        and ``consumequeue/``) are synced here, or, when ``dirs`` is given, added to it for
+        the caller to sync once for every queue (:func:`sync_dirs`: a thousand new queues
+        of one topic cost three directory syncs, not three thousand); the caller must sync
+        them before it records anything as durable.
 
         Serialised by ``_flush_lock`` (not the writer's lock, so the dispatcher is never
         blocked behind an fsync): a second flush waits until the first one's directory
         syncs are done instead of seeing the dirty flags already cleared and returning
-        while the new files' directory entries are not yet durable. The flags are cleared
-        *before* the sync, so a file created meanwhile is covered by this sync or the next.
+        while the new files' directory entries are not yet durable (with ``dirs``, the
+        caller's own lock gives that). The flags are cleared *before* the sync, so a file
+        created meanwhile is covered by this sync or the next.
         """
         with self._flush_lock:
             syncs = 0
@@ -575,17 +726,21 @@ class ConsumeQueue:
                     break
                 if mf.flush():
                     syncs += 1
+            todo = []
             if self._dir_dirty:
                 self._dir_dirty = False
-                fsync_dir(self.dir)
-                syncs += 1
+                todo.append(self.dir)
             if self._parents_dirty:  # a new queue: its directory entries must be durable too
                 self._parents_dirty = False
                 topic_dir = os.path.dirname(self.dir)
-                for d in (topic_dir, os.path.dirname(topic_dir)):
-                    fsync_dir(d)
-                    syncs += 1
-            return syncs
+                todo += [topic_dir, os.path.dirname(topic_dir)]
+            if self._root_dirty:  # consumequeue/ itself may be new: the store root's entry
+                self._root_dirty = False
+                todo.append(os.path.dirname(os.path.dirname(os.path.dirname(self.dir))))
+            if dirs is not None:
+                dirs.update(todo)
+                return syncs
+            return syncs + sync_dirs(todo)
 
     def correct_min_offset(self, min_phys: int) -> None:
         """Move ``min_logic_offset`` to the first unit whose message is at or after

@@ -371,8 +371,19 @@ class TopicConfigManager:
         self.reload()
         if not read_only:
             with self._file.lock:
-                if self._file.repaired or self.journal.size or not os.path.exists(path):
+                if self._file.repaired:
                     self._persist()
+                elif self.journal.size or not os.path.exists(path):
+                    self._fold()
+
+    def _fold(self) -> None:
+        """:meth:`_persist` when it is only a compaction: on a full disk the journal keeps
+        the entries (the store still opens and closes while the disk is full)."""
+        try:
+            self._persist()
+        except errors.StoreFullError:
+            logger.warning("%s: not folded into topics.json (the disk is full)",
+                           self.journal.path)
 
     @staticmethod
     def _parse(doc: dict) -> dict[str, int]:
@@ -423,10 +434,7 @@ class TopicConfigManager:
             self.journal.append(new)
             self.topics.update(new)
             if self.journal.entries > max(COMPACT_ENTRIES, len(self.topics)):
-                try:
-                    self._persist()
-                except errors.StoreFullError:
-                    pass  # the entries are durable in the journal; folded in later
+                self._fold()  # (the entries are durable in the journal already)
 
     def adopt(self, found: dict[str, int]) -> None:
         """Add topics found on disk (ConsumeQueue directories) but missing from the file."""
@@ -443,7 +451,7 @@ class TopicConfigManager:
             return
         with self._file.lock:
             if self.journal.size:
-                self._persist()
+                self._fold()
             self.journal.close()
 
     def _persist(self) -> None:

@@ -34,7 +34,7 @@ from . import recovery
 from .appends import CommitLogAppends
 from .checkpoint import StoreCheckpoint
 from .commitlog import CommitLog
-from .consume_queue import ConsumeQueue
+from .consume_queue import ConsumeQueue, sync_dirs
 from .dispatcher import Dispatcher
 from .follower import Follower
 from .index_file import IndexService
@@ -279,8 +279,10 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
             # units and keys below this were written before the syncs below (cl-recovery)
             dispatched = self.dispatcher.reput_from_offset if self.dispatcher else 0
             syncs = 0
+            dirs: set[str] = set()
             for cq in list(self._queues.values()):
-                syncs += cq.flush()
+                syncs += cq.flush(dirs)
+            syncs += sync_dirs(dirs)  # new queues' entries: durable before the checkpoint
             idx_syncs, _ = self.index.flush()
             ck = self.checkpoint
             if ts:
