@@ -36,7 +36,7 @@ from mqstore import errors, native
 from . import format as fmt
 from . import message as msgcodec
 from .commitlog import CommitLog
-from .consume_queue import ConsumeQueue
+from .consume_queue import ConsumeQueue, put_runs
 from .index_file import IndexService
 
 _HEADER = fmt.MSG_HEADER
@@ -327,6 +327,15 @@ class Dispatcher:
             starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1]))).tolist()
             groups = [(a, b, order) for a, b in zip(starts, starts[1:] + [n])]
         queues = self.queues
+        if not self.verify_units:
+            order = groups[0][2]
+
+            def queue_at(row: int) -> ConsumeQueue:
+                key = (topics[int(topic_ids[row])], int(qids[row]))
+                return queues.get(key) or self.consume_queue(*key)
+            put_runs(rows[:, 3], rows[:, 4], rows[:, 1], tag_hashes, order,
+                     [a for a, _b, _o in groups], queue_at)
+            groups = []
         for a, b, order in groups:
             sel = slice(a, b) if order is None else order[a:b]
             first = a if order is None else int(order[a])
