@@ -4,8 +4,8 @@ encoded by one native call (``record_batch.encode_values`` for plain values,
 ``encode_messages`` for ``Message`` batches), size-checked before anything is written, then
 appended under the partition's lock; the result is a ``BatchMetadata`` of columns (base
 offset and count per partition), never one ``RecordMetadata`` per message. Mixed into the
-store; uses its ``_topics``, ``_gc``, ``_max_message_bytes``, ``_closed``, ``_read_only``
-and ``_logs``.
+store; uses its ``_topics``, ``_gc``, ``_max_message_bytes``, ``_max_plain_value``,
+``_closed``, ``_read_only`` and ``_logs``.
 
 Thread-safety: any number of appending threads; offsets are assigned under each
 partition's ``PartitionLog.lock``.
@@ -42,7 +42,7 @@ _tuple_new = tuple.__new__  # the cheapest way to make a NamedTuple
 #: (length and value-length varints of <= 5 bytes each, attributes, timestampDelta,
 #: offsetDelta, a null key's length and the header count, one byte each): a value this much
 #: under max_message_bytes surely fits
-_ONE_RECORD_OVERHEAD = fmt.RECORD_BATCH_OVERHEAD + 15
+ONE_RECORD_OVERHEAD = fmt.RECORD_BATCH_OVERHEAD + 15
 
 
 class SegmentsAppends:
@@ -70,7 +70,7 @@ class SegmentsAppends:
             logs = self._writable_logs(topic)
         if (type(value) is bytes and key is None and headers is None and tag is None
                 and timestamp_ms is None and partition is None and len(logs) == 1
-                and len(value) <= self._max_message_bytes - _ONE_RECORD_OVERHEAD):
+                and len(value) <= self._max_plain_value):
             # the commonest call, a plain value that surely fits to a one-partition topic:
             # built whole and written in one step under the lock (as append_value below)
             log = logs[0]
@@ -105,7 +105,7 @@ class SegmentsAppends:
             p = partition_for_key(key, count)
         else:
             p = self._next_round_robin(topic, count) if count > 1 else 0
-        if plain and len(value) <= self._max_message_bytes - _ONE_RECORD_OVERHEAD:
+        if plain and len(value) <= self._max_plain_value:
             # a plain value that surely fits: built whole and written in one step, under the
             # partition's lock (the bytes encode_one and batch_prefix would give)
             log = logs[p]

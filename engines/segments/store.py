@@ -64,7 +64,7 @@ from mqstore.records import Records
 from mqstore.engines.segments.offsets_topic import encode_commit, replay_commits
 from mqstore.engines.segments.partition_log import LogConfig, PartitionLog, parse_log_dir_name
 from mqstore.engines.segments import topic_dirs
-from mqstore.engines.segments.appends import SegmentsAppends
+from mqstore.engines.segments.appends import ONE_RECORD_OVERHEAD, SegmentsAppends
 from mqstore.storedir import DirectoryLock, check_manifest
 
 logger = logging.getLogger("mqstore")
@@ -122,6 +122,8 @@ class SegmentsStore(SegmentsAppends, Store):
                 LogConfig.from_options(self.config.options),
                 on_corruption=self.config.on_corruption, check_crcs=self.config.check_crcs)
             self._max_message_bytes = self.config.max_message_bytes
+            #: a plain value up to this size surely fits max_message_bytes as a one-record batch
+            self._max_plain_value = self._max_message_bytes - ONE_RECORD_OVERHEAD
             self._open_logs()
             self._load_committed()
             mode = self.config.flush.mode
