@@ -230,3 +230,48 @@ def test_a_batch_over_max_message_bytes_writes_nothing(tmp_path):
             s.append("t", b"z" * 940)  # over by its framing: the general path's exact check
         s.append("t", b"z" * 900)
         assert s.end_offset("t", 0) == 1
+
+
+@pytest.mark.skipif(native._seg_write is None, reason="mqstore._seg_write is not built")
+def test_large_batches_built_without_the_gil_while_the_list_changes():
+    """A batch of >= 256 KiB is built without the GIL from a tuple of the values: another
+    thread clearing the list meanwhile (dropping the only other references to the values)
+    changes nothing; cleared before, it is a ValueError and nothing is built."""
+    import threading
+
+    c = native._seg_write
+    rnd = random.Random(15)
+    values = [rnd.randbytes(rnd.randrange(2000, 6000)) for _ in range(400)]  # ~1.6 MB
+    want = _old_values(3, 9, values)
+    built = 0
+    for _ in range(20):
+        shared = [bytes(bytearray(v)) for v in values]  # objects only this list holds
+        size = c.values_batch_size(shared)
+        buf = bytearray(size)
+        go = threading.Event()
+        t = threading.Thread(target=lambda: (go.wait(), shared.clear()))
+        t.start()
+        go.set()  # the thread wakes, then runs when the build lets the GIL go
+        try:
+            c.values_batch_into(buf, 3, 9, shared, size)
+        except ValueError:
+            assert not shared  # cleared first
+        else:
+            assert bytes(buf) == want
+            built += 1
+        t.join()
+    assert built
+    results = []
+
+    def build():
+        size = c.values_batch_size(values)
+        buf = bytearray(size)
+        c.values_batch_into(buf, 3, 9, values, size)
+        results.append(bytes(buf))
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [want] * 4
