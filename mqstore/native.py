@@ -856,8 +856,11 @@ _seg_write = None
 if _lib is not None:
     try:
         from mqstore import _seg_write  # type: ignore[attr-defined,no-redef]
-    except ImportError:  # pragma: no cover - an old build: the reference runs
+    except ImportError as exc:  # pragma: no cover - a build older than seg_write_ext.c
         _seg_write = None
+        warnings.warn(f"mqstore._seg_write is not built ({exc}); segments appends of plain "
+                      "values use the slow pure-Python reference. Fix: reinstall with "
+                      "`pip install -e .`", RuntimeWarning, stacklevel=2)
 _seg = _seg_write if _seg_write is not None else _purepy_batches
 value_batch = _seg.value_batch
 values_batch_size = _seg.values_batch_size
