@@ -295,18 +295,29 @@ class ConsumeQueue:
         steps of :attr:`SCAN_CHUNK` units so the cost follows the data, not the file size."""
         return self._scan()[0]
 
-    def _scan(self) -> tuple[int, str | None]:
+    def _scan(self, trusted_below: int | None = None) -> tuple[int, str | None]:
         """(end unit, problem): the first empty unit, or the first unit that breaks the
         queue's invariants, with what is wrong (None for a clean end). Invariants: a real
         unit (not a filler) covers at least a message header, and the commitlog offsets of
         real units increase by at least the previous one's size. When two units are out of
-        order either may be the wrong one, so the cut is before both."""
+        order either may be the wrong one, so the cut is before both. With
+        ``trusted_below`` (recovery after a crash: the checkpoint's durable offset) the
+        leading files whose last unit's message ends at or before it are not read: their
+        units were synced before the checkpoint was written."""
         upf = self.units_per_file
         prev_end = -1  # end of the last real unit's message
         prev_q = -1  # its queue offset
         for i in range(len(self.files)):
             base = self.first_unit + i * upf
             last = i == len(self.files) - 1
+            if trusted_below is not None and not last:
+                u = self._read_units(i, upf - 1, 1)
+                u_off, u_size = int(u["offset"][0]), int(u["size"][0])
+                if u_size != fmt.CQ_FILLER_SIZE and u_size >= fmt.MSG_FIXED_OVERHEAD \
+                        and prev_end <= u_off and u_off + u_size <= trusted_below:
+                    prev_end, prev_q = u_off + u_size, base + upf - 1
+                    continue
+                trusted_below = None  # this file and every later one are read
             # the last file in growing steps (a queue of a few units reads a few KiB)
             steps = _scan_steps(upf, self.SCAN_CHUNK) if last else [(0, upf)]
             for lo, step in steps:
@@ -362,17 +373,20 @@ class ConsumeQueue:
         return i + 1 < len(self.files) and bool(
             np.any(self._read_units(i + 1, 0, self.PEEK_UNITS)["size"] != 0))
 
-    def recover(self, log: RecoveryLog | None = None, min_phys: int = 0) -> int | None:
+    def recover(self, log: RecoveryLog | None = None, min_phys: int = 0,
+                trusted_below: int | None = None) -> int | None:
         """Find the end of the units (:meth:`scan_end`), zero what follows, delete later
         files. Returns None if the queue simply ends there, or, when a unit before the end
         was empty, torn or out of order (it is cut there) or load() had to resize or delete
         files, the commitlog offset from which the dispatcher must rebuild this queue: the
-        last good unit's message (``min_phys`` if there is none)."""
+        last good unit's message (``min_phys`` if there is none). ``trusted_below``: see
+        :meth:`_scan`."""
         if not self.files:
             self.max_units = 0
             self._reserved_through = -1
             return min_phys if self._rebuild_needed else None
-        end, problem = self._scan_once()
+        end, problem = self._scan_once() if trusted_below is None else \
+            self._scan(trusted_below)
         self.truncate_units(end)
         if problem is None and self._rebuild_needed:
             problem = "files were resized or deleted at load"
