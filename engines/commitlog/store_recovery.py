@@ -83,7 +83,7 @@ class StoreRecovery:
         # missing one)
         reput = derived_from if abnormal else res.valid_end
         for cq in self._queues.values():
-            rebuild = cq.recover(log, cl.min_offset)
+            rebuild = cq.recover(log, cl.min_offset, trusted_below=durable)
             if rebuild is not None:
                 reput = min(reput, rebuild)
             cq.truncate_dirty(res.valid_end)

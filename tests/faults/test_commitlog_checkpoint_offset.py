@@ -234,20 +234,44 @@ def test_damage_between_the_offsets_is_corruption_even_in_the_same_millisecond(s
         mqstore.open(image, "commitlog", **SMALL)
 
 
-def test_consume_queue_unit_out_of_order_below_the_offset_is_rebuilt(store_path):
-    """Units below the durable offset are not compared with their messages at open (they
-    were synced before the checkpoint), but the load's order check still runs over every
-    unit: a unit pointing at the next message breaks it, the queue is cut there and
-    rebuilt from the log, and every record reads back."""
+def _point_unit_at_the_next(path, u):
+    raw = open(path, "rb").read()
+    off, size, tag = struct.unpack_from(">qiq", raw, u * 20)
+    nxt = struct.unpack_from(">qiq", raw, (u + 1) * 20)[0]
+    with open(path, "r+b") as f:
+        f.seek(u * 20)
+        f.write(struct.pack(">qiq", nxt, size, tag))
+    return off, nxt
+
+
+def test_consume_queue_damage_in_a_trusted_file_is_caught_by_the_read(store_path):
+    """The ConsumeQueue files wholly below the durable offset are not read at open (their
+    units were synced before the checkpoint was written): a unit there pointing at the
+    next message is not repaired, but the read that meets it checks it against the message
+    and raises CorruptRecordError; it never returns the wrong record."""
     image, vals, durable = _crash_image(store_path, 12)
     qdir = os.path.join(image, "consumequeue", "t", "0")
-    path = os.path.join(qdir, sorted(os.listdir(qdir))[0])
-    off, size, tag = struct.unpack_from(">qiq", open(path, "rb").read(), 5 * 20)
-    nxt = struct.unpack_from(">qiq", open(path, "rb").read(), 6 * 20)[0]
+    names = sorted(os.listdir(qdir))
+    assert len(names) > 2
+    off, nxt = _point_unit_at_the_next(os.path.join(qdir, names[0]), 5)
     assert nxt < durable
-    with open(path, "r+b") as f:
-        f.seek(5 * 20)
-        f.write(struct.pack(">qiq", nxt, size, tag))  # unit 5 points at message 6
+    with mqstore.open(image, "commitlog", **SMALL) as s:
+        assert s.stats()["recovery"]["derived_rebuilt"] == 0
+        with pytest.raises(mqstore.CorruptRecordError):
+            s.read("t", 0, 5, max_records=1)
+        assert [r.value for r in s.read("t", 0, 6, max_records=3)] == vals[6:9]
+        assert [r.value for r in s.read("t", 0, 0, max_records=5)] == vals[:5]
+    assert [d.position for d in CommitLogStore.verify_files(image)] == [5 * 20]
+
+
+def test_consume_queue_damage_in_the_file_holding_the_offset_is_rebuilt(store_path):
+    """The file the durable offset falls in (and every later one) is checked whole: a unit
+    out of order there, even below the offset, cuts the queue and it is rebuilt."""
+    image, vals, durable = _crash_image(store_path, 12)
+    qdir = os.path.join(image, "consumequeue", "t", "0")
+    holding = sorted(os.listdir(qdir))[300 // SMALL["cq_units_per_file"]]  # unit 300's
+    off, nxt = _point_unit_at_the_next(os.path.join(qdir, holding), 1)
+    assert nxt < durable
     with mqstore.open(image, "commitlog", **SMALL) as s:
         assert s.recovery["redispatched_from"] <= off
         assert s.stats()["recovery"]["derived_rebuilt"] >= 1
