@@ -190,12 +190,25 @@ def _values_items(values):
     return values
 
 
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _int64(*numbers: int) -> None:
+    """OverflowError for an integer outside int64 (what the C module's argument parsing
+    raises)."""
+    for x in numbers:
+        if not _I64[0] <= x <= _I64[1]:
+            raise OverflowError(f"{x} does not fit an int64")
+
+
 def values_scan(values, overhead: int, limit: int) -> tuple[int, int]:
     """(total, bad): the sum of ``overhead + len(v)`` over ``values`` (all exactly bytes,
-    TypeError otherwise) and the first index whose size exceeds ``limit`` (-1 if none)."""
+    TypeError otherwise) and the first index whose size exceeds ``limit`` (-1 if none);
+    ValueError for an overhead outside [0, 2^31)."""
     values = _values_items(values)
-    if overhead < 0:
-        raise ValueError("negative overhead")
+    _int64(overhead, limit)
+    if not 0 <= overhead <= _INT32[1]:
+        raise ValueError("overhead outside [0, 2^31)")
     if any(type(v) is not bytes for v in values):
         raise TypeError("values must all be bytes")
     total, bad = 0, -1
@@ -211,8 +224,9 @@ def values_fit(values, first: int, overhead: int, room: int) -> tuple[int, int]:
     """(count, nbytes): the longest run ``values[first:first + count]`` whose sizes
     (``overhead + len``) add up to at most ``room``, and that sum."""
     values = _values_items(values)
-    if not 0 <= first <= len(values) or overhead < 0:
-        raise ValueError("first outside the values, or negative overhead")
+    _int64(first, overhead, room)
+    if not 0 <= first <= len(values) or not 0 <= overhead <= _INT32[1]:
+        raise ValueError("first outside the values, or overhead outside [0, 2^31)")
     used = 0
     i = first
     while i < len(values):
@@ -234,15 +248,27 @@ def encode_values_into(buf, pos: int, topic: bytes, values, first: int, count: i
     QUEUEOFFSET ``queue_offset + j``) back to back into ``buf[pos:]`` from commitlog offset
     ``phys_offset``; the bytes written. ValueError when they do not fit or an argument is
     out of range: :func:`cl_encode` of the run."""
+    if type(topic) is not bytes or type(uniq_prefix) is not bytes:
+        raise TypeError("topic and uniq_prefix must be bytes")
     values = _values_items(values)
+    _int64(pos, first, count, uniq_first, queue_id, queue_offset, phys_offset,
+           store_timestamp)
     if not (0 <= first <= len(values) and 0 <= count <= len(values) - first) \
-            or uniq_first < 0 or phys_offset < 0:
-        raise ValueError("first / count outside the values, or a negative uniq_first / "
-                         "phys_offset")
+            or not 0 <= uniq_first <= _I64[1] - count or phys_offset < 0 \
+            or not 0 <= queue_offset <= _I64[1] - count or len(topic) > _TOPIC_MAX \
+            or len(uniq_prefix) > _PROPS_MAX:
+        raise ValueError("first / count outside the values, a uniq_first, queue_offset or "
+                         "phys_offset out of range, or a topic / prefix too long")
     run = values[first:first + count]
     if any(type(v) is not bytes for v in run):
         raise TypeError("values must all be bytes")
     _writable(buf)
+    with memoryview(buf) as mv:
+        cap = len(mv) - pos
+        if not 0 <= pos <= len(mv):
+            raise ValueError("position outside the buffer")
+    if phys_offset > _I64[1] - cap:
+        raise ValueError("phys_offset out of range")
     lengths = [len(v) for v in run]
     offsets = [sum(lengths[:j]) for j in range(count)]
     return cl_encode(topic, b"".join(run), offsets, lengths, None, None, None, uniq_prefix,
@@ -257,6 +283,9 @@ def encode_one_into(buf, pos: int, topic: bytes, body: bytes, uniq_prefix: bytes
     written; the errors of :func:`encode_values_into`."""
     if type(body) is not bytes:
         raise TypeError("body must be bytes")
+    if type(topic) is not bytes or type(uniq_prefix) is not bytes:
+        raise TypeError("topic and uniq_prefix must be bytes")
+    _int64(pos, uniq_number, queue_id, queue_offset, phys_offset, store_timestamp)
     _writable(buf)
     return cl_encode(topic, body, [0], [len(body)], None, None, None, uniq_prefix, uniq_number,
                      [queue_id], [queue_offset], None, phys_offset, store_timestamp, buf, pos)

@@ -83,8 +83,8 @@ static PyObject *clw_values_scan(PyObject *self, PyObject *const *args, Py_ssize
     if (values_items(args[0], &items, &n) < 0 || as_i64(args[1], &overhead) < 0 ||
         as_i64(args[2], &limit) < 0)
         return NULL;
-    if (overhead < 0) {
-        PyErr_SetString(PyExc_ValueError, "negative overhead");
+    if (overhead < 0 || overhead > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "overhead outside [0, 2^31)");
         return NULL;
     }
     int64_t total = 0, bad = -1;
@@ -116,8 +116,9 @@ static PyObject *clw_values_fit(PyObject *self, PyObject *const *args, Py_ssize_
     if (values_items(args[0], &items, &n) < 0 || as_i64(args[1], &first) < 0 ||
         as_i64(args[2], &overhead) < 0 || as_i64(args[3], &room) < 0)
         return NULL;
-    if (first < 0 || first > (int64_t)n || overhead < 0) {
-        PyErr_SetString(PyExc_ValueError, "first outside the values, or negative overhead");
+    if (first < 0 || first > (int64_t)n || overhead < 0 || overhead > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "first outside the values, or overhead outside "
+                        "[0, 2^31)");
         return NULL;
     }
     int64_t used = 0, i = first;
@@ -177,7 +178,8 @@ static PyObject *clw_encode_values_into(PyObject *self, PyObject *const *args,
                         "uniq_first, queue_id, queue_offset, phys_offset, store_timestamp)");
         return NULL;
     }
-    if (PyBytes_AsStringAndSize(args[2], &topic, &topic_len) < 0 ||
+    if (as_i64(args[1], &pos) < 0 ||
+        PyBytes_AsStringAndSize(args[2], &topic, &topic_len) < 0 ||
         values_items(args[3], &items, &n) < 0 || as_i64(args[4], &first) < 0 ||
         as_i64(args[5], &count) < 0 ||
         PyBytes_AsStringAndSize(args[6], &prefix, &prefix_len) < 0 ||
@@ -186,9 +188,11 @@ static PyObject *clw_encode_values_into(PyObject *self, PyObject *const *args,
         as_i64(args[11], &ts) < 0)
         return NULL;
     if (first < 0 || count < 0 || first > (int64_t)n || count > (int64_t)n - first ||
-        uniq_first < 0 || phys < 0) {
-        PyErr_SetString(PyExc_ValueError, "first / count outside the values, or a negative "
-                        "uniq_first / phys_offset");
+        uniq_first < 0 || uniq_first > INT64_MAX - count || phys < 0 || queue_offset < 0 ||
+        queue_offset > INT64_MAX - count || topic_len > 255 || prefix_len > 32767) {
+        PyErr_SetString(PyExc_ValueError, "first / count outside the values, a uniq_first, "
+                        "queue_offset or phys_offset out of range, or a topic / prefix too "
+                        "long");
         return NULL;
     }
     for (int64_t j = 0; j < count; j++) {
@@ -202,6 +206,11 @@ static PyObject *clw_encode_values_into(PyObject *self, PyObject *const *args,
         return NULL;
     uint8_t *out = (uint8_t *)view.buf + pos;
     size_t cap = (size_t)(view.len - pos);
+    if (phys > INT64_MAX - (int64_t)cap) { /* every PHYSICALOFFSET stays an int64 */
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "phys_offset out of range");
+        return NULL;
+    }
     int64_t written = 0;
     for (int64_t j = 0; j < count; j++) {
         PyObject *v = items[first + j];
@@ -236,7 +245,8 @@ static PyObject *clw_encode_one_into(PyObject *self, PyObject *const *args, Py_s
         PyErr_SetString(PyExc_TypeError, "body must be bytes");
         return NULL;
     }
-    if (PyBytes_AsStringAndSize(args[2], &topic, &topic_len) < 0 ||
+    if (as_i64(args[1], &pos) < 0 ||
+        PyBytes_AsStringAndSize(args[2], &topic, &topic_len) < 0 ||
         PyBytes_AsStringAndSize(args[4], &prefix, &prefix_len) < 0 ||
         as_i64(args[5], &uniq) < 0 || as_i64(args[6], &queue_id) < 0 ||
         as_i64(args[7], &queue_offset) < 0 || as_i64(args[8], &phys) < 0 ||
