@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -126,14 +127,13 @@ def sync_dirs(dirs) -> int:
 FIRST_SCAN_STEP = 256
 
 
-def _scan_steps(units: int, chunk: int) -> list[tuple[int, int]]:
+def _scan_steps(units: int, chunk: int) -> Iterator[tuple[int, int]]:
     """(start, length) steps over ``units``: FIRST_SCAN_STEP, doubling up to ``chunk``."""
-    out, lo, step = [], 0, min(FIRST_SCAN_STEP, chunk)
+    lo, step = 0, min(FIRST_SCAN_STEP, chunk)
     while lo < units:
-        out.append((lo, min(step, units - lo)))
+        yield lo, min(step, units - lo)
         lo += step
         step = min(step * 2, chunk)
-    return out
 
 
 class ConsumeQueue:

@@ -389,12 +389,16 @@ class TopicConfigManager:
     def _parse(doc: dict) -> dict[str, int]:
         table = _dict(doc.get("topicConfigTable", {}), "topicConfigTable")
         topics = {}
-        for name, cfg in table.items():
-            if not TOPIC_NAME_RE.fullmatch(name):
+        match = TOPIC_NAME_RE.fullmatch
+        for name, cfg in table.items():  # (100,000 topics: the checks inline, fast path)
+            if not match(name):
                 raise MetadataError(f"topic name {name!r} is not valid")
-            cfg = _dict(cfg, f"topicConfigTable[{name!r}]")
-            n = cfg.get("writeQueueNums", cfg.get("readQueueNums", 1))
-            topics[name] = _int(n, f"{name}.writeQueueNums", 1, MAX_QUEUES)
+            if type(cfg) is not dict:
+                _dict(cfg, f"topicConfigTable[{name!r}]")
+            n = cfg["writeQueueNums"] if "writeQueueNums" in cfg else cfg.get("readQueueNums", 1)
+            if type(n) is not int or not 1 <= n <= MAX_QUEUES:
+                _int(n, f"{name}.writeQueueNums", 1, MAX_QUEUES)
+            topics[name] = n
         return topics
 
     def _rebuild(self) -> dict[str, int] | None:

@@ -119,12 +119,12 @@ def test_recovery_scan_leaves_an_idle_queue_unmapped(store_path, monkeypatch):
 
 
 def test_scan_steps_grow_and_cover_the_file():
-    steps = cqmod._scan_steps(10_000, 4096)
+    steps = list(cqmod._scan_steps(10_000, 4096))
     assert steps[0] == (0, cqmod.FIRST_SCAN_STEP)
     assert [n for _lo, n in steps[:5]] == [256, 512, 1024, 2048, 4096]
     assert sum(n for _lo, n in steps) == 10_000
     assert all(a[0] + a[1] == b[0] for a, b in zip(steps, steps[1:]))
-    assert cqmod._scan_steps(100, 4096) == [(0, 100)]
+    assert list(cqmod._scan_steps(100, 4096)) == [(0, 100)]
 
 
 @pytest.mark.parametrize("end", [0, 1, 255, 256, 257, 5000, 9000])
