@@ -148,13 +148,15 @@ class GroupCommit:
       runner goes first so that it is gathering while the group's appenders, which queue
       for the GIL, number their next writes: a sync then covers 7.0-7.2 writes of 8
       appenders instead of 6.0 (the runner's own wake-up is otherwise behind theirs).
-      Groups are recycled only once every count written to them was taken.
+      The wake-ups are counted under this object's lock and written after the runner
+      released it, so a woken appender coming straight back finds the lock free. Groups
+      are recycled only once every count written to them was taken.
     - Before the next sync takes its target, its runner lets the appenders the previous
       sync just released number their next writes: it yields the GIL (``sched_yield``)
       while new tickets keep arriving, at most once per released appender, until all of
-      them have (:meth:`_gather`). Without it two
-      half groups alternate (each sync covers the writes made during the other) and 8
-      appenders cost 0.23 fsyncs per append instead of about 0.13. Counts, not timing: a
+      them have (:meth:`_gather`). Without it two half groups alternate (each sync covers
+      the writes made during the other) and 8 appenders cost 0.23 fsyncs per append
+      instead of about 0.13. Counts, not timing: a
       caller that does not append again costs one yield. (Measured alternatives, worse
       here: the runner blocking until every released appender has numbered a write, with
       a timeout, 7.8 writes a sync but 2x the idle time between syncs; a dedicated sync
