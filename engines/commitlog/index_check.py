@@ -91,36 +91,35 @@ def validate(f: "IndexFile", repair: bool = False) -> tuple[str, str | None]:
     return "repaired", "; ".join(fixes)
 
 
-def _first_at_or_after(f: "IndexFile", n: int, phy_offset: int) -> int:
-    """The 0-based entry (of ``n``) of the first entry for a message at or after
-    ``phy_offset`` (entries are in log order; a binary search reads ~20 of them)."""
-    lo, hi = 0, n
-    base = f.entries_pos + fmt.INDEX_ENTRY_SIZE
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fmt.INDEX_ENTRY.unpack_from(f.mm, base + mid * fmt.INDEX_ENTRY_SIZE)[1] < phy_offset:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 def validate_tail(f: "IndexFile", from_phy: int, repair: bool = False
                   ) -> tuple[str, str | None]:
     """:func:`validate` for the entries of messages at or after ``from_phy`` only: those
     before it were synced before the checkpoint that says so was written (recovery trusts
     them, as it trusts the ConsumeQueue units below the checkpoint's durable offset). The
     tail's entries are checked as :func:`validate` checks all of them (hashes, previous
-    entries in range and in the same slot, log order from the last trusted entry on, each
-    entry reached exactly once from the newer ones or its slot, no trusted entry continued
-    twice), and the slot of every key of the tail must hold its newest entry. Not checked
-    here: ``hashSlotCount`` (it counts every slot) and slots no tail key uses."""
+    entries in range and in the same slot, each entry reached exactly once from the newer
+    ones or its slot, no trusted entry continued twice), and the slot of every key of the
+    tail must hold its newest entry. The log order of every entry's commitlog offset, and
+    the header's first and last against them, are checked over the whole file (one column,
+    the cheap part): when they are off, :func:`validate` decides. Not checked here:
+    ``hashSlotCount`` (it counts every slot) and slots no tail key uses."""
     (_bt, _et, begin_phy, end_phy, _slot_count,
      count) = fmt.INDEX_HEADER.unpack_from(f.mm, 0)
     if not 1 <= count <= f.index_entries:
         return "damaged", f"indexCount {count} outside [1, {f.index_entries}]"
     n = count - 1
-    k0 = _first_at_or_after(f, n, from_phy)
+    if n == 0:
+        return "ok", None
+    # every entry's commitlog offset, in log order from the header's first to its last: a
+    # header newer than the entries (a power loss kept its page, not theirs) shows here, and
+    # the tail is then found exactly; anything off is left to the whole-file check
+    all_phy = np.frombuffer(f.mm, dtype=fmt.INDEX_ENTRY_DTYPE, count=n,
+                            offset=f.entries_pos + fmt.INDEX_ENTRY_SIZE)["phy"].astype(np.int64)
+    if all_phy[0] != begin_phy or all_phy[-1] != end_phy or all_phy[0] < 0 or \
+            (np.diff(all_phy) < 0).any():
+        return validate(f, repair)
+    k0 = int(np.searchsorted(all_phy, from_phy))
+    del all_phy
     if k0 >= n:
         return "ok", None
     # entries k0 .. n-1 (0-based), plus the last trusted one for the order check
