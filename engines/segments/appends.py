@@ -1,9 +1,12 @@
 """The append half of :class:`~.store.SegmentsStore` (Kafka's ``Log.append`` as the
 broker's ``ReplicaManager.appendRecords`` sees it): one producer batch per partition group,
-encoded by one native call (``record_batch.encode_values`` for plain values,
-``encode_messages`` for ``Message`` batches), size-checked before anything is written, then
-appended under the partition's lock; the result is a ``BatchMetadata`` of columns (base
-offset and count per partition), never one ``RecordMetadata`` per message. Mixed into the
+size-checked before anything is written, then appended under the partition's lock. Plain
+``bytes`` values are built into a whole batch at their base offset by one C call under the
+lock (``record_batch.value_batch`` for one ``append``, ``values_batch`` for an
+``append_batch``) and written with one ``pwrite``; ``Message`` batches and records with a
+key, headers or a tag are encoded first (``encode_messages`` / ``encode_one``). The result
+of ``append_batch`` is a ``BatchMetadata`` of columns (base offset and count per
+partition), never one ``RecordMetadata`` per message. Mixed into the
 store; uses its ``_topics``, ``_gc``, ``_max_message_bytes``, ``_max_plain_value``,
 ``_closed``, ``_read_only`` and ``_logs``.
 
