@@ -352,6 +352,17 @@ class ConsumeQueue:
                     return base + lo + n, None
         return self.first_unit + len(self.files) * upf, None
 
+    def _unit_read(self, q: int) -> tuple[int, int, int]:
+        """:meth:`unit` read with ``pread`` (recovery's checks at open)."""
+        upf = self.units_per_file
+        u = self._read_units((q - self.first_unit) // upf, q % upf, 1)
+        return int(u["offset"][0]), int(u["size"][0]), int(u["tag_hash"][0])
+
+    def read_units(self, i: int, lo: int, n: int) -> np.ndarray:
+        """Units ``lo`` to ``lo + n`` of file ``i`` as a (copied) numpy array, read with
+        ``pread``: for checks at open, which should leave an idle queue's mapping alone."""
+        return self._read_units(i, lo, n)
+
     def _read_units(self, i: int, lo: int, n: int) -> np.ndarray:
         """Units ``lo`` to ``lo + n`` of file ``i`` (cut at its end) read with ``pread``,
         not through the mapping: recovery's scans leave no page of an idle queue mapped
@@ -418,7 +429,7 @@ class ConsumeQueue:
             return 0
         q = self._scan_once()[0] - 1
         while q >= self.first_unit and self.files:
-            phys, size, _tag = self.unit(q)
+            phys, size, _tag = self._unit_read(q)
             if size != fmt.CQ_FILLER_SIZE:
                 if phys + size <= phys_end:
                     break
@@ -451,7 +462,9 @@ class ConsumeQueue:
                 fidx = (q[present] - self.first_unit) // upf
                 for i in np.unique(fidx).tolist():
                     sel = present[fidx == i]
-                    have = self.arrays[i][q[sel] % upf]
+                    rel = q[sel] % upf
+                    lo = int(rel.min())  # pread: a clean open re-verifies every queue's tail
+                    have = self._read_units(i, lo, int(rel.max()) - lo + 1)[rel - lo]
                     wrong = sel[(have["offset"] != arr[sel, 1]) | (have["size"] != arr[sel, 2])
                                 | (have["tag_hash"] != arr[sel, 3])]
                     for qq, phys, size, tag in arr[wrong].tolist():
@@ -495,7 +508,7 @@ class ConsumeQueue:
             q = self.max_units - 1
             lo = self._verify_last + 1 if self._verify_last is not None else self.first_unit
             while q >= lo:
-                phys, size, _tag = self.unit(q)
+                phys, size, _tag = self._unit_read(q)  # (pread: every queue, at open)
                 if size == fmt.CQ_FILLER_SIZE:
                     q -= 1
                     continue
@@ -546,7 +559,7 @@ class ConsumeQueue:
             n = min(self.units_per_file, end - base)
             if n <= 0:
                 continue
-            arr = self.arrays[i][:n]
+            arr = self._read_units(i, 0, n)
             ends = arr["offset"].astype(np.int64) + arr["size"]
             bad = np.flatnonzero((ends > phys_end) & (arr["size"] != fmt.CQ_FILLER_SIZE))
             if not bad.size:
@@ -560,8 +573,10 @@ class ConsumeQueue:
         q = self.max_units - 1
         if q < self.first_unit or not self.files:
             return 0
-        off, size, _ = self.unit(q)
-        return 0 if size == fmt.CQ_FILLER_SIZE else off + size
+        upf = self.units_per_file
+        u = self._read_units((q - self.first_unit) // upf, q % upf, 1)  # (not the map)
+        size = int(u["size"][0])
+        return 0 if size == fmt.CQ_FILLER_SIZE else int(u["offset"][0]) + size
 
     # ----- writes (the dispatcher) -----
     def put(self, queue_offset: int, phys_offset: int, size: int, tag_hash: int) -> bool:
@@ -758,13 +773,14 @@ class ConsumeQueue:
 
     def correct_min_offset(self, min_phys: int) -> None:
         """Move ``min_logic_offset`` to the first unit whose message is at or after
-        ``min_phys`` (RocketMQ ``correctMinOffset``)."""
-        for mf, arr in zip(self.files, self.arrays):
+        ``min_phys`` (RocketMQ ``correctMinOffset``). The units are read with ``pread``
+        (an open calls it for every queue: the mapping of an idle one stays untouched)."""
+        for i, mf in enumerate(list(self.files)):
             base = mf.file_from_offset // fmt.CQ_UNIT_SIZE
             n = min(self.units_per_file, self.max_units - base)
             if n <= 0:
                 break
-            a = arr[:n]
+            a = self._read_units(i, 0, n)
             # commitlog offsets grow along a queue (fillers, offset 0, only at its head)
             i = int(np.searchsorted(a["offset"], min_phys, side="left"))
             while i < n and a["size"][i] in (fmt.CQ_FILLER_SIZE, 0):
