@@ -38,7 +38,7 @@ def _suffix(cq: "ConsumeQueue", start: int) -> np.ndarray:
         n = min(cq.units_per_file, q_end - base)
         if n <= 0:
             continue
-        a = cq.arrays[i][:n]
+        a = cq.read_units(i, 0, n)  # pread: an idle queue's mapping stays untouched
         off = a["offset"].astype(np.int64)
         size = a["size"].astype(np.int64)
         real = size != fmt.CQ_FILLER_SIZE
