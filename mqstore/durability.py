@@ -299,10 +299,7 @@ class GroupCommit:
             runner = nxt.claim(1) if nxt.sleepers else 0
             covered = group.claim_all()
             lock.release()
-            if runner:
-                nxt.post(1)
-            if covered:
-                group.post(covered)
+            _post((nxt, runner), (group, covered))
             return
         self._error = error
         if target > self._failed_upto:
@@ -312,10 +309,7 @@ class GroupCommit:
         self._retire(nxt)
         self._next_group = self._fresh_group()
         lock.release()
-        if covered:
-            group.post(covered)
-        if later:
-            nxt.post(later)
+        _post((group, covered), (nxt, later))
         raise error
 
     def _wake_all(self, which: str) -> None:
@@ -380,6 +374,22 @@ class GroupCommit:
                 group.sleepers -= 1
                 return
             group.sleep()
+
+
+def _post(*wakes: tuple[_Group, int]) -> None:
+    """Write the wake-ups counted for each group, in order; if one write is interrupted
+    (KeyboardInterrupt), the others are still written: a claimed count that is never
+    written would leave its waiter asleep for good."""
+    done = 0
+    try:
+        for group, n in wakes:
+            if n:
+                group.post(n)
+            done += 1
+    finally:
+        for group, n in wakes[done + 1:]:
+            if n:
+                group.post(n)
 
 
 def _close_groups(groups: list[_Group]) -> None:

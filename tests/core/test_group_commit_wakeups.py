@@ -283,3 +283,40 @@ def test_the_gathering_stops_once_every_released_appender_numbered_a_write(monke
         for t in pair:
             gc.wait_durable(t)  # covered by the second sync: no third one
     assert sync.started == 2
+
+
+@needs_eventfd
+def test_a_runner_interrupted_while_it_wakes_still_wakes_its_group(monkeypatch):
+    """The runner is interrupted (KeyboardInterrupt) just after writing the next runner's
+    wake-up: its group's wake-up is still written, so the covered waiters return, and the
+    next sync runs; the runner itself gets the interrupt."""
+    sync = GatedSync()
+    gc = GroupCommit(sync)
+    tickets = [gc.written() for _ in range(4)]
+    runner = Waiter(gc, tickets[0], name="runner")
+    wait_for(lambda: sync.started == 1, "the first sync")
+    covered = [Waiter(gc, t) for t in tickets[1:]]
+    wait_for(lambda: len(gc._group) == 3, "three waiters the first sync covers")
+    late = Waiter(gc, gc.written())  # for the next sync
+    wait_for(lambda: len(gc._next_group) == 1, "a waiter for the next sync")
+    real_post = durability._Group.post
+    posts = []
+
+    def post(group, n):
+        real_post(group, n)
+        posts.append(n)
+        if threading.current_thread().name == "runner" and len(posts) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(durability._Group, "post", post)
+    sync.finish(0)
+    runner.join(DEADLINE_S)
+    assert isinstance(runner.error, KeyboardInterrupt)
+    for w in covered:
+        w.join(DEADLINE_S)
+    assert all(w.returned for w in covered)
+    assert posts[:2] == [1, 3]  # the next runner's wake-up, then the group's, despite it
+    wait_for(lambda: sync.started == 2, "the late waiter running the next sync")
+    sync.finish(1)
+    late.join(DEADLINE_S)
+    assert late.returned
