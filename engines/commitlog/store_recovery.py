@@ -37,6 +37,8 @@ class StoreRecovery:
     recovery: dict[str, Any]
     _queues: dict
     _queue_next: dict
+    #: the last recovery started the derived files at the checkpoint's durable offset
+    _durable_trusted = False
 
     def _recover(self) -> None:
         """RocketMQ ``DefaultMessageStore#recover`` with mqstore's damage model: the
@@ -69,18 +71,17 @@ class StoreRecovery:
             sync_offset=(ck.flushed_offset or 0) if durable is not None else 0)
         derived_from = res.start_offset if durable is None else max(res.start_offset,
                                                                     durable)
-        # after a crash the scan (every CRC) and the verifying re-dispatch of the units start
-        # at the file RocketMQ picks (the checkpoint less 3 s), but IndexFile keys are redone
-        # only from the first message the checkpoint does not cover: the keys before it
-        # were put and synced before the checkpoint was written (index_check validates them)
+        # after a crash IndexFile keys are redone only from the first message the checkpoint
+        # does not cover (its timestamps, or its durable offset when it has one): the keys
+        # before it were put and synced before the checkpoint was written
         redo = res.valid_end if res.uncovered_from is None else res.uncovered_from
         self._check_log_end(res, abnormal)
         self._check_log_start(abnormal)
         # derived files: damaged ConsumeQueue tails and IndexFiles are rebuilt from the log
-        # (after a crash everything from the recovery start is re-dispatched, as RocketMQ
-        # does, comparing each unit with its message; after a clean close the units of the
-        # window are checked against it and re-dispatched only from the first wrong or
-        # missing one)
+        # (after a crash everything from the durable offset, else from the recovery start,
+        # is re-dispatched, comparing each unit with its message; after a clean close the
+        # units of the window are checked against it and re-dispatched only from the first
+        # wrong or missing one)
         reput = derived_from if abnormal else res.valid_end
         for cq in self._queues.values():
             rebuild = cq.recover(log, cl.min_offset, trusted_below=durable)
