@@ -263,9 +263,14 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
 
     def _logics_dirty(self) -> bool:
         d = self.dispatcher
+        ck = self.checkpoint
+        # the durable offset too: one append_batch's messages share a store timestamp, so
+        # the timestamps can stand still while the offset moves (cl-recovery)
         return d is not None and (
-            d.last_dispatched_timestamp != self.checkpoint.logics_msg_timestamp
-            or self.commitlog.flushed_store_timestamp != self.checkpoint.physic_msg_timestamp)
+            d.last_dispatched_timestamp != ck.logics_msg_timestamp
+            or self.commitlog.flushed_store_timestamp != ck.physic_msg_timestamp
+            or (not self.index.stalled and ck.durable_offset != min(
+                d.reput_from_offset, self.commitlog.flushed_offset)))
 
     def _flush_logics(self) -> None:
         """Flush ConsumeQueues and IndexFiles, then record how far each part is durable in
