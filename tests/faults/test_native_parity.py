@@ -602,3 +602,50 @@ def test_big_fuzz_engine_paths_agree():
 @pytest.mark.parametrize("name", sorted(FUZZERS))
 def test_big_fuzz_native_equals_python(name):
     assert _differences(BIG, 1 + BIG, FUZZERS[name]) == []
+
+
+# ----- mqstore._cl_write: Python code run by the argument parsing (sanitizer driver) -----
+class _HookedInt:
+    """An integer argument whose ``__index__`` (which PyLong_AsLongLong calls) runs
+    ``hook`` first."""
+
+    def __init__(self, value: int, hook) -> None:
+        self.value, self.hook = value, hook
+
+    def __index__(self) -> int:
+        self.hook()
+        return self.value
+
+
+def _hooked_args(name: str, lst: list, hook):
+    def h(v):
+        return _HookedInt(v, hook)
+    return {"values_scan": (lst, h(10), 1000),
+            "values_fit": (lst, h(0), h(10), 1 << 20),
+            "encode_values_into": (bytearray(1 << 16), h(0), b"t", lst, 0, h(3), b"P", 0, 0,
+                                   0, 0, 0)}[name]
+
+
+def _hooked_outcome(fn, name: str):
+    lst = [b"a" * 10] * 3
+
+    def hook():  # a new, longer item array: the list's old one (and b"a" * 10) are freed
+        lst[:] = [b"b" * 100] * 50
+    args = _hooked_args(name, lst, hook)
+    result = fn(*args)
+    return result, bytes(args[0]) if name == "encode_values_into" else None
+
+
+@pytest.mark.skipif(native._cl_write is None, reason="mqstore._cl_write is not built")
+@pytest.mark.parametrize("name", ["values_scan", "values_fit", "encode_values_into"])
+def test_cl_write_parses_the_numbers_before_taking_the_values(name):
+    """native/cl_write_ext.c took the list's item array, then parsed the numbers: an
+    ``__index__`` replacing the list's items left it reading the freed array (ASan:
+    heap-use-after-free; found by tests/native/sanitizer_write_rounds.py). The numbers are
+    parsed first now, and the C sees the list the reference sees."""
+    from mqstore import _purepy_cl_write
+
+    want = _hooked_outcome(getattr(_purepy_cl_write, name), name)
+    assert _hooked_outcome(getattr(native._cl_write, name), name) == want
+    if name == "values_scan":
+        assert want[0] == (50 * 110, -1)
