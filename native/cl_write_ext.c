@@ -80,8 +80,9 @@ static PyObject *clw_values_scan(PyObject *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "values_scan(values, overhead, limit)");
         return NULL;
     }
-    if (values_items(args[0], &items, &n) < 0 || as_i64(args[1], &overhead) < 0 ||
-        as_i64(args[2], &limit) < 0)
+    /* the numbers first: PyLong_AsLongLong may run an __index__ that changes the list */
+    if (as_i64(args[1], &overhead) < 0 || as_i64(args[2], &limit) < 0 ||
+        values_items(args[0], &items, &n) < 0)
         return NULL;
     if (overhead < 0 || overhead > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "overhead outside [0, 2^31)");
@@ -113,8 +114,8 @@ static PyObject *clw_values_fit(PyObject *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "values_fit(values, first, overhead, room)");
         return NULL;
     }
-    if (values_items(args[0], &items, &n) < 0 || as_i64(args[1], &first) < 0 ||
-        as_i64(args[2], &overhead) < 0 || as_i64(args[3], &room) < 0)
+    if (as_i64(args[1], &first) < 0 || as_i64(args[2], &overhead) < 0 ||
+        as_i64(args[3], &room) < 0 || values_items(args[0], &items, &n) < 0)
         return NULL;
     if (first < 0 || first > (int64_t)n || overhead < 0 || overhead > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "first outside the values, or overhead outside "
@@ -135,11 +136,9 @@ static PyObject *clw_values_fit(PyObject *self, PyObject *const *args, Py_ssize_
     return Py_BuildValue("(LL)", (long long)(i - first), (long long)used);
 }
 
-/* The destination buffer (writable) and the position in it. */
-static int dest_buffer(PyObject *buf, PyObject *pos_obj, Py_buffer *view, int64_t *pos)
+/* The destination buffer (writable, contiguous) and the position in it (parsed already). */
+static int dest_buffer(PyObject *buf, const int64_t *pos, Py_buffer *view)
 {
-    if (as_i64(pos_obj, pos) < 0)
-        return -1;
     if (PyObject_GetBuffer(buf, view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) {
         if (PyErr_ExceptionMatches(PyExc_BufferError)) { /* as the reference: TypeError */
             PyErr_Clear();
@@ -178,14 +177,15 @@ static PyObject *clw_encode_values_into(PyObject *self, PyObject *const *args,
                         "uniq_first, queue_id, queue_offset, phys_offset, store_timestamp)");
         return NULL;
     }
-    if (as_i64(args[1], &pos) < 0 ||
+    /* Every number first (PyLong_AsLongLong may run an __index__, which may change the
+       list), then the objects; no Python code runs from values_items on. */
+    if (as_i64(args[1], &pos) < 0 || as_i64(args[4], &first) < 0 ||
+        as_i64(args[5], &count) < 0 || as_i64(args[7], &uniq_first) < 0 ||
+        as_i64(args[8], &queue_id) < 0 || as_i64(args[9], &queue_offset) < 0 ||
+        as_i64(args[10], &phys) < 0 || as_i64(args[11], &ts) < 0 ||
         PyBytes_AsStringAndSize(args[2], &topic, &topic_len) < 0 ||
-        values_items(args[3], &items, &n) < 0 || as_i64(args[4], &first) < 0 ||
-        as_i64(args[5], &count) < 0 ||
         PyBytes_AsStringAndSize(args[6], &prefix, &prefix_len) < 0 ||
-        as_i64(args[7], &uniq_first) < 0 || as_i64(args[8], &queue_id) < 0 ||
-        as_i64(args[9], &queue_offset) < 0 || as_i64(args[10], &phys) < 0 ||
-        as_i64(args[11], &ts) < 0)
+        values_items(args[3], &items, &n) < 0)
         return NULL;
     if (first < 0 || count < 0 || first > (int64_t)n || count > (int64_t)n - first ||
         uniq_first < 0 || uniq_first > INT64_MAX - count || phys < 0 || queue_offset < 0 ||
@@ -202,7 +202,7 @@ static PyObject *clw_encode_values_into(PyObject *self, PyObject *const *args,
         }
     }
     Py_buffer view;
-    if (dest_buffer(args[0], args[1], &view, &pos) < 0)
+    if (dest_buffer(args[0], &pos, &view) < 0)
         return NULL;
     uint8_t *out = (uint8_t *)view.buf + pos;
     size_t cap = (size_t)(view.len - pos);
@@ -245,15 +245,14 @@ static PyObject *clw_encode_one_into(PyObject *self, PyObject *const *args, Py_s
         PyErr_SetString(PyExc_TypeError, "body must be bytes");
         return NULL;
     }
-    if (as_i64(args[1], &pos) < 0 ||
+    if (as_i64(args[1], &pos) < 0 || as_i64(args[5], &uniq) < 0 ||
+        as_i64(args[6], &queue_id) < 0 || as_i64(args[7], &queue_offset) < 0 ||
+        as_i64(args[8], &phys) < 0 || as_i64(args[9], &ts) < 0 ||
         PyBytes_AsStringAndSize(args[2], &topic, &topic_len) < 0 ||
-        PyBytes_AsStringAndSize(args[4], &prefix, &prefix_len) < 0 ||
-        as_i64(args[5], &uniq) < 0 || as_i64(args[6], &queue_id) < 0 ||
-        as_i64(args[7], &queue_offset) < 0 || as_i64(args[8], &phys) < 0 ||
-        as_i64(args[9], &ts) < 0)
+        PyBytes_AsStringAndSize(args[4], &prefix, &prefix_len) < 0)
         return NULL;
     Py_buffer view;
-    if (dest_buffer(args[0], args[1], &view, &pos) < 0)
+    if (dest_buffer(args[0], &pos, &view) < 0)
         return NULL;
     int64_t rc = mq_cl_encode_one(
         (const uint8_t *)topic, (size_t)topic_len, (const uint8_t *)PyBytes_AS_STRING(args[3]),
