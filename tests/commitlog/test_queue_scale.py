@@ -10,6 +10,7 @@ import pytest
 
 import mqstore
 from mqstore.engines.commitlog import consume_queue as cqmod
+from mqstore.engines.commitlog import cq_recovery
 from mqstore.engines.commitlog.consume_queue import ConsumeQueue
 
 OPTS = {"mapped_file_size": 1 << 20, "cq_units_per_file": 300_000, "hash_slots": 64,
@@ -111,7 +112,7 @@ def test_recovery_scan_leaves_an_idle_queue_unmapped(store_path, monkeypatch):
     monkeypatch.setattr(ConsumeQueue, "_read_units", read_units)
     s = mqstore.open(store_path, "commitlog")
     first = [n for q, lo, n in touched if lo == 0]
-    assert first and max(first) <= max(cqmod.FIRST_SCAN_STEP, ConsumeQueue.PEEK_UNITS)
+    assert first and max(first) <= max(cq_recovery.FIRST_SCAN_STEP, ConsumeQueue.PEEK_UNITS)
     for cq in s._queues.values():
         assert cq.files[0].file_size == 300_000 * 20
         assert _resident_kib(cq.files[0].path) == 0
@@ -119,12 +120,12 @@ def test_recovery_scan_leaves_an_idle_queue_unmapped(store_path, monkeypatch):
 
 
 def test_scan_steps_grow_and_cover_the_file():
-    steps = list(cqmod._scan_steps(10_000, 4096))
-    assert steps[0] == (0, cqmod.FIRST_SCAN_STEP)
+    steps = list(cq_recovery._scan_steps(10_000, 4096))
+    assert steps[0] == (0, cq_recovery.FIRST_SCAN_STEP)
     assert [n for _lo, n in steps[:5]] == [256, 512, 1024, 2048, 4096]
     assert sum(n for _lo, n in steps) == 10_000
     assert all(a[0] + a[1] == b[0] for a, b in zip(steps, steps[1:]))
-    assert list(cqmod._scan_steps(100, 4096)) == [(0, 100)]
+    assert list(cq_recovery._scan_steps(100, 4096)) == [(0, 100)]
 
 
 @pytest.mark.parametrize("end", [0, 1, 255, 256, 257, 5000, 9000])
