@@ -649,3 +649,31 @@ def test_cl_write_parses_the_numbers_before_taking_the_values(name):
     assert _hooked_outcome(getattr(native._cl_write, name), name) == want
     if name == "values_scan":
         assert want[0] == (50 * 110, -1)
+
+
+# ----- mqstore._seg_write: a list subclass iterating other items (append_batch takes it) -----
+class _IteratesOther(list):
+    """A list whose iteration yields other values than it holds (``append_batch`` passes
+    any list subclass on as it is)."""
+
+    def __iter__(self):
+        return iter([b"x" * 5000] * 3)
+
+
+@pytest.mark.skipif(native._seg_write is None, reason="mqstore._seg_write is not built")
+def test_seg_write_takes_a_list_subclass_as_its_iteration():
+    """native/seg_write_ext.c sized the batch from the list's storage ([b"a"]) but built it
+    from PySequence_Tuple, which iterates a subclass (3 x 5,000 bytes): the records were
+    written past the size it had checked the buffer against (a heap overflow when the
+    buffer is that size; a cut batch when the scratch buffer is larger). The reference
+    iterates; the C now sizes and builds from one tuple of the values."""
+    from mqstore import _purepy_batches
+
+    values = _IteratesOther([b"a"])
+    want = _purepy_batches.values_batch_size(values)
+    assert native._seg_write.values_batch_size(values) == want
+    ref = bytearray(want)
+    _purepy_batches.values_batch_into(ref, 7, 9, values, want)
+    got = bytearray(want)
+    assert native._seg_write.values_batch_into(got, 7, 9, values, want) == want
+    assert got == ref
