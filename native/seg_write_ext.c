@@ -192,14 +192,28 @@ static PyObject *seg_value_batch(PyObject *self, PyObject *const *args, Py_ssize
     return out;
 }
 
-/* The batch size of a list or tuple of bytes, or -1 with an exception set. */
-static int64_t batch_size(PyObject *values)
+/* The values (a list or tuple) as a new reference whose items are read directly: an exact
+   list or tuple itself, a subclass as a tuple of what it iterates (as the reference does:
+   sizing its storage and building from its iteration would disagree). NULL with an
+   exception set. */
+static PyObject *values_held(PyObject *values, int as_tuple)
 {
     if (!PyList_Check(values) && !PyTuple_Check(values)) {
         PyErr_Format(PyExc_TypeError, "values must be a list or tuple of bytes, not %.100s",
                      Py_TYPE(values)->tp_name);
-        return -1;
+        return NULL;
     }
+    if (!as_tuple && (PyList_CheckExact(values) || PyTuple_CheckExact(values))) {
+        Py_INCREF(values);
+        return values;
+    }
+    return PySequence_Tuple(values);
+}
+
+/* The batch size of an exact list or tuple of bytes (values_held), or -1 with an
+   exception set. Runs no Python code. */
+static int64_t batch_size(PyObject *values)
+{
     Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
     PyObject **items = PySequence_Fast_ITEMS(values);
     if (n < 1) {
@@ -229,7 +243,11 @@ static int64_t batch_size(PyObject *values)
 static PyObject *seg_values_batch_size(PyObject *self, PyObject *values)
 {
     (void)self;
-    int64_t size = batch_size(values);
+    PyObject *held = values_held(values, 0);
+    if (held == NULL)
+        return NULL;
+    int64_t size = batch_size(held);
+    Py_DECREF(held);
     return size < 0 ? NULL : PyLong_FromLongLong(size);
 }
 
@@ -273,30 +291,34 @@ static PyObject *seg_values_batch_into(PyObject *self, PyObject *const *args, Py
     long long expect = PyLong_AsLongLong(args[4]);
     if (expect == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *values = args[3];
-    int64_t size = batch_size(values);
-    if (size < 0)
+    /* One tuple of the values is sized and built: it keeps every bytes object alive while
+       the batch is built without the GIL (another thread may change the list meanwhile;
+       bytes never change), and a subclass is taken as it iterates, once. */
+    PyObject *held = values_held(args[3], 1);
+    if (held == NULL)
         return NULL;
+    int64_t size = batch_size(held);
+    if (size < 0) {
+        Py_DECREF(held);
+        return NULL;
+    }
     if (size != expect) {
+        Py_DECREF(held);
         PyErr_Format(PyExc_ValueError,
                      "the batch of these values has %lld bytes, not %lld (the list changed?)",
                      (long long)size, expect);
         return NULL;
     }
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        Py_DECREF(held);
         return NULL;
+    }
     if (view.len < size) {
         PyErr_Format(PyExc_ValueError, "buffer of %zd bytes is smaller than the %lld-byte "
                      "batch", view.len, (long long)size);
         PyBuffer_Release(&view);
-        return NULL;
-    }
-    /* A large batch is built without the GIL: a tuple of the values keeps every bytes
-       object alive (another thread may change the list meanwhile; bytes never change). */
-    PyObject *held = PySequence_Tuple(values);
-    if (held == NULL) {
-        PyBuffer_Release(&view);
+        Py_DECREF(held);
         return NULL;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(held);
