@@ -11,6 +11,7 @@ Pure functions, thread-safe.
 """
 from __future__ import annotations
 
+import operator
 import struct
 from typing import NamedTuple
 
@@ -227,10 +228,20 @@ def _value_record(i: int, value: bytes) -> bytes:
     return _zigzag(len(body)) + body
 
 
-def _finish(records: bytes, base_offset: int, timestamp: int, count: int) -> bytes:
-    for name, v in (("base_offset", base_offset), ("timestamp", timestamp)):
+def _int64s(*numbers) -> list[int]:
+    """The numbers as ints, in order: TypeError for what is not an integer, OverflowError
+    outside int64 (what the C module's argument parsing raises, one argument at a time)."""
+    out = []
+    for v in numbers:
+        v = operator.index(v)
         if not _INT64_MIN <= v <= _INT64_MAX:
-            raise OverflowError(f"{name} {v} does not fit an int64")
+            raise OverflowError(f"{v} does not fit an int64")
+        out.append(v)
+    return out
+
+
+def _finish(records: bytes, base_offset: int, timestamp: int, count: int) -> bytes:
+    base_offset, timestamp = _int64s(base_offset, timestamp)
     size = _BATCH_OVERHEAD + len(records)
     if size > _MAX_BATCH:
         raise OverflowError(f"a batch of {size} bytes does not fit a RecordBatch "
@@ -243,47 +254,65 @@ def value_batch(base_offset: int, timestamp: int, value: bytes) -> bytes:
     """A whole one-record batch at ``base_offset``: ``value`` with no key and no headers,
     offsetDelta and timestampDelta 0, partitionLeaderEpoch 0, no producer id / epoch /
     sequence (the single ``append`` path; the bytes of ``record_batch.encode_one`` with its
-    ``batch_prefix``)."""
+    ``batch_prefix``). The errors, in the C module's order: the numbers, then ``value``."""
+    base_offset, timestamp = _int64s(base_offset, timestamp)
     if not isinstance(value, bytes):
         raise TypeError(f"value must be bytes, not {type(value).__name__}")
     return _finish(_value_record(0, value), base_offset, timestamp, 1)
 
 
-def _check_values(values) -> None:
+def _held(values) -> tuple:
+    """The values as the C module takes them: a list or tuple (TypeError otherwise), a
+    subclass as it iterates."""
     if not isinstance(values, (list, tuple)):
         raise TypeError(f"values must be a list or tuple of bytes, not {type(values).__name__}")
+    return tuple(values)
+
+
+def _batch_size(values: tuple) -> int:
+    """The batch size of ``values`` (:func:`_held`), checking each value in order as the C
+    module does."""
     if not values:
         raise ValueError("a batch of values holds at least one value")
+    size = _BATCH_OVERHEAD
     for i, v in enumerate(values):
         if type(v) is not bytes:
             raise TypeError(f"values[{i}] must be bytes, not {type(v).__name__}")
+        size += len(_value_record(i, v))
+        if size > _MAX_BATCH:
+            raise OverflowError(f"a batch of {size} bytes does not fit a RecordBatch "
+                                f"(at most {_MAX_BATCH})")
+    return size
 
 
 def values_batch_size(values) -> int:
     """The size of the batch :func:`values_batch_into` writes for ``values``."""
-    _check_values(values)
-    size = _BATCH_OVERHEAD + sum(len(_value_record(i, v)) for i, v in enumerate(values))
-    if size > _MAX_BATCH:
-        raise OverflowError(f"a batch of {size} bytes does not fit a RecordBatch "
-                            f"(at most {_MAX_BATCH})")
-    return size
+    return _batch_size(_held(values))
 
 
 def values_batch_into(buffer, base_offset: int, timestamp: int, values, size: int) -> int:
     """Write the whole batch of ``values`` (a list or tuple of bytes; record ``i`` has
     offsetDelta ``i``, no key, no headers, timestampDelta 0, every record ``timestamp``) at
     ``base_offset`` into ``buffer[:size]`` and return ``size``, which must be
-    :func:`values_batch_size` of them (ValueError otherwise, or if ``buffer`` is shorter)."""
-    _check_values(values)
+    :func:`values_batch_size` of them (ValueError otherwise, or if ``buffer`` is shorter).
+    The errors in the C module's order: the numbers, the values, the size, then the buffer
+    (BufferError unless writable and contiguous)."""
+    base_offset, timestamp, size = _int64s(base_offset, timestamp, size)
+    values = _held(values)
+    got = _batch_size(values)
+    if got != size:
+        raise ValueError(f"the batch of these values has {got} bytes, not {size} "
+                         "(the list changed?)")
     batch = _finish(b"".join(_value_record(i, v) for i, v in enumerate(values)),
                     base_offset, timestamp, len(values))
-    if len(batch) != size:
-        raise ValueError(f"the batch of these values has {len(batch)} bytes, not {size} "
-                         "(the list changed?)")
-    view = memoryview(buffer).cast("B")
-    if view.readonly:
-        raise BufferError("Object is not writable.")
-    if len(view) < size:
-        raise ValueError(f"buffer of {len(view)} bytes is smaller than the {size}-byte batch")
-    view[:size] = batch
+    with memoryview(buffer) as mv:
+        if mv.readonly:
+            raise BufferError("Object is not writable.")
+        if not mv.c_contiguous:
+            raise BufferError("the buffer is not C-contiguous")
+        with mv.cast("B") as view:
+            if len(view) < size:
+                raise ValueError(f"buffer of {len(view)} bytes is smaller than the "
+                                 f"{size}-byte batch")
+            view[:size] = batch
     return size

@@ -23,8 +23,12 @@ def record_crc_rule(buf, positions, sizes, min_size: int, reserved: int,
         raise ValueError(f"record_crc_rule: reserved {reserved}, min_size {min_size}")
     pos = np.asarray(positions, dtype=np.int64)
     size = np.asarray(sizes, dtype=np.int64)
+    if len(pos) != len(size):
+        raise ValueError("record_crc_rule: positions and sizes differ in length")
     u8 = np.frombuffer(buf, dtype=np.uint8)
-    if len(pos) and ((pos < 0).any() or (size < 1).any() or (pos + size > len(u8)).any()):
+    # pos > len - size, not pos + size > len: the sum of two hostile int64 wraps
+    if len(pos) and ((pos < 0).any() or (size < 1).any() or (size > len(u8)).any()
+                     or (pos > len(u8) - size).any()):
         raise BufferRangeError("record_crc_rule: a message reaches outside the buffer")
     if not len(pos):
         return -1, None

@@ -11,6 +11,7 @@ functions over caller-owned memory.
 """
 from __future__ import annotations
 
+import operator
 import struct
 import zlib
 
@@ -178,10 +179,20 @@ def index_key_hashes(buf, positions, lengths, prefix_hashes) -> np.ndarray:
 
 
 # ----- plain values from the Python objects (native/cl_write_ext.c: mqstore._cl_write) -----
-def _writable(buf) -> None:
-    with memoryview(buf) as mv:
-        if mv.readonly:
-            raise TypeError("the destination must be a writable buffer")
+# The errors come in the C module's order: every number (TypeError unless an integer,
+# OverflowError outside int64), then topic / prefix (any bytes) and the values list, the
+# ranges (ValueError), the values' types (TypeError: exactly bytes), the destination
+# (TypeError unless a writable contiguous buffer), then what does not fit (ValueError).
+def _dest(buf) -> memoryview:
+    """``buf`` as a writable byte view (TypeError otherwise, as the C module)."""
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise TypeError("the destination must be a writable buffer") from None
+    if mv.readonly or not mv.c_contiguous:
+        mv.release()
+        raise TypeError("the destination must be a writable buffer")
+    return mv.cast("B")
 
 
 def _values_items(values):
@@ -190,23 +201,33 @@ def _values_items(values):
     return values
 
 
+def _bytes_args(*objs) -> None:
+    for o in objs:
+        if not isinstance(o, bytes):
+            raise TypeError(f"expected bytes, {type(o).__name__} found")
+
+
 _I64 = (-(1 << 63), (1 << 63) - 1)
 
 
-def _int64(*numbers: int) -> None:
-    """OverflowError for an integer outside int64 (what the C module's argument parsing
-    raises)."""
+def _int64(*numbers) -> list[int]:
+    """The numbers as ints, in order: TypeError for a non-integer, OverflowError outside
+    int64 (what the C module's argument parsing raises)."""
+    out = []
     for x in numbers:
+        x = operator.index(x)
         if not _I64[0] <= x <= _I64[1]:
             raise OverflowError(f"{x} does not fit an int64")
+        out.append(x)
+    return out
 
 
 def values_scan(values, overhead: int, limit: int) -> tuple[int, int]:
     """(total, bad): the sum of ``overhead + len(v)`` over ``values`` (all exactly bytes,
     TypeError otherwise) and the first index whose size exceeds ``limit`` (-1 if none);
     ValueError for an overhead outside [0, 2^31)."""
+    overhead, limit = _int64(overhead, limit)
     values = _values_items(values)
-    _int64(overhead, limit)
     if not 0 <= overhead <= _INT32[1]:
         raise ValueError("overhead outside [0, 2^31)")
     if any(type(v) is not bytes for v in values):
@@ -223,8 +244,8 @@ def values_scan(values, overhead: int, limit: int) -> tuple[int, int]:
 def values_fit(values, first: int, overhead: int, room: int) -> tuple[int, int]:
     """(count, nbytes): the longest run ``values[first:first + count]`` whose sizes
     (``overhead + len``) add up to at most ``room``, and that sum."""
+    first, overhead, room = _int64(first, overhead, room)
     values = _values_items(values)
-    _int64(first, overhead, room)
     if not 0 <= first <= len(values) or not 0 <= overhead <= _INT32[1]:
         raise ValueError("first outside the values, or overhead outside [0, 2^31)")
     used = 0
@@ -248,11 +269,11 @@ def encode_values_into(buf, pos: int, topic: bytes, values, first: int, count: i
     QUEUEOFFSET ``queue_offset + j``) back to back into ``buf[pos:]`` from commitlog offset
     ``phys_offset``; the bytes written. ValueError when they do not fit or an argument is
     out of range: :func:`cl_encode` of the run."""
-    if type(topic) is not bytes or type(uniq_prefix) is not bytes:
-        raise TypeError("topic and uniq_prefix must be bytes")
+    pos, first, count, uniq_first, queue_id, queue_offset, phys_offset, store_timestamp = \
+        _int64(pos, first, count, uniq_first, queue_id, queue_offset, phys_offset,
+               store_timestamp)
+    _bytes_args(topic, uniq_prefix)
     values = _values_items(values)
-    _int64(pos, first, count, uniq_first, queue_id, queue_offset, phys_offset,
-           store_timestamp)
     if not (0 <= first <= len(values) and 0 <= count <= len(values) - first) \
             or not 0 <= uniq_first <= _I64[1] - count or phys_offset < 0 \
             or not 0 <= queue_offset <= _I64[1] - count or len(topic) > _TOPIC_MAX \
@@ -262,18 +283,17 @@ def encode_values_into(buf, pos: int, topic: bytes, values, first: int, count: i
     run = values[first:first + count]
     if any(type(v) is not bytes for v in run):
         raise TypeError("values must all be bytes")
-    _writable(buf)
-    with memoryview(buf) as mv:
-        cap = len(mv) - pos
+    with _dest(buf) as mv:
         if not 0 <= pos <= len(mv):
             raise ValueError("position outside the buffer")
-    if phys_offset > _I64[1] - cap:
-        raise ValueError("phys_offset out of range")
-    lengths = [len(v) for v in run]
-    offsets = [sum(lengths[:j]) for j in range(count)]
-    return cl_encode(topic, b"".join(run), offsets, lengths, None, None, None, uniq_prefix,
-                     uniq_first, [queue_id] * count, range(queue_offset, queue_offset + count),
-                     None, phys_offset, store_timestamp, buf, pos)
+        if phys_offset > _I64[1] - (len(mv) - pos):
+            raise ValueError("phys_offset out of range")
+        lengths = [len(v) for v in run]
+        offsets = [sum(lengths[:j]) for j in range(count)]
+        return cl_encode(topic, b"".join(run), offsets, lengths, None, None, None,
+                         uniq_prefix, uniq_first, [queue_id] * count,
+                         range(queue_offset, queue_offset + count), None, phys_offset,
+                         store_timestamp, mv, pos)
 
 
 def encode_one_into(buf, pos: int, topic: bytes, body: bytes, uniq_prefix: bytes,
@@ -283,9 +303,12 @@ def encode_one_into(buf, pos: int, topic: bytes, body: bytes, uniq_prefix: bytes
     written; the errors of :func:`encode_values_into`."""
     if type(body) is not bytes:
         raise TypeError("body must be bytes")
-    if type(topic) is not bytes or type(uniq_prefix) is not bytes:
-        raise TypeError("topic and uniq_prefix must be bytes")
-    _int64(pos, uniq_number, queue_id, queue_offset, phys_offset, store_timestamp)
-    _writable(buf)
-    return cl_encode(topic, body, [0], [len(body)], None, None, None, uniq_prefix, uniq_number,
-                     [queue_id], [queue_offset], None, phys_offset, store_timestamp, buf, pos)
+    pos, uniq_number, queue_id, queue_offset, phys_offset, store_timestamp = \
+        _int64(pos, uniq_number, queue_id, queue_offset, phys_offset, store_timestamp)
+    _bytes_args(topic, uniq_prefix)
+    with _dest(buf) as mv:
+        if not 0 <= pos <= len(mv):
+            raise ValueError("position outside the buffer")
+        return cl_encode(topic, body, [0], [len(body)], None, None, None, uniq_prefix,
+                         uniq_number, [queue_id], [queue_offset], None, phys_offset,
+                         store_timestamp, mv, pos)
