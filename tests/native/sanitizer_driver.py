@@ -34,6 +34,7 @@ from nativelogs import (
 )
 
 import numpy as np
+from sanitizer_write_rounds import write_rounds
 
 from mqstore import _purepy, _purepy_batches, _purepy_cl_read, _purepy_cl_write, native
 
@@ -634,6 +635,7 @@ def main(rounds: int) -> int:
         v2_scan_round(rng)
         crc_round(rng)
         rows_round(rng)
+        write_rounds(rng)
     print(f"sanitizer driver: {rounds} rounds, native == python, no crash")
     return 0
 

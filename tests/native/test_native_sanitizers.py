@@ -5,10 +5,12 @@
 
 valgrind runs ``sanitizer_driver.py`` (every function over damaged inputs, native ==
 python) on the installed build and fails on any error report whose stack passes through the
-helper or ``mqstore._rows`` (valgrind also reports the dynamic loader and CPython, which are
-not ours). The ASan test builds a separate copy of the helper and of ``mqstore._rows``
-(native/rows.c) with ``-fsanitize=address,undefined`` (ASan and UBSan, both stopping at the
-first report), then runs the driver
+helper or the CPython extensions ``mqstore._rows``, ``mqstore._seg_write`` and
+``mqstore._cl_write`` (valgrind also reports the dynamic loader and CPython, which are not
+ours). The ASan test builds a separate copy of the helper and of the three extensions
+(native/rows.c, native/seg_write_ext.c, native/cl_write_ext.c with cl_encode.c and crc.c)
+with ``-fsanitize=address,undefined`` (ASan and UBSan, both stopping at the first report),
+then runs the driver
 and the whole native suite against it, with libasan preloaded and ``PYTHONMALLOC=malloc`` so
 every Python buffer is its own heap block. Both take minutes, so they are skipped unless
 asked for.
@@ -39,13 +41,17 @@ _C_FILES = "|".join(sorted(p.stem for p in (ROOT / "native").glob("*.c")))
 
 
 def _errors_in_helper(log: str) -> list[str]:
-    """valgrind error blocks whose stack has a frame in the helper (mq_* or _native) or in
-    mqstore._rows (rows_*, _rows), or a line of any native/*.c file."""
+    """valgrind error blocks whose stack has a frame in the helper (mq_* or _native), in
+    mqstore._rows (rows_*, _rows), mqstore._seg_write (seg_*, put_record, build_values,
+    batch_size, _seg_write) or mqstore._cl_write (clw_*, dest_buffer, values_items,
+    _cl_write), or a line of any native/*.c file."""
     blocks = re.split(r"\n==\d+== \n", log)
     return [b for b in blocks
             if re.search(r"==\d+== [A-Z][^\n]*", b)
             and re.search(r"(?:at|by) 0x[0-9A-F]+: (?:mq_|_cffi_[fd]_mq_|rows_|slice_at|"
-                          r"get_i64|check_column)|_native|_rows\.|"
+                          r"get_i64|check_column|seg_|put_record|put_header|build_values|"
+                          r"finish_batch|batch_size|clw_|dest_buffer|values_items|as_i64)|"
+                          r"_native|_rows\.|_seg_write\.|_cl_write\.|"
                           rf"\((?:{_C_FILES})\.c:\d+\)", b)]
 
 
@@ -72,8 +78,14 @@ def test_native_under_valgrind(tmp_path):
     print(f"valgrind: {summary[-1] if summary else '?'} errors in total, none in the helper")
 
 
+#: the CPython extensions (setup.py): module name -> its C sources in native/
+EXTENSIONS = {"_rows": ["rows.c"], "_seg_write": ["seg_write_ext.c", "crc.c"],
+              "_cl_write": ["cl_write_ext.c", "cl_encode.c", "crc.c"]}
+
+
 def _build_asan_copy(dest: Path) -> Path:
-    """A copy of the mqstore package holding an ASan + UBSan build of the helper."""
+    """A copy of the mqstore package holding an ASan + UBSan build of the helper and of
+    the CPython extensions."""
     import mqstore
 
     pkg = dest / "mqstore"
@@ -82,14 +94,18 @@ def _build_asan_copy(dest: Path) -> Path:
     env = {**os.environ, "MQSTORE_NATIVE_SANITIZE": "address,undefined"}
     subprocess.run([sys.executable, str(ROOT / "native" / "build_native.py"), str(pkg)],
                    env=env, check=True, capture_output=True, cwd=dest)
-    for old in pkg.glob("_rows*"):  # the copied non-ASan build of native/rows.c
-        old.unlink()
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer",
-                    "-fsanitize=address,undefined", "-Wall", "-Wextra",
-                    f"-I{sysconfig.get_paths()['include']}", str(ROOT / "native" / "rows.c"),
-                    "-o", str(pkg / f"_rows{suffix}")],
-                   check=True, capture_output=True, cwd=dest)
+    for name, sources in EXTENSIONS.items():
+        for old in pkg.glob(f"{name}.*"):  # the copied non-ASan build
+            old.unlink()
+        build = subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer",
+             "-fsanitize=address,undefined", "-Wall", "-Wextra",
+             f"-I{sysconfig.get_paths()['include']}", f"-I{ROOT / 'native'}",
+             *[str(ROOT / "native" / s) for s in sources], "-o", str(pkg / f"{name}{suffix}")],
+            capture_output=True, text=True, cwd=dest, check=False)
+        assert build.returncode == 0, build.stderr
+        assert "warning:" not in build.stderr, build.stderr
     return pkg
 
 
@@ -109,8 +125,9 @@ def test_native_under_asan(tmp_path):
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
            "MQSTORE_NATIVE": "force"}
     where = subprocess.run(
-        [sys.executable, "-c", "import mqstore._native as m, mqstore._rows as r; "
-         "print(m.__file__); print(r.__file__)"],
+        [sys.executable, "-c", "import mqstore._native as m, mqstore._rows as r, "
+         "mqstore._seg_write as s, mqstore._cl_write as c; "
+         "print(m.__file__); print(r.__file__); print(s.__file__); print(c.__file__)"],
         env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
     for line in where.stdout.split():  # the ASan copies are in use
         assert line.startswith(str(tmp_path)), where.stdout
