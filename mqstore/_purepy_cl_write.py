@@ -289,6 +289,11 @@ def encode_values_into(buf, pos: int, topic: bytes, values, first: int, count: i
         if phys_offset > _I64[1] - (len(mv) - pos):
             raise ValueError("phys_offset out of range")
         lengths = [len(v) for v in run]
+        # what does not fit is refused before any message is encoded, as the C does (which
+        # never encodes a PHYSICALOFFSET past the buffer's room: no struct.error)
+        if sum(encoded_size(len(topic), n, -1, len(uniq_prefix)) for n in lengths) \
+                > len(mv) - pos:
+            raise ValueError("the messages do not fit the buffer")
         offsets = [sum(lengths[:j]) for j in range(count)]
         return cl_encode(topic, b"".join(run), offsets, lengths, None, None, None,
                          uniq_prefix, uniq_first, [queue_id] * count,
