@@ -6,8 +6,10 @@ each one is its own heap block, so the tools see a read past it), and half of th
 passed as guarded views ending at an inaccessible page. Covered: every function
 ``mqstore.native`` exports (the scans over V1 / V2 messages with IPv4 / IPv6 hosts, the
 index kernels, the record and batch decoders and encoders, the commitlog write and read
-kernels), the CRC-32 / CRC-32C kernels on both of their paths over unaligned views, and
-``mqstore._rows`` (native/rows.c) with bad positions. Usage::
+kernels), the CRC-32 / CRC-32C kernels on both of their paths over unaligned views,
+``mqstore._rows`` (native/rows.c) with bad positions, and (``sanitizer_write_rounds.py``)
+``mqstore._seg_write``, ``mqstore._cl_write`` and ``record_crc_rule`` with hostile
+arguments, a list changed by another thread and ``__index__`` hooks. Usage::
 
     python tests/native/sanitizer_driver.py [ROUNDS]
 """

@@ -10,9 +10,9 @@ helper or the CPython extensions ``mqstore._rows``, ``mqstore._seg_write`` and
 ours). The ASan test builds a separate copy of the helper and of the three extensions
 (native/rows.c, native/seg_write_ext.c, native/cl_write_ext.c with cl_encode.c and crc.c)
 with ``-fsanitize=address,undefined`` (ASan and UBSan, both stopping at the first report),
-then runs the driver
-and the whole native suite against it, with libasan preloaded and ``PYTHONMALLOC=malloc`` so
-every Python buffer is its own heap block. Both take minutes, so they are skipped unless
+then runs the driver, the whole native suite and the write-path tests (``WRITE_PATH_TESTS``)
+against it, with libasan preloaded and ``PYTHONMALLOC=malloc`` so every Python buffer is its
+own heap block. Both take minutes, so they are skipped unless
 asked for.
 """
 from __future__ import annotations
@@ -78,6 +78,10 @@ def test_native_under_valgrind(tmp_path):
     print(f"valgrind: {summary[-1] if summary else '?'} errors in total, none in the helper")
 
 
+#: run with the native suite under ASan: the engines' write paths (through _seg_write and
+#: _cl_write) and the seeded native-vs-reference cases
+WRITE_PATH_TESTS = ["faults/test_native_parity.py", "segments/test_write_path.py",
+                    "commitlog/test_write_path.py"]
 #: the CPython extensions (setup.py): module name -> its C sources in native/
 EXTENSIONS = {"_rows": ["rows.c"], "_seg_write": ["seg_write_ext.c", "crc.c"],
               "_cl_write": ["cl_write_ext.c", "cl_encode.c", "crc.c"]}
@@ -136,6 +140,7 @@ def test_native_under_asan(tmp_path):
     assert drive.returncode == 0, drive.stdout + drive.stderr[-4000:]
     suite = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE),
+         *[str(ROOT / "tests" / t) for t in WRITE_PATH_TESTS],
          "-k", "not sanitizers", "--rootdir", str(ROOT)],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800, check=False)
     assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-4000:]
