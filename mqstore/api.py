@@ -260,6 +260,9 @@ class Store(abc.ABC):
     supports_key_index: ClassVar[bool] = False  # lookup_key served by an index (not a scan)
     supports_zero_copy: ClassVar[bool] = False  # transfer_to avoids user-space copies
     supports_tag_index: ClassVar[bool] = False  # tag filtering without reading record bodies
+    #: the most partitions a topic may have (Kafka: partition ids are int32; an engine with
+    #: a smaller format limit lowers it, e.g. commitlog's 16-bit queue ids)
+    max_partitions: ClassVar[int] = 2**31 - 1
 
     def __init__(self, path: str, config: StoreConfig):
         self.path = str(path)
@@ -313,6 +316,10 @@ class Store(abc.ABC):
     def _check_new_topics(self, topics: Iterable[tuple[str, int] | str]
                           ) -> list[tuple[str, int]]:
         """``create_topics``' checks: the (name, partitions) pairs, all valid and new."""
+        if isinstance(topics, (str, bytes)):
+            raise errors.InvalidTopicError(
+                f"create_topics takes an iterable of names or (name, partitions) pairs, not a "
+                f"{type(topics).__name__} ({topics!r}); for one topic use create_topic")
         pairs: list[tuple[str, int]] = []
         seen: set[str] = set()
         existing = set(self.topics())
@@ -325,10 +332,7 @@ class Store(abc.ABC):
                 raise errors.InvalidTopicError(
                     f"create_topics takes (name, partitions) pairs or names, not {item!r}")
             validate_topic_name(name)
-            if not isinstance(partitions, int) or isinstance(partitions, bool) or \
-                    partitions < 1:
-                raise errors.InvalidPartitionError(
-                    f"partitions of {name!r} must be an int >= 1: {partitions!r}")
+            self._check_partition_count(name, partitions)
             if name in seen:
                 raise errors.TopicExistsError(f"topic {name!r} is given twice")
             if name in existing:
@@ -336,6 +340,15 @@ class Store(abc.ABC):
             seen.add(name)
             pairs.append((name, partitions))
         return pairs
+
+    @classmethod
+    def _check_partition_count(cls, name: str, partitions: object) -> None:
+        """InvalidPartitionError unless ``partitions`` is an int in [1, max_partitions]."""
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or \
+                not 1 <= partitions <= cls.max_partitions:
+            raise errors.InvalidPartitionError(
+                f"partitions of {name!r} must be an int from 1 to {cls.max_partitions} "
+                f"(the {cls.engine_name} engine's limit), not {partitions!r}")
 
     @abc.abstractmethod
     def topics(self) -> list[str]:

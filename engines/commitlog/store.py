@@ -38,7 +38,7 @@ from .consume_queue import ConsumeQueue, sync_dirs
 from .dispatcher import Dispatcher
 from .follower import Follower
 from .index_file import IndexService
-from .metadata import ConsumerOffsetManager, TopicConfigManager
+from .metadata import MAX_QUEUES, ConsumerOffsetManager, TopicConfigManager
 from .reads import ConsumeQueueReads
 from .store_recovery import StoreRecovery
 
@@ -71,6 +71,8 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
     supports_key_index = True
     supports_zero_copy = True
     supports_tag_index = True
+    #: queue ids fit 16 bits in RocketMQ's topic table (``writeQueueNums``)
+    max_partitions = MAX_QUEUES
 
     @classmethod
     def looks_like(cls, path: str) -> bool:
@@ -326,8 +328,7 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         validate_topic_name(name)
-        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-            raise errors.InvalidPartitionError(f"partitions must be an int >= 1: {partitions!r}")
+        self._check_partition_count(name, partitions)
         self._check_writable()
         with self.commitlog.put_lock:
             if name in self.topic_config.topics:

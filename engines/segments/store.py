@@ -243,8 +243,7 @@ class SegmentsStore(SegmentsAppends, Store):
         validate_topic_name(name)
         if name == fmt.CONSUMER_OFFSETS_TOPIC:
             raise errors.InvalidTopicError(f"{name!r} is reserved for committed offsets")
-        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-            raise errors.InvalidPartitionError(f"a topic needs at least one partition, not {partitions!r}")
+        self._check_partition_count(name, partitions)
         self._create(name, partitions)
 
     def _create(self, name: str, partitions: int) -> list[PartitionLog]:

@@ -76,3 +76,27 @@ def test_a_follower_sees_topics_created_after_it_opened(store, open_store, store
     store.create_topics([("second", 2), "third"])
     assert ro.topics() == ["first", "second", "third"]
     assert ro.partitions("second") == 2
+
+
+def test_a_partition_count_over_the_engines_maximum_is_refused(store, open_store, store_path):
+    """New-user finding: commitlog accepted 70,000 queues, which its own topic table refuses
+    (RocketMQ's queue ids fit 16 bits), so the next open fell back to topics.json.bak and
+    lost every topic of the session. Each engine declares ``max_partitions``."""
+    top = type(store).max_partitions
+    store.create_topic("keep")
+    with pytest.raises(mqstore.InvalidPartitionError, match=str(top)):
+        store.create_topic("big", top + 1)
+    with pytest.raises(mqstore.InvalidPartitionError, match=str(top)):
+        store.create_topics(["ok1", ("big", top + 1)])
+    assert store.topics() == ["keep"]
+    store.create_topics(["ok1"])
+    store.close()
+    s = open_store(store_path)
+    assert s.topics() == ["keep", "ok1"]
+
+
+def test_create_topics_refuses_a_bare_string(store):
+    """``create_topics("abc")`` used to create topics a, b and c."""
+    with pytest.raises(mqstore.InvalidTopicError, match="str"):
+        store.create_topics("abc")
+    assert store.topics() == []
