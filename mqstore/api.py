@@ -106,9 +106,12 @@ def validate_topic_name(name: object) -> str:
 
 
 def _as_bytes(value: object, what: str) -> bytes:
-    if isinstance(value, bytes):
+    """``value`` as exactly ``bytes``: a bytes subclass, bytearray or memoryview is copied
+    through the buffer protocol, so a subclass's ``__len__`` cannot disagree with what is
+    stored."""
+    if type(value) is bytes:
         return value
-    if isinstance(value, (bytearray, memoryview)):
+    if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise errors.InvalidRecordError(f"{what} must be bytes-like, not {type(value).__name__}")
 

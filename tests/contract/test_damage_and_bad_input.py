@@ -200,3 +200,22 @@ def test_a_full_disk_is_store_full_error_and_loses_nothing_acknowledged(
     s.close()
     s = open_store()
     assert [r.value for r in read_all(s, "t", 0)] == acked
+
+
+class _LyingBytes(bytes):
+    """A bytes subclass whose ``len`` disagrees with its bytes (new-user finding: both
+    engines trusted ``len(value)``; segments then wrote a malformed batch under a good CRC,
+    commitlog stored ``b"l"``)."""
+
+    def __len__(self):
+        return 1
+
+
+def test_a_bytes_subclass_is_stored_by_its_bytes_not_its_len(store):
+    store.create_topic("t")
+    store.append("t", _LyingBytes(b"long-real"), key=_LyingBytes(b"key-real"))
+    store.append("t", _LyingBytes(b"second"))
+    store.append_batch("t", [_LyingBytes(b"third"), mqstore.Message(_LyingBytes(b"fourth"))])
+    recs = store.read("t", 0, 0)
+    assert [r.value for r in recs] == [b"long-real", b"second", b"third", b"fourth"]
+    assert recs[0].key == b"key-real"
