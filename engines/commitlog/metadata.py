@@ -82,9 +82,14 @@ def _load(path: str) -> dict:
 
 
 class _JsonFile:
-    def __init__(self, path: str, read_only: bool, log: RecoveryLog | None = None):
+    def __init__(self, path: str, read_only: bool, log: RecoveryLog | None = None,
+                 backup_current: bool = False):
         self.path = path
         self.backup = path + ".bak"
+        #: the backup is a copy of the version just written, not a link to the one before
+        #: (topics.json: the journal entries a fold takes in are gone after it, so the
+        #: version before would miss every topic of the last fold)
+        self.backup_current = backup_current
         self.read_only = read_only
         self.log = log
         self.lock = threading.Lock()
@@ -103,7 +108,13 @@ class _JsonFile:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return None
+            if self._mtime != -1 or not os.path.exists(self.backup):
+                return None
+            # the file is always there once written (the backup is a link to the version
+            # before): missing beside its backup, it was lost
+            value, doc = self._repair(parse, rebuild, MetadataError("the file is missing"))
+            self._mtime = -2
+            return (value,)
         if st.st_mtime_ns == self._mtime:
             return None
         try:
@@ -154,7 +165,7 @@ class _JsonFile:
             if not os.path.isdir(cfg_dir):  # its entry in the store root must be durable too
                 os.makedirs(cfg_dir, exist_ok=True)
                 fsync_dir(os.path.dirname(os.path.abspath(cfg_dir)))
-            if self._valid and os.path.isfile(self.path):
+            if self._valid and os.path.isfile(self.path) and not self.backup_current:
                 tmp = self.backup + ".tmp"
                 try:
                     os.unlink(tmp)
@@ -170,6 +181,8 @@ class _JsonFile:
                 except OSError:
                     pass
                 raise
+            if self.backup_current:  # after the file itself: a crash between keeps the old
+                write_json_atomic(self.backup, doc)
         self.counter += 1
         self._valid = True
         self.repaired = False
@@ -366,7 +379,7 @@ class TopicConfigManager:
     is folded in). Thread-safety: writes under an internal lock."""
 
     def __init__(self, path: str, *, read_only: bool = False, log: RecoveryLog | None = None):
-        self._file = _JsonFile(path, read_only, log)
+        self._file = _JsonFile(path, read_only, log, backup_current=True)
         self.journal = TopicJournal(path + JOURNAL_SUFFIX, read_only, log)
         self._from_file: dict[str, int] = {}
         self.topics: dict[str, int] = {}

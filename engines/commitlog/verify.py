@@ -33,7 +33,8 @@ from .checkpoint import StoreCheckpoint
 from .commitlog import CommitLog
 from .index_file import IndexFile, key_hash
 from .mapped_file import MappedFile, parse_file_name
-from .metadata import ConsumerOffsetManager, MetadataError, TopicConfigManager
+from .metadata import (JOURNAL_SUFFIX, ConsumerOffsetManager, MetadataError,
+                       TopicConfigManager, TopicJournal)
 
 _DEFAULTS = {"mapped_file_size": 1 << 30, "cq_units_per_file": 300_000,
              "hash_slots": 5_000_000, "index_entries": 20_000_000}
@@ -344,6 +345,9 @@ def _verify_json(root: str, damage: list[Damage]) -> None:
                         (fmt.CONSUMER_OFFSET_FILE, ConsumerOffsetManager._parse)):
         path = os.path.join(cfg, name)
         if not os.path.exists(path):
+            if os.path.exists(path + ".bak"):  # always there once written: lost
+                damage.append(Damage(path, 0, "missing beside its .bak (the open falls back "
+                                     "to the backup)", kind="metadata"))
             continue
         try:
             with open(path, "rb") as f:
@@ -355,11 +359,55 @@ def _verify_json(root: str, damage: list[Damage]) -> None:
             damage.append(Damage(path, 0, f"unreadable metadata: {exc}", kind="metadata"))
 
 
+def _verify_topic_journal(root: str, damage: list[Damage]) -> None:
+    """``config/topics.json.journal``, entry by entry with the open's decoder: a bad last
+    entry is a torn tail (a create_topic that never returned; the open cuts it), a bad
+    entry with good ones after it is metadata damage (the open skips it: its topics come
+    back only if they have messages)."""
+    path = os.path.join(root, fmt.CONFIG_DIR, fmt.TOPICS_FILE + JOURNAL_SUFFIX)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        damage.append(Damage(path, 0, f"unreadable topic journal: {exc}", kind="metadata"))
+        return
+    lines = raw.split(b"\n")
+    pos = 0
+    for i, line in enumerate(lines):
+        last = i == len(lines) - 1
+        if last and not line:
+            break  # the file ends with a complete entry
+        try:
+            if last:
+                raise MetadataError("incomplete entry")
+            TopicJournal._decode(line)
+        except MetadataError as exc:
+            if not any(_journal_entry_ok(ln) for ln in lines[i + 1:] if ln):
+                damage.append(Damage(path, pos, f"torn last topic journal entry ({exc}): the "
+                                     f"open cuts {len(raw) - pos} bytes", kind="torn_tail"))
+                return
+            damage.append(Damage(path, pos, f"damaged topic journal entry ({exc}) with good "
+                                 "entries after it: the open skips it and its topics",
+                                 kind="metadata"))
+        pos += len(line) + 1
+
+
+def _journal_entry_ok(line: bytes) -> bool:
+    try:
+        TopicJournal._decode(line)
+        return True
+    except MetadataError:
+        return False
+
+
 def verify_files(root: str) -> list[Damage]:
     """Check every file kind of the commitlog store at ``root`` (module docstring)."""
     damage: list[Damage] = []
     shape = _shape(root)
     _verify_json(root, damage)
+    _verify_topic_journal(root, damage)
     ck_path = os.path.join(root, fmt.CHECKPOINT_FILE)
     ck = StoreCheckpoint(ck_path, read_only=True)
     why = getattr(ck, "garbled", None)

@@ -282,3 +282,50 @@ def test_the_config_directory_entry_is_durable_before_topics_are_acknowledged(
     s.create_topic("t", 3)
     assert os.path.abspath(store_path) in synced
     s.close()
+
+
+def test_a_missing_topics_json_falls_back_to_its_backup_and_verify_reports_it(
+        store_path, caplog):
+    """New-user finding: after a clean close, deleting ``topics.json`` (its ``.bak`` still
+    there) reopened with no topics at all, and verify said the store was sound."""
+    from mqstore import cli
+    _build(store_path, messages=False)
+    assert os.path.exists(_cfg(store_path, "topics.json.bak"))
+    os.unlink(_cfg(store_path, "topics.json"))
+    assert cli.main(["verify", store_path]) == 1
+    caplog.set_level(logging.WARNING, "mqstore")
+    s = _open(store_path)
+    assert s.topics() == ["t", "u"] and s.partitions("t") == 2
+    assert _repairs(caplog, "topics.json")
+    s.close()
+    assert os.path.exists(_cfg(store_path, "topics.json"))
+    assert cli.main(["verify", store_path]) == 0
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_verify_reports_a_damaged_topic_journal_entry(store_path, where):
+    """New-user finding: ``mqstore verify`` did not read ``config/topics.json.journal``; a
+    CRC-damaged middle entry (whose topic the open then drops) was "no damage"."""
+    import subprocess
+    import sys
+    code = (
+        "import mqstore, os\n"
+        f"s = mqstore.open({store_path!r}, 'commitlog', mapped_file_size=4096, "
+        "cq_units_per_file=16, hash_slots=64, index_entries=128)\n"
+        "for n in ('a', 'b', 'c'):\n"
+        "    s.create_topic(n)\n"
+        "s.flush()\n"
+        "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    path = _cfg(store_path, "topics.json.journal")
+    lines = open(path, "rb").read().split(b"\n")
+    assert len([ln for ln in lines if ln]) == 3
+    i = 1 if where == "middle" else 2
+    lines[i] = lines[i].replace(b'"' + b"abc"[i:i + 1] + b'"', b'"' + b"ABC"[i:i + 1] + b'"')
+    with open(path, "wb") as f:
+        f.write(b"\n".join(lines))
+    from mqstore import cli
+    report = cli.verify_store(store_path)[2]
+    hits = [d for d in report if d.path.endswith("topics.json.journal")]
+    assert len(hits) == 1
+    assert hits[0].kind == ("metadata" if where == "middle" else "torn_tail")
