@@ -100,6 +100,7 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
                 raise errors.EngineMismatchError(
                     f"{path} holds a {other!r} store; it cannot be opened with engine "
                     f"{self.engine_name!r}")
+            config = self._shape_from_files(path, config)
         self.config = config = check_manifest(path, config, self.SHAPE_OPTIONS)
         self._validate_options(config)
         o = config.options
@@ -139,6 +140,34 @@ class CommitLogStore(CommitLogAppends, StoreRecovery, ConsumeQueueReads, Store):
         except BaseException:
             self._release()
             raise
+
+    @staticmethod
+    def _shape_from_files(path: str, config: StoreConfig) -> StoreConfig:
+        """A store without a manifest (a RocketMQ-written one, or a lost ``mqstore.json``):
+        the CommitLog and ConsumeQueue file sizes come from the files (the largest of each
+        kind: every file has the full size), so the open never resizes them to the
+        defaults. An explicit option that disagrees is a ConfigError, nothing touched."""
+        found: dict[str, int] = {}
+        cl_dir = os.path.join(path, fmt.COMMITLOG_DIR)
+        if os.path.isdir(cl_dir):
+            sizes = [os.path.getsize(os.path.join(cl_dir, f)) for f in os.listdir(cl_dir)
+                     if f.isdigit() and len(f) == 20]
+            if sizes and max(sizes) > 0:
+                found["mapped_file_size"] = max(sizes)
+        cq_root = os.path.join(path, fmt.CONSUMEQUEUE_DIR)
+        for dirpath, _dirs, files in os.walk(cq_root) if os.path.isdir(cq_root) else ():
+            sizes = [os.path.getsize(os.path.join(dirpath, f)) for f in files
+                     if f.isdigit() and len(f) == 20]
+            if sizes and max(sizes) % fmt.CQ_UNIT_SIZE == 0 and max(sizes) > 0:
+                found["cq_units_per_file"] = max(sizes) // fmt.CQ_UNIT_SIZE
+                break
+        for name, value in found.items():
+            if name in config.explicit and config.options[name] != value:
+                raise errors.ConfigError(
+                    f"{name}={config.options[name]!r} conflicts with the files of the store "
+                    f"at {path} (no mqstore.json), which are {value!r}")
+        adopt = {k: v for k, v in found.items() if k not in config.explicit}
+        return config.with_options(**adopt) if adopt else config
 
     @staticmethod
     def _validate_options(config: StoreConfig) -> None:

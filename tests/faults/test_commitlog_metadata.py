@@ -329,3 +329,27 @@ def test_verify_reports_a_damaged_topic_journal_entry(store_path, where):
     hits = [d for d in report if d.path.endswith("topics.json.journal")]
     assert len(hits) == 1
     assert hits[0].kind == ("metadata" if where == "middle" else "torn_tail")
+
+
+def test_a_store_without_its_manifest_opens_with_the_sizes_of_its_files(store_path):
+    """New-user finding: with ``mqstore.json`` deleted, the open took the default sizes,
+    extended the 4 KiB CommitLog file to 1 GiB and then refused the store for good. Without
+    a manifest (also a RocketMQ-written store) the CommitLog and ConsumeQueue file sizes are
+    taken from the files; an explicit size that disagrees is refused before anything is
+    touched."""
+    from mqstore.errors import ConfigError
+    s = _open(store_path)
+    s.create_topic("t")
+    for i in range(40):
+        s.append("t", b"v%03d" % i + b"x" * 150)
+    s.close()
+    os.unlink(os.path.join(store_path, "mqstore.json"))
+    cl_dir = os.path.join(store_path, "commitlog")
+    sizes = {f: os.path.getsize(os.path.join(cl_dir, f)) for f in os.listdir(cl_dir)}
+    with pytest.raises(ConfigError, match="mapped_file_size"):
+        mqstore.open(store_path, "commitlog", mapped_file_size=1 << 20)
+    assert {f: os.path.getsize(os.path.join(cl_dir, f)) for f in os.listdir(cl_dir)} == sizes
+    s = mqstore.open(store_path, "commitlog", hash_slots=64, index_entries=128)
+    assert _values(s, "t", 0) == [b"v%03d" % i + b"x" * 150 for i in range(40)]
+    s.close()
+    assert {f: os.path.getsize(os.path.join(cl_dir, f)) for f in os.listdir(cl_dir)} == sizes
