@@ -124,7 +124,8 @@ def test_native_under_asan(tmp_path):
     if not libasan or not os.path.exists(libasan):
         pytest.skip("libasan is not installed")
     _build_asan_copy(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "LD_PRELOAD": libasan,
+    # the ASan copy first; the project root after it for the tests' own imports (tests.*)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "LD_PRELOAD": libasan,
            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", "PYTHONMALLOC": "malloc",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
            "MQSTORE_NATIVE": "force"}
