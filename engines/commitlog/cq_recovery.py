@@ -13,7 +13,6 @@ written, and only a file that changed is synced.
 """
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterator
 
@@ -37,27 +36,17 @@ def _zero_tail(mf: MappedFile, pos: int) -> bool:
     chunks holding a non-zero byte (so their blocks exist) are written, through the
     mapping. Returns True if a byte changed (the caller then syncs the file). The positions
     move back to ``pos`` as with ``zero_from``."""
-    end = mf.file_size
-    fd = mf._fd
     changed = False
-    p = pos
-    while p < end and fd >= 0:
-        try:
-            data = os.lseek(fd, p, os.SEEK_DATA)
-            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data after p
-                break
-            data, hole = p, end  # SEEK_DATA unsupported: look at everything
-        q = max(data, pos)
-        while q < hole:
-            n = min(len(_ZEROS), hole - q)
-            chunk = os.pread(fd, n, q)
-            if chunk != _ZEROS[:len(chunk)]:
-                mf.mm[q:q + len(chunk)] = _ZEROS[:len(chunk)]
-                changed = True
-            q += n
-        p = hole
+    fd = mf._fd
+    if fd >= 0:
+        for q, hole in mf.data_ranges(pos):
+            while q < hole:
+                n = min(len(_ZEROS), hole - q)
+                chunk = os.pread(fd, n, q)
+                if chunk != _ZEROS[:len(chunk)]:
+                    mf.mm[q:q + len(chunk)] = _ZEROS[:len(chunk)]
+                    changed = True
+                q += n
     if mf.wrote_position > pos:
         mf.wrote_position = pos
     if mf.flushed_position > pos:

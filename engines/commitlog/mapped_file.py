@@ -56,6 +56,7 @@ import mmap
 import os
 import sys
 import threading
+from collections.abc import Iterator
 
 from mqstore import errors
 from mqstore.damage import full_error, is_full, preallocate
@@ -373,9 +374,10 @@ class MappedFile:
         """A zero-copy view of ``size`` bytes at ``pos`` (release it before closing)."""
         return memoryview(self.mm)[pos:pos + size]
 
-    def zero_from(self, pos: int) -> None:
-        """Overwrite every written byte from ``pos`` to the end with zeros, so a later scan
-        cannot mistake stale bytes for messages. Holes (never written) are skipped."""
+    def data_ranges(self, pos: int) -> Iterator[tuple[int, int]]:
+        """(start, end) ranges of the file from ``pos`` on that may hold data: holes (never
+        written, ``SEEK_DATA`` / ``SEEK_HOLE``) are skipped; where the filesystem cannot
+        tell, or the file has no descriptor, everything from ``pos`` is one range."""
         end = self.file_size
         p = pos
         while p < end:
@@ -384,15 +386,22 @@ class MappedFile:
                 hole = min(os.lseek(self._fd, data, os.SEEK_HOLE), end)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:  # no data after p
-                    break
+                    return
                 data, hole = p, end  # SEEK_DATA unsupported: look at everything
-            q = max(data, pos)
+            if data >= end:
+                return
+            yield max(data, pos), hole
+            p = hole
+
+    def zero_from(self, pos: int) -> None:
+        """Overwrite every written byte from ``pos`` to the end with zeros, so a later scan
+        cannot mistake stale bytes for messages. Holes (never written) are skipped."""
+        for q, hole in self.data_ranges(pos):
             while q < hole:
                 n = min(len(_ZERO_CHUNK), hole - q)
                 if any(self.mm[q:q + n]):
                     self.mm[q:q + n] = _ZERO_CHUNK[:n]
                 q += n
-            p = hole
         if self.wrote_position > pos:
             self.wrote_position = pos
         if self.flushed_position > pos:
@@ -400,22 +409,12 @@ class MappedFile:
 
     def has_data_after(self, pos: int) -> bool:
         """True if any non-zero byte follows ``pos`` (holes are skipped)."""
-        p, end = pos, self.file_size
-        while p < end:
-            try:
-                data = os.lseek(self._fd, p, os.SEEK_DATA)
-                hole = min(os.lseek(self._fd, data, os.SEEK_HOLE), end)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    return False
-                data, hole = p, end
-            q = max(data, pos)
+        for q, hole in self.data_ranges(pos):
             while q < hole:
                 n = min(len(_ZERO_CHUNK), hole - q)
                 if any(self.mm[q:q + n]):
                     return True
                 q += n
-            p = hole
         return False
 
     def allocated_bytes(self) -> int:

@@ -26,7 +26,6 @@ The first bad message is classified:
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 from typing import TYPE_CHECKING, NamedTuple
@@ -174,30 +173,11 @@ def walk(cl: "CommitLog", offset: int, st: _State) -> tuple[int, str | None]:
     return files[-1].file_end_offset, None
 
 
-def _data_ranges(mf: "MappedFile", pos: int):
-    """(start, end) ranges of ``mf`` from ``pos`` that may hold data (holes skipped)."""
-    end = mf.file_size
-    fd = mf._fd  # MappedFile keeps its descriptor private; only read here
-    p = pos
-    while p < end:
-        try:
-            data = os.lseek(fd, p, os.SEEK_DATA)
-            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return
-            data, hole = p, end
-        if data >= end:
-            return
-        yield max(data, pos), hole
-        p = hole
-
-
 def _candidates(mf: "MappedFile", pos: int):
     """Positions from ``pos`` where a message or a blank marker may start (its magic at +4),
     in order."""
     mm = mf.mm
-    for start, end in _data_ranges(mf, pos + 4):
+    for start, end in mf.data_ranges(pos + 4):
         i = start
         while True:
             a = mm.find(_MAGIC_PREFIX, i, end)

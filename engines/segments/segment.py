@@ -296,15 +296,7 @@ class LogSegment:
                 self._finish_write(pos, data, n)
         except BaseException as failed:
             self._failed_append(pos, failed)
-        # (_appended, inlined)
-        self.size = self.file_size = pos + size
-        self.next_offset = last_offset + 1
-        if max_timestamp > self.max_timestamp_so_far:
-            self.max_timestamp_so_far = max_timestamp
-            self.offset_of_max_timestamp = last_offset
-        if pos - self._last_indexed_pos > self.index_interval_bytes or \
-                self.rolling_based_timestamp is None:
-            self._index_batch(pos, last_offset, max_timestamp)
+        self._appended(pos, size, last_offset, max_timestamp)
         return True
 
     def _finish_write(self, pos: int, data, n: int) -> None:
