@@ -281,10 +281,38 @@ class TopicJournal:
         except FileNotFoundError:
             self.entries = self.size = 0
             return {}
+        tables, skipped, torn = self.scan(raw)
         out: dict[str, int] = {}
+        for table in tables:
+            out.update(table)
+        if not self.read_only:
+            for pos, why in skipped:
+                self._record(pos, f"damaged entry ({why}) with good entries after it: "
+                             "skipped (its topics come back from consumequeue/ when they "
+                             "have messages)")
+        good_end = len(raw)
+        if torn is not None:
+            good_end, why = torn
+            if not self.read_only:
+                self._record(good_end, f"torn last entry ({why}): a topic change that was "
+                             f"not acknowledged; {len(raw) - good_end} bytes cut")
+                self._truncate(good_end)
+                raw = raw[:good_end]
+        self.entries = len(tables)
+        self.size = len(raw) if not self.read_only else good_end
+        return out
+
+    @classmethod
+    def scan(cls, raw: bytes) -> tuple[list[dict[str, int]], list[tuple[int, str]],
+                                       tuple[int, str] | None]:
+        """The journal's bytes, entry by entry (no side effects; the open and ``verify``
+        both use it): the good entries' tables in order, the damaged entries that have good
+        ones after them as (position, why), and the torn tail as (position, why) or None
+        (a bad or incomplete entry with no good one after it)."""
+        tables: list[dict[str, int]] = []
+        skipped: list[tuple[int, str]] = []
         lines = raw.split(b"\n")
-        pos = good_end = 0
-        entries = 0
+        pos = 0
         for i, line in enumerate(lines):
             last = i == len(lines) - 1
             if last and not line:
@@ -292,30 +320,18 @@ class TopicJournal:
             try:
                 if last:
                     raise MetadataError("incomplete entry")
-                out.update(self._decode(line))
-                entries += 1
-                good_end = pos + len(line) + 1
+                tables.append(cls._decode(line))
             except MetadataError as exc:
-                rest = [ln for ln in lines[i + 1:] if ln]
-                if not any(self._valid(ln) for ln in rest):
-                    if not self.read_only:
-                        self._record(pos, f"torn last entry ({exc}): a topic change that "
-                                     f"was not acknowledged; {len(raw) - pos} bytes cut")
-                        self._truncate(good_end)
-                        raw = raw[:good_end]
-                    break
-                if not self.read_only:
-                    self._record(pos, f"damaged entry ({exc}) with good entries after it: "
-                                 "skipped (its topics come back from consumequeue/ when "
-                                 "they have messages)")
+                if not any(cls._valid(ln) for ln in lines[i + 1:] if ln):
+                    return tables, skipped, (pos, str(exc))
+                skipped.append((pos, str(exc)))
             pos += len(line) + 1
-        self.entries = entries
-        self.size = len(raw) if not self.read_only else good_end
-        return out
+        return tables, skipped, None
 
-    def _valid(self, line: bytes) -> bool:
+    @classmethod
+    def _valid(cls, line: bytes) -> bool:
         try:
-            self._decode(line)
+            cls._decode(line)
             return True
         except MetadataError:
             return False

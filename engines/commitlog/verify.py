@@ -373,33 +373,15 @@ def _verify_topic_journal(root: str, damage: list[Damage]) -> None:
     except OSError as exc:
         damage.append(Damage(path, 0, f"unreadable topic journal: {exc}", kind="metadata"))
         return
-    lines = raw.split(b"\n")
-    pos = 0
-    for i, line in enumerate(lines):
-        last = i == len(lines) - 1
-        if last and not line:
-            break  # the file ends with a complete entry
-        try:
-            if last:
-                raise MetadataError("incomplete entry")
-            TopicJournal._decode(line)
-        except MetadataError as exc:
-            if not any(_journal_entry_ok(ln) for ln in lines[i + 1:] if ln):
-                damage.append(Damage(path, pos, f"torn last topic journal entry ({exc}): the "
-                                     f"open cuts {len(raw) - pos} bytes", kind="torn_tail"))
-                return
-            damage.append(Damage(path, pos, f"damaged topic journal entry ({exc}) with good "
-                                 "entries after it: the open skips it and its topics",
-                                 kind="metadata"))
-        pos += len(line) + 1
-
-
-def _journal_entry_ok(line: bytes) -> bool:
-    try:
-        TopicJournal._decode(line)
-        return True
-    except MetadataError:
-        return False
+    _tables, skipped, torn = TopicJournal.scan(raw)
+    for pos, why in skipped:
+        damage.append(Damage(path, pos, f"damaged topic journal entry ({why}) with good "
+                             "entries after it: the open skips it and its topics",
+                             kind="metadata"))
+    if torn is not None:
+        pos, why = torn
+        damage.append(Damage(path, pos, f"torn last topic journal entry ({why}): the open "
+                             f"cuts {len(raw) - pos} bytes", kind="torn_tail"))
 
 
 def verify_files(root: str) -> list[Damage]:
