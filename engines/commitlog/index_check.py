@@ -19,6 +19,25 @@ if TYPE_CHECKING:
     from .index_file import IndexFile, IndexService
 
 
+def _header(f: "IndexFile") -> tuple:
+    """``(beginPhyOffset, endPhyOffset, hashSlotCount, indexCount)`` of the header, or the
+    verdict itself when it settles the file: ("damaged", why) for an impossible
+    ``indexCount``, ("ok", None) for a file with no entries."""
+    (_bt, _et, begin_phy, end_phy, slot_count,
+     count) = fmt.INDEX_HEADER.unpack_from(f.mm, 0)
+    if not 1 <= count <= f.index_entries:
+        return "damaged", f"indexCount {count} outside [1, {f.index_entries}]"
+    if count == 1:
+        return "ok", None
+    return begin_phy, end_phy, slot_count, count
+
+
+def _entries(f: "IndexFile", n: int) -> np.ndarray:
+    """The first ``n`` entries (entry 0 is unused, as in RocketMQ), a view of the map."""
+    return np.frombuffer(f.mm, dtype=fmt.INDEX_ENTRY_DTYPE, count=n,
+                         offset=f.entries_pos + fmt.INDEX_ENTRY_SIZE)
+
+
 def validate(f: "IndexFile", repair: bool = False) -> tuple[str, str | None]:
     """Check the file against its own invariants (numpy over the entries written, so the
     cost follows ``indexCount``, not the preallocated size): ("ok", None), ("repaired",
@@ -29,15 +48,12 @@ def validate(f: "IndexFile", repair: bool = False) -> tuple[str, str | None]:
     Entries: keyHash >= 0, prev in [0, n) and in the same slot, commitlog offsets and
     times in log order. Slots: the slot of every key holds its newest entry. Chains:
     every entry is reached exactly once (from its slot or from one newer entry)."""
-    (_bt, _et, begin_phy, end_phy, slot_count,
-     count) = fmt.INDEX_HEADER.unpack_from(f.mm, 0)
-    if not 1 <= count <= f.index_entries:
-        return "damaged", f"indexCount {count} outside [1, {f.index_entries}]"
+    header = _header(f)
+    if isinstance(header[0], str):
+        return header
+    begin_phy, end_phy, slot_count, count = header
     n = count - 1
-    if n == 0:
-        return "ok", None
-    e = np.frombuffer(f.mm, dtype=fmt.INDEX_ENTRY_DTYPE, count=n,
-                      offset=f.entries_pos + fmt.INDEX_ENTRY_SIZE)
+    e = _entries(f, n)
     h = e["hash"].astype(np.int64)
     phy = e["phy"].astype(np.int64)
     diff = e["diff"].astype(np.int64)
@@ -103,18 +119,15 @@ def validate_tail(f: "IndexFile", from_phy: int, repair: bool = False
     the header's first and last against them, are checked over the whole file (one column,
     the cheap part): when they are off, :func:`validate` decides. Not checked here:
     ``hashSlotCount`` (it counts every slot) and slots no tail key uses."""
-    (_bt, _et, begin_phy, end_phy, _slot_count,
-     count) = fmt.INDEX_HEADER.unpack_from(f.mm, 0)
-    if not 1 <= count <= f.index_entries:
-        return "damaged", f"indexCount {count} outside [1, {f.index_entries}]"
+    header = _header(f)
+    if isinstance(header[0], str):
+        return header
+    begin_phy, end_phy, _slot_count, count = header
     n = count - 1
-    if n == 0:
-        return "ok", None
     # every entry's commitlog offset, in log order from the header's first to its last: a
     # header newer than the entries (a power loss kept its page, not theirs) shows here, and
     # the tail is then found exactly; anything off is left to the whole-file check
-    all_phy = np.frombuffer(f.mm, dtype=fmt.INDEX_ENTRY_DTYPE, count=n,
-                            offset=f.entries_pos + fmt.INDEX_ENTRY_SIZE)["phy"].astype(np.int64)
+    all_phy = _entries(f, n)["phy"].astype(np.int64)
     if all_phy[0] != begin_phy or all_phy[-1] != end_phy or all_phy[0] < 0 or \
             (np.diff(all_phy) < 0).any():
         return validate(f, repair)
